@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs Marionette and everything it needs into the current Python (3.11).
+# MARIONETTE_TORCH overrides the torch requirement, e.g.
+#   MARIONETTE_TORCH="torch --index-url https://download.pytorch.org/whl/cu124" bash scripts/install.sh
+# The default pins the CPU build so that no multi-GB CUDA stack is pulled in.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+$PY -m pip install --upgrade pip >/dev/null 2>&1 || true
+# shellcheck disable=SC2086
+$PY -m pip install ${MARIONETTE_TORCH:-torch==2.13.0}
+$PY -m pip install -e ".[blender,train,test]"
+# Optional kernels (issue 9): a failed build leaves the PyTorch reference in charge.
+if [ -f cuda_ext/setup.py ] && [ "${MARIONETTE_SKIP_KERNELS:-0}" != "1" ]; then
+    $PY -m pip install --no-build-isolation ./cuda_ext || echo "marionette: cuda_ext kernels not built; using the PyTorch reference renderer"
+fi
