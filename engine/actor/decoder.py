@@ -1,0 +1,143 @@
+"""The neural decoder: latent image -> straight sRGB RGB + alpha.
+
+A small U-Net whose every block is FiLM-conditioned (feature-wise scale and shift)
+on a per-actor code, so one network architecture serves any actor and the actor's
+identity lives in a vector rather than in an image encoder.
+
+Shapes: ``latent [B, C_in, H, W]`` + ``code [B, D]`` -> ``rgb [B, 3, sH, sW]``, ``alpha [B, 1, sH, sW]``
+with ``s = config.upsample`` (1 or 2). ``H`` and ``W`` need not be multiples of
+``2**levels``: the input is padded and the output cropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine import MarionetteError
+
+
+@dataclass
+class DecoderConfig:
+    in_channels: int = 16 + 1  # latent channels + the renderer's alpha
+    base_channels: int = 32
+    levels: int = 3  # number of 2x downsamplings
+    max_channels: int = 256
+    code_dim: int = 32
+    upsample: int = 1  # 1: output at the latent resolution; 2: twice that
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "DecoderConfig":
+        """``small`` trains on a CPU; ``large`` is the seed paper's size (base 64, 4 levels)."""
+        presets = {"small": dict(base_channels=32, levels=3), "tiny": dict(base_channels=8, levels=2),
+                   "large": dict(base_channels=64, levels=4)}
+        if name not in presets:
+            raise MarionetteError(f"unknown decoder preset {name!r}; expected one of {', '.join(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "decoder config") -> "DecoderConfig":
+        if not isinstance(d, dict):
+            raise MarionetteError(f"{where}: expected an object, got {type(d).__name__}")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise MarionetteError(f"{where}: unknown fields {sorted(unknown)}")
+        try:
+            cfg = cls(**{k: int(v) for k, v in d.items()})
+        except (TypeError, ValueError) as exc:
+            raise MarionetteError(f"{where}: fields must be integers ({exc})") from None
+        cfg.validate(where)
+        return cfg
+
+    def validate(self, where: str = "decoder config") -> None:
+        if self.upsample not in (1, 2):
+            raise MarionetteError(f"{where}: 'upsample' must be 1 or 2, got {self.upsample}")
+        for name in ("in_channels", "base_channels", "levels", "max_channels", "code_dim"):
+            if getattr(self, name) < (0 if name == "levels" else 1):
+                raise MarionetteError(f"{where}: {name!r} must be positive, got {getattr(self, name)}")
+
+    def channels(self, level: int) -> int:
+        return min(self.base_channels * 2 ** level, self.max_channels)
+
+
+class FiLMBlock(nn.Module):
+    """conv3x3 -> GroupNorm-free FiLM(scale, shift from code) -> LeakyReLU, twice."""
+
+    def __init__(self, cin: int, cout: int, code_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.film = nn.Linear(code_dim, 4 * cout)
+        # start as identity modulation: scale 1 (stored as 1 + delta), shift 0
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        g1, b1, g2, b2 = self.film(code)[:, :, None, None].chunk(4, dim=1)
+        h = F.leaky_relu(self.conv1(x) * (1 + g1) + b1, 0.2)
+        h = F.leaky_relu(self.conv2(h) * (1 + g2) + b2, 0.2)
+        return h + self.skip(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: DecoderConfig | None = None):
+        super().__init__()
+        cfg = config or DecoderConfig()
+        cfg.validate()
+        self.config = cfg
+        self.stem = nn.Conv2d(cfg.in_channels, cfg.channels(0), 3, padding=1)
+        self.down = nn.ModuleList()
+        for lvl in range(cfg.levels):
+            self.down.append(FiLMBlock(cfg.channels(lvl), cfg.channels(lvl + 1), cfg.code_dim))
+        self.mid = FiLMBlock(cfg.channels(cfg.levels), cfg.channels(cfg.levels), cfg.code_dim)
+        self.up = nn.ModuleList()
+        for lvl in reversed(range(cfg.levels)):
+            self.up.append(FiLMBlock(cfg.channels(lvl + 1) + cfg.channels(lvl), cfg.channels(lvl), cfg.code_dim))
+        self.enc0 = FiLMBlock(cfg.channels(0), cfg.channels(0), cfg.code_dim)
+        c0 = cfg.channels(0)
+        if cfg.upsample == 2:
+            # sub-pixel convolution: learned 2x detail without checkerboard artefacts of transposed convs
+            self.upsampler = nn.Sequential(nn.Conv2d(c0, 4 * c0, 3, padding=1), nn.PixelShuffle(2),
+                                           nn.LeakyReLU(0.2))
+        else:
+            self.upsampler = nn.Identity()
+        self.head = nn.Conv2d(c0, 4, 3, padding=1)
+
+    def forward(self, latent: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        if latent.dim() != 4 or latent.shape[1] != cfg.in_channels:
+            raise MarionetteError(f"decoder input: expected [B, {cfg.in_channels}, H, W], got {list(latent.shape)}")
+        B, _, H, W = latent.shape
+        if code.dim() == 1:
+            code = code.expand(B, -1)
+        m = 2 ** cfg.levels
+        ph, pw = (-H) % m, (-W) % m
+        x = F.pad(latent, (0, pw, 0, ph), mode="replicate") if (ph or pw) else latent
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = self.enc0(F.leaky_relu(self.stem(x), 0.2), code)
+        skips = [x]
+        for blk in self.down:
+            x = blk(F.avg_pool2d(x, 2), code)
+            skips.append(x)
+        x = self.mid(skips.pop(), code)
+        for blk in self.up:
+            s = skips.pop()
+            x = F.interpolate(x, size=s.shape[-2:], mode="bilinear", align_corners=False)
+            x = blk(torch.cat([x, s], dim=1), code)
+        x = self.upsampler(x)
+        out = self.head(x)[:, :, : H * cfg.upsample, : W * cfg.upsample].float()
+        rgb = torch.sigmoid(out[:, :3])
+        alpha = torch.sigmoid(out[:, 3:4])
+        return rgb, alpha
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
