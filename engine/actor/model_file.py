@@ -221,6 +221,8 @@ def load_actor(actor_dir, joint_set: JointSet | str | None = None, device="cpu")
     state = read_tensors(actor_dir / str(info.get("file", TENSOR_FILE)), info, str(json_path))
     actor = Actor(cfg)
     load_state_checked(actor, state, str(actor_dir / TENSOR_FILE), info.get("shapes"))
+    res = doc.get("training", {}).get("resolution") if isinstance(doc.get("training"), dict) else None
+    actor.training_resolution = res if isinstance(res, list) and len(res) == 2 else None  # [W, H]
     actor.to(device)
     actor.eval()
     return actor, doc
