@@ -1,0 +1,24 @@
+"""Data bundled with the engine (see each folder's README for origin and licence)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class DemoCapture:
+    pose_dir: Path      # one OpenPose JSON folder per camera
+    calibration: Path   # Qualisys .qca.txt
+    fps: float
+    joint_set: str
+    up_axis: str
+
+
+def demo_capture_paths() -> DemoCapture:
+    """The vendored Pose2Sim ``S01_Demo_SingleTrial`` capture (4 cameras, 100 frames, 60 fps)."""
+    root = DATA_DIR / "pose2sim_demo"
+    return DemoCapture(pose_dir=root / "pose", calibration=root / "Calib.qca.txt", fps=60.0,
+                       joint_set="BODY_25B", up_axis="Z")
