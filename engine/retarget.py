@@ -1,0 +1,776 @@
+"""Retargeting: move motion from one skeleton onto another with its own rest pose and bone lengths.
+
+Method (direction matching, so the two rest poses need not agree):
+
+1. The source motion becomes canonical joint positions (``engine.skeletons``
+   vocabulary): directly from a joint-position sequence, or by forward kinematics
+   from a rig's bone rotations (``RigMotion``). Missing joints are gap-filled.
+2. Every mapped target bone gets a world rotation ``Q`` (relative to its rest)
+   that turns its rest *aim* vector (its head joint to a canonical joint further
+   down the chain, e.g. hip -> knee) onto the source's current aim vector. Twist
+   comes from a *hint* vector where both skeletons have one (the hip line for the
+   pelvis, the shoulder line for the chest, the foot's forward direction for the
+   legs), otherwise it is inherited from the parent (minimal swing). Because only
+   directions are copied, a T-pose source drives an A-pose target correctly: the
+   rest poses are aligned bone by bone.
+3. The pelvis follows the source pelvis with its displacement scaled by the ratio
+   of leg lengths (target/source) and its height measured from each skeleton's
+   floor; ``root="in_place"`` removes horizontal travel.
+4. Foot contacts are detected on the source (foot joints low and slow); during a
+   contact the target's foot is pinned to one point (scaled source height) by a
+   two-bone leg IK that keeps the thigh and shin lengths exactly and the knee in
+   its bend plane, blended in and out over ``blend`` seconds.
+
+Outputs are Blender-ready: per-bone pose quaternions (w, x, y, z) relative to the
+rest pose in each bone's local frame, and a location for the pelvis bone. No bpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine import MarionetteError
+from engine.resample import (bone_lengths, fill_gaps, quat_between, quat_conj, quat_exp, quat_mul,
+                             quat_normalize, quat_rotate, skeleton_times)
+from engine.skeleton_io import SkeletonSequence
+from engine.skeletons import DERIVED, JointSet
+
+__all__ = ["Rig", "RigMotion", "RetargetResult", "retarget", "source_positions", "detect_contacts",
+           "foot_sliding", "direction_errors", "up_vector", "quat_to_matrix", "matrix_to_quat"]
+
+# Canonical joints reachable from others, beyond engine.skeletons.DERIVED (retargeting only).
+_EXTRA_DERIVED = {
+    "left_toe_end": [("left_big_toe", 1.0)],
+    "right_toe_end": [("right_big_toe", 1.0)],
+    "left_big_toe": [("left_toe_end", 1.0)],
+    "right_big_toe": [("right_toe_end", 1.0)],
+    "neck": [("neck_base", 1.0)],
+}
+
+_SPINE_UP = ["spine1", "spine2", "spine3", "neck_base", "neck", "upper_neck"]
+_SIDE = ("left", "right")
+
+
+def _bone_rules() -> dict[str, tuple[list[str], tuple[str, str] | None]]:
+    """canonical head joint -> (aim candidates, hint pair (a, b) meaning vector b - a)."""
+    hips = ("right_hip", "left_hip")
+    shoulders = ("right_shoulder", "left_shoulder")
+    rules: dict = {
+        "pelvis": (_SPINE_UP, hips),
+        "spine1": (_SPINE_UP[1:], hips),
+        "spine2": (_SPINE_UP[2:], shoulders),
+        "spine3": (_SPINE_UP[3:] + ["head"], shoulders),
+        "neck_base": (["head", "upper_neck", "head_top", "nose"], ("right_ear", "left_ear")),
+        "neck": (["head", "upper_neck", "head_top", "nose"], ("right_ear", "left_ear")),
+        "upper_neck": (["head_top", "head", "nose"], ("right_ear", "left_ear")),
+        "head": (["head_top", "nose"], ("right_ear", "left_ear")),
+    }
+    for s in _SIDE:
+        fwd = (f"{s}_ankle", f"{s}_foot")
+        rules.update({
+            f"{s}_collar": ([f"{s}_shoulder"], None),
+            f"{s}_shoulder": ([f"{s}_elbow"], None),
+            f"{s}_elbow": ([f"{s}_wrist"], None),
+            f"{s}_wrist": ([f"{s}_hand"], None),
+            f"{s}_hip": ([f"{s}_knee"], fwd),
+            f"smpl_{s}_hip": ([f"{s}_knee"], fwd),
+            f"{s}_knee": ([f"{s}_ankle"], fwd),
+            f"{s}_ankle": ([f"{s}_foot", f"{s}_big_toe", f"{s}_toe_end"], None),
+            f"{s}_foot": ([f"{s}_toe_end", f"{s}_big_toe"], None),
+        })
+    return rules
+
+
+BONE_RULES = _bone_rules()
+
+
+# ----------------------------------------------------------------------------- small math
+
+def up_vector(up) -> np.ndarray:
+    """``"Z"``, ``"-Y"``... or a 3-vector -> unit vector."""
+    if isinstance(up, str):
+        axis = up.strip().upper()
+        sign = -1.0 if axis.startswith("-") else 1.0
+        key = axis.lstrip("+-")
+        if key not in ("X", "Y", "Z"):
+            raise MarionetteError(f"up axis: expected X, Y, Z (optionally with '-'), got {up!r}")
+        v = np.zeros(3)
+        v["XYZ".index(key)] = sign
+        return v
+    v = np.asarray(up, dtype=np.float64).reshape(3)
+    n = np.linalg.norm(v)
+    if not np.isfinite(n) or n < 1e-9:
+        raise MarionetteError(f"up vector: expected a non-zero 3-vector, got {up!r}")
+    return v / n
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    q = quat_normalize(q)
+    w, x, y, z = np.moveaxis(q, -1, 0)
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+
+
+def matrix_to_quat(m: np.ndarray) -> np.ndarray:
+    """Rotation matrices [..., 3, 3] -> quaternions (w, x, y, z), w >= 0."""
+    m = np.asarray(m, dtype=np.float64)
+    flat = m.reshape(-1, 3, 3)
+    out = np.empty((len(flat), 4))
+    for i, r in enumerate(flat):
+        tr = np.trace(r)
+        if tr > 0:
+            s = 2.0 * np.sqrt(tr + 1.0)
+            q = [0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
+        else:
+            k = int(np.argmax(np.diag(r)))
+            i1, i2 = (k + 1) % 3, (k + 2) % 3
+            s = 2.0 * np.sqrt(max(1.0 + r[k, k] - r[i1, i1] - r[i2, i2], 1e-300))
+            q = np.zeros(4)
+            q[0] = (r[i2, i1] - r[i1, i2]) / s
+            q[1 + k] = 0.25 * s
+            q[1 + i1] = (r[i1, k] + r[k, i1]) / s
+            q[1 + i2] = (r[i2, k] + r[k, i2]) / s
+        out[i] = q
+    out = quat_normalize(out)
+    out = np.where(out[:, :1] < 0, -out, out)
+    return out.reshape(m.shape[:-2] + (4,))
+
+
+def _rotation_between_up(src_up: np.ndarray, dst_up: np.ndarray) -> np.ndarray:
+    return quat_between(src_up[None], dst_up[None])[0]
+
+
+# ----------------------------------------------------------------------------- rigs
+
+@dataclass
+class Rig:
+    """A skeleton in its rest pose: bones with heads, parents and rest orientations.
+
+    names:    bone names
+    parents:  parent index per bone (-1 for roots; several roots are allowed)
+    heads:    [B, 3] rest head positions (armature space, metres or the armature's units)
+    rest_rot: [B, 3, 3] rest orientation of each bone (columns: the bone's local axes), as
+              Blender's ``bone.matrix_local.to_3x3()``; identity for joint-set skeletons
+    mapping:  canonical joint -> bone name (from ``engine.rigs``)
+    up:       the up direction in this space
+    floor:    height (along ``up``) of the floor the rest pose stands on; default: lowest foot joint
+    """
+
+    names: list
+    parents: list
+    heads: np.ndarray
+    mapping: dict
+    rest_rot: np.ndarray | None = None
+    up: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
+    floor: float | None = None
+    joint_set: JointSet | None = None
+
+    def __post_init__(self):
+        self.names = [str(n) for n in self.names]
+        self.parents = [int(p) for p in self.parents]
+        B = len(self.names)
+        self.heads = np.asarray(self.heads, dtype=np.float64)
+        if self.heads.shape != (B, 3) or len(self.parents) != B:
+            raise MarionetteError(f"rig: expected {B} parents and heads of shape [{B}, 3], got "
+                                  f"{len(self.parents)} and {list(self.heads.shape)}")
+        if not np.all(np.isfinite(self.heads)):
+            raise MarionetteError("rig: rest head positions must be finite")
+        if self.rest_rot is None:
+            self.rest_rot = np.broadcast_to(np.eye(3), (B, 3, 3)).copy()
+        self.rest_rot = np.asarray(self.rest_rot, dtype=np.float64)
+        if self.rest_rot.shape != (B, 3, 3):
+            raise MarionetteError(f"rig: rest_rot must have shape [{B}, 3, 3], got {list(self.rest_rot.shape)}")
+        self.up = up_vector(self.up)
+        unknown = [b for b in self.mapping.values() if b not in self.names]
+        if unknown:
+            raise MarionetteError(f"rig mapping names bones the armature does not have: {', '.join(unknown[:5])}")
+        self.mapping = {c: b for c, b in self.mapping.items()}
+        # topological order (parents first); rejects cycles
+        order, placed = [], set()
+        pending = list(range(B))
+        while pending:
+            progressed = False
+            rest = []
+            for b in pending:
+                p = self.parents[b]
+                if p < 0 or p in placed:
+                    order.append(b)
+                    placed.add(b)
+                    progressed = True
+                else:
+                    rest.append(b)
+            if not progressed:
+                raise MarionetteError("rig: bone parents form a cycle")
+            pending = rest
+        self.order = order
+        if self.floor is None:
+            feet = [self.index_of(c) for c in self.mapping
+                    if any(c.endswith(k) for k in ("ankle", "foot", "toe", "heel", "toe_end"))]
+            pts = self.heads[feet] if feet else self.heads
+            self.floor = float((pts @ self.up).min())
+
+    def index_of(self, canonical: str) -> int:
+        return self.names.index(self.mapping[canonical])
+
+    @property
+    def canonical_rest(self) -> dict[str, np.ndarray]:
+        return {c: self.heads[self.index_of(c)] for c in self.mapping}
+
+    @classmethod
+    def from_joint_set(cls, joint_set: JointSet, rest_joints, up="Z", floor=None) -> "Rig":
+        """One bone per joint, head at the joint, identity rest orientation."""
+        rest = np.asarray(rest_joints, dtype=np.float64)
+        if rest.shape != (joint_set.num_joints, 3) or not np.all(np.isfinite(rest)):
+            raise MarionetteError(f"rest joints: expected finite [{joint_set.num_joints}, 3] for {joint_set.name}, "
+                                  f"got {list(rest.shape)}")
+        return cls(names=list(joint_set.names), parents=list(joint_set.parents), heads=rest,
+                   mapping=dict(zip(joint_set.canonical, joint_set.names)), up=up_vector(up), floor=floor,
+                   joint_set=joint_set)
+
+    @classmethod
+    def from_skeleton(cls, seq: SkeletonSequence, lengths=None) -> "Rig":
+        """A rest skeleton for an actor captured as ``seq``: its median bone lengths along the
+        directions of its most complete frame (only lengths matter to retargeting)."""
+        js = seq.joint_set
+        joints = seq.joints.astype(np.float64)
+        L = bone_lengths(joints, js.parents) if lengths is None else np.asarray(lengths, float)
+        if not np.all(np.isfinite(L)):
+            missing = [js.names[j] for j in range(js.num_joints) if not np.isfinite(L[j])]
+            raise MarionetteError(f"skeleton: joints never observed, bone length unknown: {', '.join(missing)}")
+        filled = fill_gaps(seq, max_gap=None).joints.astype(np.float64)
+        complete = np.isfinite(filled).all(-1).sum(-1)
+        frame = filled[int(np.argmax(complete))]
+        if not np.isfinite(frame).all():
+            raise MarionetteError("skeleton: no frame has every joint, cannot build a rest skeleton")
+        rest = np.zeros_like(frame)
+        for j in js.topological_order():
+            p = js.parents[j]
+            if p < 0:
+                rest[j] = frame[j]
+            else:
+                d = frame[j] - frame[p]
+                rest[j] = rest[p] + L[j] * d / max(np.linalg.norm(d), 1e-9)
+        up = up_vector(seq.up_axis)
+        floor = _floor_height(seq_canonical(seq), up)
+        return cls.from_joint_set(js, rest, up=up, floor=floor)
+
+
+@dataclass
+class RigMotion:
+    """Motion of a rig as bone rotations: pose quaternions relative to rest (Blender's
+    ``pose_bone.rotation_quaternion``) [T, B, 4] and root bone locations [T, 3] (bone-local, or None)."""
+
+    rig: Rig
+    rotations: np.ndarray
+    fps: float
+    location: np.ndarray | None = None
+    root_bone: str | None = None
+
+    def world(self) -> tuple[np.ndarray, np.ndarray]:
+        """Forward kinematics: (world rotation deltas [T, B, 4], heads [T, B, 3]) in armature space."""
+        rig = self.rig
+        q = np.asarray(self.rotations, dtype=np.float64)
+        T, B = q.shape[:2]
+        if q.shape != (T, len(rig.names), 4):
+            raise MarionetteError(f"rotations: expected [T, {len(rig.names)}, 4], got {list(q.shape)}")
+        rest_q = matrix_to_quat(rig.rest_rot)
+        world = np.zeros((T, B, 4))
+        heads = np.zeros((T, B, 3))
+        root_b = rig.names.index(self.root_bone) if self.root_bone else None
+        for b in rig.order:
+            p = rig.parents[b]
+            # world delta: Q_b = Q_p * R_b L_b R_b^-1 (pose = parent pose * rest offset * local basis)
+            local_world = quat_mul(quat_mul(rest_q[b], quat_normalize(q[:, b])), quat_conj(rest_q[b]))
+            if p < 0:
+                world[:, b] = local_world
+                heads[:, b] = rig.heads[b]
+            else:
+                world[:, b] = quat_mul(world[:, p], local_world)
+                heads[:, b] = heads[:, p] + quat_rotate(world[:, p], rig.heads[b] - rig.heads[p])
+            if self.location is not None and (b == root_b or (root_b is None and p < 0)):
+                loc = np.asarray(self.location, dtype=np.float64)
+                offset = loc @ rig.rest_rot[b].T
+                if p >= 0:
+                    offset = quat_rotate(world[:, p], offset)
+                heads[:, b] = heads[:, b] + offset
+        return world, heads
+
+
+# ----------------------------------------------------------------------------- canonical positions
+
+def _resolve(canon: str, available, depth: int = 0):
+    """canonical -> [(available canonical, weight)] or None."""
+    if canon in available:
+        return [(canon, 1.0)]
+    if depth > 3:
+        return None
+    for table in (_EXTRA_DERIVED, DERIVED):
+        if canon in table:
+            parts = []
+            for sub, w in table[canon]:
+                r = _resolve(sub, available, depth + 1)
+                if r is None:
+                    parts = None
+                    break
+                parts += [(c, w * ww) for c, ww in r]
+            if parts:
+                return parts
+    return None
+
+
+def _get(positions: dict, canon: str):
+    r = _resolve(canon, positions)
+    if r is None:
+        return None
+    return sum(w * np.asarray(positions[c], dtype=np.float64) for c, w in r)
+
+
+def seq_canonical(seq: SkeletonSequence) -> dict[str, np.ndarray]:
+    js = seq.joint_set
+    return {c: seq.joints[:, j].astype(np.float64) for j, c in enumerate(js.canonical)}
+
+
+def source_positions(source) -> tuple[dict, float, np.ndarray]:
+    """(canonical joint -> [T, 3], fps, up vector) from a SkeletonSequence or a RigMotion."""
+    if isinstance(source, SkeletonSequence):
+        if source.num_frames < 2:
+            raise MarionetteError("source motion has a single frame; need at least two to retarget motion")
+        times = skeleton_times(source)
+        if np.allclose(np.diff(times), 1.0 / source.fps):
+            seq = fill_gaps(source, max_gap=None)
+        else:
+            seq = source  # uneven rows: fill by resampling first (engine.resample.resample_skeleton)
+        return seq_canonical(seq), float(source.fps), up_vector(source.up_axis)
+    if isinstance(source, RigMotion):
+        _, heads = source.world()
+        return ({c: heads[:, source.rig.index_of(c)] for c in source.rig.mapping}, float(source.fps),
+                source.rig.up)
+    raise MarionetteError(f"source motion: expected a SkeletonSequence or RigMotion, got {type(source).__name__}")
+
+
+def _floor_height(pos: dict, up: np.ndarray) -> float:
+    feet = [v for c, v in pos.items() if any(c.endswith(k) for k in ("ankle", "foot", "toe", "heel", "toe_end"))]
+    if not feet:
+        feet = list(pos.values())
+    h = np.stack([f @ up for f in feet], 0)  # [F, T]
+    low = np.nanmin(np.where(np.isfinite(h), h, np.inf), axis=0)
+    low = low[np.isfinite(low)]
+    if not len(low):
+        raise MarionetteError("source motion has no valid joint positions")
+    return float(np.percentile(low, 2))
+
+
+def _leg_length(get, up: np.ndarray, floor: float) -> float | None:
+    """Standing pelvis height: hip drop below the pelvis + thigh + shin + ankle height above the floor.
+
+    Measured the same way on source (medians/percentiles over frames) and target (rest),
+    so their ratio scales root motion and the pelvis lands at the right height.
+    """
+    total = []
+    pelvis = get("pelvis")
+    for s in _SIDE:
+        pts = [get(f"{s}_hip"), get(f"{s}_knee"), get(f"{s}_ankle")]
+        if any(p is None for p in pts):
+            continue
+        pts = [np.atleast_2d(p) for p in pts]
+        seg = [np.nanmedian(np.linalg.norm(pts[i + 1] - pts[i], axis=-1)) for i in range(2)]
+        ankle_h = pts[2] @ up - floor
+        ankle_h = np.nanpercentile(ankle_h, 5) if np.isfinite(ankle_h).any() else np.nan
+        drop = np.nanmedian((np.atleast_2d(pelvis) - pts[0]) @ up) if pelvis is not None else 0.0
+        total.append(seg[0] + seg[1] + max(float(ankle_h), 0.0) + max(float(drop), 0.0))
+    total = [t for t in total if np.isfinite(t) and t > 0]
+    return float(np.mean(total)) if total else None
+
+
+# ----------------------------------------------------------------------------- contacts and metrics
+
+def _runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
+    m = np.concatenate([[False], mask.astype(bool), [False]])
+    d = np.diff(m.astype(np.int8))
+    return list(zip(np.nonzero(d == 1)[0].tolist(), np.nonzero(d == -1)[0].tolist()))
+
+
+def detect_contacts(pos: np.ndarray, up: np.ndarray, fps: float, floor: float, height: float = 0.05,
+                    speed: float = 0.3, min_duration: float = 0.05) -> np.ndarray:
+    """Ground contact [T] of one foot joint: within ``height`` metres of its own standing height
+    (low percentile of its height above the floor) and slower than ``speed`` m/s; runs shorter
+    than ``min_duration`` seconds are dropped and holes shorter than it are closed."""
+    pos = np.asarray(pos, dtype=np.float64)
+    T = len(pos)
+    h = pos @ up - floor
+    ok = np.isfinite(h)
+    if ok.sum() < 3:
+        return np.zeros(T, dtype=bool)
+    stand = np.percentile(h[ok], 5)
+    v = np.full(T, np.inf)
+    vel = np.gradient(np.where(ok[:, None], pos, np.nan), axis=0) * fps
+    v[ok] = np.linalg.norm(vel[ok], axis=-1)
+    v = np.where(np.isfinite(v), v, np.inf)
+    # light smoothing of the speed: triangulated joints jitter
+    if T >= 3:
+        vs = v.copy()
+        vs[1:-1] = np.minimum(np.inf, (v[:-2] + 2 * v[1:-1] + v[2:]) / 4)
+        v = vs
+    contact = ok & (h < stand + height) & (v < speed)
+    n_min = max(1, int(round(min_duration * fps)))
+    # close short holes, then drop short runs
+    for a, b in _runs_of(~contact):
+        if a > 0 and b < T and b - a < n_min:
+            contact[a:b] = True
+    for a, b in _runs_of(contact):
+        if b - a < n_min:
+            contact[a:b] = False
+    return contact
+
+
+def foot_sliding(pos: np.ndarray, contact: np.ndarray, up) -> float:
+    """Mean horizontal displacement (metres per frame) of a joint between consecutive contact frames."""
+    pos = np.asarray(pos, dtype=np.float64)
+    up = up_vector(up)
+    horiz = pos - (pos @ up)[:, None] * up
+    both = contact[1:] & contact[:-1]
+    if not both.any():
+        return float("nan")
+    d = np.linalg.norm(np.diff(horiz, axis=0), axis=-1)[both]
+    return float(np.nanmean(d))
+
+
+def direction_errors(source_pos: dict, target_pos: dict, pairs) -> dict[str, float]:
+    """Mean angle (degrees) between source and target direction of each canonical pair (a, b)."""
+    out = {}
+    for a, b in pairs:
+        sa, sb, ta, tb = _get(source_pos, a), _get(source_pos, b), _get(target_pos, a), _get(target_pos, b)
+        if any(x is None for x in (sa, sb, ta, tb)):
+            continue
+        u, v = sb - sa, tb - ta
+        cos = np.sum(u * v, -1) / np.maximum(np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1), 1e-12)
+        ang = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+        if np.isfinite(ang).any():
+            out[f"{a}->{b}"] = float(np.nanmean(ang))
+    return out
+
+
+# ----------------------------------------------------------------------------- retargeting
+
+@dataclass
+class RetargetResult:
+    bone_names: list
+    rotations: np.ndarray  # [T, B, 4] pose quaternions relative to rest (bone-local, w x y z)
+    location: np.ndarray  # [T, 3] pose location of ``root_bone`` (its rest-local frame)
+    root_bone: str
+    world: np.ndarray  # [T, B, 4] world rotation deltas
+    heads: np.ndarray  # [T, B, 3] posed bone heads (target space)
+    fps: float
+    scale: float  # root-motion scale (target leg / source leg)
+    contacts: dict = field(default_factory=dict)  # canonical foot joint -> [T] bool (source contacts)
+    source: dict = field(default_factory=dict)  # canonical joint -> [T, 3] source positions in target space, scaled
+    aims: dict = field(default_factory=dict)  # bone name -> (head canonical, aim canonical) used
+    rig: Rig | None = None
+
+    def canonical(self) -> dict[str, np.ndarray]:
+        """Posed target positions by canonical joint name."""
+        return {c: self.heads[:, self.bone_names.index(b)] for c, b in self.rig.mapping.items()}
+
+    def to_skeleton(self) -> SkeletonSequence:
+        """For joint-set targets: the retargeted motion as a skeleton sequence."""
+        js = self.rig.joint_set
+        if js is None:
+            raise MarionetteError("target is an armature, not a joint set; use rotations/location instead")
+        up = self.rig.up
+        axis = {tuple(up_vector(a)): a for a in ("X", "Y", "Z", "-X", "-Y", "-Z")}.get(tuple(np.round(up, 6)), "Z")
+        return SkeletonSequence(joints=self.heads.astype(np.float32), joint_set=js, fps=self.fps, up_axis=axis)
+
+
+def _twist_to_hint(q: np.ndarray, v_now: np.ndarray, u_rest: np.ndarray, u_now: np.ndarray) -> np.ndarray:
+    """Add a twist about ``v_now`` to ``q`` so that q*u_rest matches u_now around that axis.
+
+    Weighted by how well defined the hint is (its part perpendicular to the aim), so a hint
+    that lines up with the aim fades out instead of flipping.
+    """
+    vn = v_now / np.maximum(np.linalg.norm(v_now, axis=-1, keepdims=True), 1e-12)
+    a = quat_rotate(q, u_rest)
+    a = a - np.sum(a * vn, -1, keepdims=True) * vn
+    b = u_now - np.sum(u_now * vn, -1, keepdims=True) * vn
+    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+    ref = np.minimum(np.linalg.norm(u_rest, axis=-1), np.linalg.norm(u_now, axis=-1))
+    ratio = np.minimum(na, nb) / np.maximum(ref, 1e-12)
+    w = np.clip((ratio - 0.15) / 0.25, 0.0, 1.0)
+    ang = np.arctan2(np.sum(vn * np.cross(a, b), -1), np.sum(a * b, -1))
+    ang = np.where(np.isfinite(ang), ang, 0.0) * w
+    return quat_mul(quat_exp(vn * ang[..., None]), q)
+
+
+def _two_bone_ik(H, K, A, goal, l1, l2):
+    """New knee and ankle for hip H, knee K, ankle A [T,3] reaching ``goal``, lengths kept, knee in its plane."""
+    d_vec = goal - H
+    d = np.linalg.norm(d_vec, axis=-1, keepdims=True)
+    d_cl = np.clip(d, abs(l1 - l2) + 1e-6, l1 + l2 - 1e-6)
+    g = d_vec / np.maximum(d, 1e-12)
+    pole = K - H
+    pole = pole - np.sum(pole * g, -1, keepdims=True) * g
+    pn = np.linalg.norm(pole, axis=-1, keepdims=True)
+    # a straight leg has no bend plane: bend the knee along the old knee's offset from the old hip-ankle line
+    fallback = np.cross(g, np.cross(A - H, g))
+    pole = np.where(pn > 1e-6, pole / np.maximum(pn, 1e-12), fallback / np.maximum(np.linalg.norm(fallback, axis=-1, keepdims=True), 1e-12))
+    cos_a = np.clip((l1 * l1 + d_cl * d_cl - l2 * l2) / (2 * l1 * d_cl), -1, 1)
+    sin_a = np.sqrt(1 - cos_a ** 2)
+    K2 = H + l1 * (cos_a * g + sin_a * pole)
+    A2 = H + d_cl * g
+    return K2, A2
+
+
+def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_scale: float | None = None,
+             contact_height: float = 0.05, contact_speed: float = 0.3, blend: float = 0.1,
+             frames: slice | None = None) -> RetargetResult:
+    """Retarget ``source`` (SkeletonSequence or RigMotion) onto ``target`` (Rig).
+
+    root:       "keep" (pelvis travels like the source's, scaled by leg length) or "in_place"
+                (no horizontal travel; vertical motion kept)
+    feet:       pin feet where the source's were in contact with the ground
+    root_scale: override the leg-length ratio
+    """
+    if root not in ("keep", "in_place"):
+        raise MarionetteError(f"root: expected 'keep' or 'in_place', got {root!r}")
+    pos, fps, src_up = source_positions(source)
+    if frames is not None:
+        pos = {c: v[frames] for c, v in pos.items()}
+    T = len(next(iter(pos.values())))
+    if T < 1:
+        raise MarionetteError("source motion has no frames in the requested range")
+    up = target.up
+    # bring the source into the target's space: rotate its up onto the target's up
+    q_up = _rotation_between_up(src_up, up)
+    src_floor = _floor_height(pos, src_up)
+    pos = {c: quat_rotate(q_up, v) for c, v in pos.items()}
+    src_floor_pt = quat_rotate(q_up, src_up * src_floor)
+    rest = target.canonical_rest
+
+    def sget(c):
+        return _get(pos, c)
+
+    def tget(c):
+        return _get(rest, c)
+
+    if "pelvis" not in target.mapping and _resolve("pelvis", rest) is None:
+        raise MarionetteError("target rig has no pelvis/hips bone in its mapping; cannot place the root")
+    if sget("pelvis") is None:
+        raise MarionetteError("source motion has no pelvis (or both hips); cannot drive the root")
+    usable = [c for c in target.mapping if sget(c) is not None]
+    if len(usable) < 4:
+        raise MarionetteError(f"only {len(usable)} target joints can be driven by the source "
+                              f"({', '.join(usable) or 'none'}); check the bone mapping")
+
+    src_leg = _leg_length(sget, up, float(src_floor_pt @ up))
+    tgt_leg = _leg_length(tget, up, target.floor)
+    if root_scale is not None:
+        s = float(root_scale)
+    elif src_leg and tgt_leg:
+        s = tgt_leg / src_leg
+    else:
+        s = 1.0
+
+    B = len(target.names)
+    world = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (T, B, 1))
+    driven = np.zeros(B, dtype=bool)
+    aims = {}
+    by_bone = {b: c for c, b in target.mapping.items()}
+    # source head position for a canonical joint, falling back to the nearest driven ancestor's head
+    for b in target.order:
+        p = target.parents[b]
+        qp = world[:, p] if p >= 0 else world[:, b]
+        canon = by_bone.get(target.names[b])
+        rule = BONE_RULES.get(canon) if canon else None
+        world[:, b] = qp
+        if rule is None:
+            continue
+        aim_c = next((a for a in rule[0] if a != canon and tget(a) is not None and sget(a) is not None
+                      and target.mapping.get(a) != target.names[b]), None)
+        if aim_c is None:
+            continue
+        head_src = sget(canon)
+        if head_src is None:
+            # e.g. a spine bone the source lacks: aim from the nearest driven ancestor's joint
+            anc = p
+            while anc >= 0 and (by_bone.get(target.names[anc]) is None or sget(by_bone[target.names[anc]]) is None):
+                anc = target.parents[anc]
+            if anc < 0:
+                continue
+            head_src = sget(by_bone[target.names[anc]])
+        v_rest = tget(aim_c) - tget(canon)
+        v_now = sget(aim_c) - head_src
+        if np.linalg.norm(v_rest) < 1e-9:
+            continue
+        q = quat_mul(quat_between(quat_rotate(qp, np.broadcast_to(v_rest, (T, 3))), v_now), qp)
+        hint = rule[1]
+        if hint is not None and all(tget(h) is not None and sget(h) is not None for h in hint):
+            u_rest = np.broadcast_to(tget(hint[1]) - tget(hint[0]), (T, 3))
+            q = _twist_to_hint(q, v_now, u_rest, sget(hint[1]) - sget(hint[0]))
+        bad = ~np.isfinite(q).all(-1)
+        q[bad] = qp[bad]
+        world[:, b] = quat_normalize(q)
+        driven[b] = True
+        aims[target.names[b]] = (canon, aim_c)
+
+    # root placement
+    pelvis_b = target.index_of("pelvis") if "pelvis" in target.mapping else None
+    if pelvis_b is None:
+        raise MarionetteError("target rig: map a bone to 'pelvis' (the hips bone) to retarget onto it")
+    src_pelvis = sget("pelvis")
+    tgt_pelvis_rest = target.heads[pelvis_b]
+    h_src = (src_pelvis - src_floor_pt) @ up
+    height = target.floor + s * h_src
+    horiz_src = src_pelvis - (src_pelvis @ up)[:, None] * up
+    rest_h = tgt_pelvis_rest - (tgt_pelvis_rest @ up) * up
+    if root == "keep":
+        first = np.nanmean(horiz_src[: max(1, min(T, 3))], axis=0) if np.isfinite(horiz_src).any() else np.zeros(3)
+        horiz = first + s * (horiz_src - first)
+    else:
+        horiz = np.broadcast_to(rest_h, (T, 3)).copy()
+    pelvis_pos = horiz + height[:, None] * up
+    bad = ~np.isfinite(pelvis_pos).all(-1)
+    if bad.all():
+        raise MarionetteError("source pelvis is missing in every frame")
+    if bad.any():
+        idx = np.arange(T)
+        for k in range(3):
+            pelvis_pos[bad, k] = np.interp(idx[bad], idx[~bad], pelvis_pos[~bad, k])
+
+    def fk(world):
+        heads = np.zeros((T, B, 3))
+        for b in target.order:
+            p = target.parents[b]
+            if b == pelvis_b:
+                heads[:, b] = pelvis_pos
+            elif p < 0:
+                heads[:, b] = target.heads[b]
+            else:
+                heads[:, b] = heads[:, p] + quat_rotate(world[:, p], target.heads[b] - target.heads[p])
+        return heads
+
+    def refresh_inherited(world, start_bones):
+        # bones that merely follow their parent must follow the corrected parent
+        changed = set(start_bones)
+        for b in target.order:
+            p = target.parents[b]
+            if p in changed and not driven[b]:
+                world[:, b] = world[:, p]
+                changed.add(b)
+            elif p in changed:
+                changed.add(b)
+
+    heads = fk(world)
+    contacts = {}
+    scaled_source = {c: (v - src_floor_pt) * s + target.floor * up for c, v in pos.items()}
+    if root == "keep":
+        first_s = np.nanmean(horiz_src[: max(1, min(T, 3))], axis=0)
+        shift = first_s - s * first_s
+        scaled_source = {c: v + shift for c, v in scaled_source.items()}
+    else:
+        scaled_source = {c: v - (s * horiz_src - rest_h) for c, v in scaled_source.items()}
+
+    if feet:
+        nb = max(1, int(round(blend * fps)))
+        for side in _SIDE:
+            hip_c = f"{side}_hip" if f"{side}_hip" in target.mapping else f"smpl_{side}_hip"
+            names = [hip_c, f"{side}_knee", f"{side}_ankle"]
+            if not all(n in target.mapping for n in names) or sget(f"{side}_ankle") is None:
+                continue
+            hb, kb, ab = (target.index_of(n) for n in names)
+            if target.parents[kb] != hb or target.parents[ab] != kb:
+                continue  # leg bones not a plain chain (e.g. twist bones between): leave untouched
+            ball_c = f"{side}_foot" if f"{side}_foot" in target.mapping else None
+            src_ankle = sget(f"{side}_ankle")
+            c_ankle = detect_contacts(src_ankle, up, fps, (src_floor_pt @ up), contact_height, contact_speed)
+            contacts[f"{side}_ankle"] = c_ankle
+            c_ball = np.zeros(T, dtype=bool)
+            if ball_c and sget(ball_c) is not None:
+                c_ball = detect_contacts(sget(ball_c), up, fps, (src_floor_pt @ up), contact_height, contact_speed)
+                contacts[ball_c] = c_ball
+            l1 = np.linalg.norm(target.heads[kb] - target.heads[hb])
+            l2 = np.linalg.norm(target.heads[ab] - target.heads[kb])
+            A = heads[:, ab]
+            # pinned points per contact run: horizontal mean of the target's own foot, height from the source
+            goal = A.copy()
+            weight = np.zeros(T)
+            pin_ball = np.full((T, 3), np.nan)
+            w_ball = np.zeros(T)
+            for mask, joint, dst, wdst in ((c_ankle, ab, goal, weight),
+                                           (c_ball, target.index_of(ball_c) if ball_c else None, pin_ball, w_ball)):
+                if joint is None:
+                    continue
+                P = heads[:, joint]
+                jc = f"{side}_ankle" if joint == ab else ball_c
+                # pinned height: the target's own standing height of this joint plus the source's
+                # (scaled) lift above its standing height, so differing foot shapes do not sink
+                src_h = sget(jc) @ up
+                src_stand = np.nanpercentile(src_h, 5)
+                tgt_stand = target.heads[joint] @ up
+                for a, b in _runs_of(mask):
+                    hz = P[a:b] - (P[a:b] @ up)[:, None] * up
+                    hz = np.nanmean(hz, axis=0) if root == "keep" else None
+                    hh = tgt_stand + s * (np.nanmean(src_h[a:b]) - src_stand)
+                    lo, hi = max(0, a - nb), min(T, b + nb)
+                    for t in range(lo, hi):
+                        w = 1.0 if a <= t < b else (1.0 - (a - t) / (nb + 1) if t < a else 1.0 - (t - b + 1) / (nb + 1))
+                        if w <= wdst[t]:
+                            continue
+                        hor = hz if hz is not None else P[t] - (P[t] @ up) * up
+                        dst[t] = hor + hh * up
+                        wdst[t] = w
+            # ankle goal: its own pin, else the ankle position that keeps the pinned ball in place
+            ball_j = target.index_of(ball_c) if ball_c else None
+            target_ankle = A.copy()
+            for t in range(T):
+                if weight[t] > 0:
+                    target_ankle[t] = A[t] + weight[t] * (goal[t] - A[t])
+                elif w_ball[t] > 0 and ball_j is not None:
+                    target_ankle[t] = A[t] + w_ball[t] * (pin_ball[t] - heads[t, ball_j])
+            moved = np.linalg.norm(target_ankle - A, axis=-1) > 1e-9
+            if not moved.any():
+                continue
+            H, K = heads[:, hb], heads[:, kb]
+            K2, A2 = _two_bone_ik(H, K, A, target_ankle, l1, l2)
+            r1 = quat_between(K - H, K2 - H)
+            r2 = quat_between(quat_rotate(r1, A - K), A2 - K2)
+            r1[~moved] = (1, 0, 0, 0)
+            r2[~moved] = (1, 0, 0, 0)
+            world[:, hb] = quat_normalize(quat_mul(r1, world[:, hb]))
+            world[:, kb] = quat_normalize(quat_mul(r2, quat_mul(r1, world[:, kb])))
+            refresh_inherited(world, [hb, kb])
+            # both ankle and ball pinned: turn the foot about the ankle toward the pinned ball
+            if ball_j is not None and target.parents[ball_j] == ab:
+                both = (weight > 0) & (w_ball > 0)
+                if both.any():
+                    heads_tmp = fk(world)
+                    Ab, Bb = heads_tmp[both, ab], heads_tmp[both, ball_j]
+                    want = Bb + w_ball[both, None] * (pin_ball[both] - Bb)
+                    r3 = quat_between(Bb - Ab, want - Ab)
+                    world[both, ab] = quat_normalize(quat_mul(r3, world[both, ab]))
+                    refresh_inherited(world, [ab])
+            heads = fk(world)
+
+    # local pose rotations: L_b = R_b^T (Q_p^-1 Q_b) R_b
+    rest_q = matrix_to_quat(target.rest_rot)
+    rot = np.zeros((T, B, 4))
+    for b in range(B):
+        p = target.parents[b]
+        rel = world[:, b] if p < 0 else quat_mul(quat_conj(world[:, p]), world[:, b])
+        rot[:, b] = quat_normalize(quat_mul(quat_mul(quat_conj(rest_q[b]), rel), rest_q[b]))
+    # make quaternion tracks sign-continuous (Blender interpolates components)
+    for t in range(1, T):
+        flip = np.sum(rot[t] * rot[t - 1], -1) < 0
+        rot[t, flip] *= -1
+    # pelvis location in its rest-local frame (ancestors stay at rest)
+    loc = (pelvis_pos - target.heads[pelvis_b]) @ target.rest_rot[pelvis_b]
+    p = target.parents[pelvis_b]
+    if p >= 0:
+        # the parent stays at rest, so the rest-local frame is the same
+        pass
+    return RetargetResult(bone_names=list(target.names), rotations=rot, location=loc,
+                          root_bone=target.names[pelvis_b], world=world, heads=heads, fps=fps, scale=s,
+                          contacts=contacts, source=scaled_source, aims=aims, rig=target)
