@@ -1,0 +1,214 @@
+"""File > Import operators: skeleton sequences and SMPL motion as keyframed armatures.
+
+    bpy.ops.marionette.import_skeleton(filepath="walk.npz", target_fps=0, start_frame=1,
+                                       scale=1.0, up_axis='FILE', object_name="")
+    bpy.ops.marionette.import_smpl(filepath="amass.npz", model_path="", create_mesh=True, ...)
+
+Both are all-or-nothing: any error is reported in Blender's UI and the blend data is
+left exactly as it was (``compat.Transaction``), so undo history stays consistent.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy_extras.io_utils import ImportHelper
+
+from engine import MarionetteError
+from engine import kinematics as kin
+
+from . import armature, compat
+
+UP_AXIS_ITEMS = [
+    ("FILE", "From File", "Use the up axis the file declares (skeleton files: 'up_axis'; SMPL motion: "
+                          "'up_axis' if present, else Z as in AMASS)"),
+    ("Z", "Z Up", "The file's +Z is up"),
+    ("Y", "Y Up", "The file's +Y is up (converted to Blender's Z-up)"),
+    ("X", "X Up", "The file's +X is up"),
+    ("-Z", "-Z Up", "The file's -Z is up"),
+    ("-Y", "-Y Up", "The file's -Y is up"),
+    ("-X", "-X Up", "The file's -X is up"),
+]
+
+
+class _ImportOptions:
+    """Options shared by both importers (ImportHelper supplies ``filepath``)."""
+
+    filename_ext = ".npz"
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    target_fps: FloatProperty(
+        name="Frame Rate", default=0.0, min=0.0, soft_max=240.0,
+        description="Keys per second of the imported animation; the motion is resampled by time. "
+                    "0 uses the scene's frame rate")
+    start_frame: IntProperty(name="Start Frame", default=1, description="Frame of the first key")
+    scale: FloatProperty(name="Scale", default=1.0, min=1e-6, soft_max=100.0,
+                         description="Multiply all positions (the files are in metres)")
+    up_axis: EnumProperty(name="Up Axis", items=UP_AXIS_ITEMS, default="FILE",
+                          description="The file's up axis, converted to Blender's Z-up")
+    object_name: StringProperty(name="Name", default="",
+                                description="Name of the new armature (empty: the file's name)")
+
+    def _target_fps(self, context) -> float:
+        if self.target_fps > 0:
+            return float(self.target_fps)
+        r = context.scene.render
+        return float(r.fps) / float(r.fps_base)
+
+    def _name(self) -> str:
+        return self.object_name.strip() or os.path.splitext(os.path.basename(self.filepath))[0] or "Marionette"
+
+    def execute(self, context):
+        if not self.filepath:
+            self.report({"ERROR"}, "No file selected")
+            return {"CANCELLED"}
+        compat.ensure_object_mode(context)
+        wm = context.window_manager
+        wm.progress_begin(0, 100)
+        try:
+            with compat.Transaction(context) as tx:
+                message = self.build(context, tx, wm)
+        except MarionetteError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        except Exception as exc:  # a bug, not a user error: still leave the scene untouched
+            traceback.print_exc()
+            self.report({"ERROR"}, f"Marionette import failed ({type(exc).__name__}: {exc}); nothing was imported")
+            return {"CANCELLED"}
+        finally:
+            wm.progress_end()
+        self.report({"INFO"}, message)
+        return {"FINISHED"}
+
+    def _key(self, context, tx, obj, rig, q, loc, times, fps_name):
+        """Resample by time to the target rate, key, extend the scene's frame range."""
+        target = self._target_fps(context)
+        q, loc, offsets = kin.resample_animation(q, loc, times, target)
+        action = armature.key_animation(tx, obj, rig, q, loc, self.start_frame, obj.name + "Action",
+                                        frame_offsets=offsets)
+        last = int(self.start_frame + (offsets[-1] if len(offsets) else 0))
+        scene = context.scene
+        if last > scene.frame_end:
+            scene.frame_end = last
+        obj["marionette_fps"] = target
+        obj["marionette_source"] = self.filepath
+        return action, target
+
+
+class MARIONETTE_OT_import_skeleton(_ImportOptions, bpy.types.Operator, ImportHelper):
+    """Import a skeleton sequence (.npz from 'marionette triangulate') as a keyframed armature"""
+
+    bl_idname = "marionette.import_skeleton"
+    bl_label = "Import Skeleton Sequence"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def build(self, context, tx, wm):
+        from engine.resample import skeleton_times
+        from engine.skeleton_io import load_skeleton
+
+        seq = load_skeleton(self.filepath)
+        wm.progress_update(10)
+        up = seq.up_axis if self.up_axis == "FILE" else self.up_axis
+        C = kin.up_axis_matrix(up)
+        X = self.scale * (seq.joints.astype(np.float64) @ C.T)
+        if seq.missing.all():
+            raise MarionetteError(f"{self.filepath}: every joint of every frame is missing (NaN); nothing to import")
+        rig = kin.build_skeleton_rig(X, seq.joint_set)
+        obj = armature.create_armature(context, tx, self._name(), rig)
+        wm.progress_update(30)
+        q, loc = kin.skeleton_animation(rig, X)
+        wm.progress_update(60)
+        times = skeleton_times(seq)
+        _, target = self._key(context, tx, obj, rig, q, loc, times - times[0], "fps")
+        wm.progress_update(100)
+        gaps = int(np.isnan(q[..., 0]).sum())
+        return (f"Imported {seq.num_frames} frames of {seq.joint_set.name} as '{obj.name}' at {target:g} fps"
+                + (f" ({gaps} bone-frames missing, left as gaps)" if gaps else ""))
+
+
+class MARIONETTE_OT_import_smpl(_ImportOptions, bpy.types.Operator, ImportHelper):
+    """Import SMPL motion (AMASS-style .npz) as a keyframed armature, with the skinned body when an SMPL model is set"""
+
+    bl_idname = "marionette.import_smpl"
+    bl_label = "Import SMPL Motion"
+    bl_options = {"REGISTER", "UNDO"}
+
+    model_path: StringProperty(
+        name="SMPL Model", subtype="FILE_PATH", default="",
+        description="SMPL model file (.npz or .pkl); empty uses the one set in the add-on preferences")
+    create_mesh: BoolProperty(name="Create Body Mesh", default=True,
+                              description="With a model file, also create the skinned SMPL mesh")
+
+    def build(self, context, tx, wm):
+        from engine import smpl_motion as sm
+
+        motion = sm.load_smpl_motion(self.filepath)
+        wm.progress_update(10)
+        up = (motion.up_axis or "Z") if self.up_axis == "FILE" else self.up_axis
+        C = kin.up_axis_matrix(up)
+        s = float(self.scale)
+
+        model_path = bpy.path.abspath(self.model_path) if self.model_path else ""
+        if not model_path:
+            prefs = compat.addon_preferences(context)
+            model_path = prefs.model_for_gender(motion.gender) if prefs is not None else ""
+        model = None
+        if model_path:
+            from engine.smpl_model import load_smpl_model
+
+            model = load_smpl_model(model_path)
+            betas = motion.betas[: model.num_betas]
+            rest = model.rest_joints(betas)
+        else:
+            betas = motion.betas
+            rest = sm.GENERIC_SMPL_REST_JOINTS
+        wm.progress_update(25)
+
+        name = self._name()
+        rig = sm.smpl_rig(s * rest @ C.T)
+        obj = armature.create_armature(context, tx, name, rig)
+        q, loc = sm.smpl_animation(rig, motion.poses, motion.trans, rest, C, s)
+        wm.progress_update(50)
+        _, target = self._key(context, tx, obj, rig, q, loc, np.arange(motion.num_frames) / motion.fps, "fps")
+        obj["marionette_gender"] = motion.gender
+        obj["marionette_betas"] = [float(b) for b in betas]
+        obj["marionette_smpl_model"] = model_path
+        wm.progress_update(75)
+
+        mesh_note = ""
+        if model is not None and self.create_mesh:
+            K = max(len(betas), min(10, model.num_betas))
+            verts = s * model.v_template @ C.T
+            dirs = s * np.einsum("ij,vjk->vik", C, model.shapedirs[:, :, :K])
+            values = np.zeros(K)
+            values[: len(betas)] = betas
+            armature.create_skinned_mesh(context, tx, name + "_body", obj, verts, model.f, model.weights,
+                                         rig.bone_names, dirs, values)
+            mesh_note = " with its body mesh"
+        wm.progress_update(100)
+        source = f"model {os.path.basename(model_path)}" if model_path else "the generic rest skeleton (no SMPL model set)"
+        return (f"Imported {motion.num_frames} SMPL frames as '{obj.name}'{mesh_note} at {target:g} fps, "
+                f"rest joints from {source}")
+
+
+def menu_import(self, context):
+    self.layout.operator(MARIONETTE_OT_import_skeleton.bl_idname, text="Marionette Skeleton (.npz)")
+    self.layout.operator(MARIONETTE_OT_import_smpl.bl_idname, text="Marionette SMPL Motion (.npz)")
+
+
+CLASSES = (MARIONETTE_OT_import_skeleton, MARIONETTE_OT_import_smpl)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.TOPBAR_MT_file_import.append(menu_import)
+
+
+def unregister():
+    bpy.types.TOPBAR_MT_file_import.remove(menu_import)
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
