@@ -17,8 +17,12 @@ same Hermite cubic with Bessel tangents.
 A skeleton given as joint positions is resampled as a root trajectory plus one
 world-space rotation track per bone (the minimal rotation carrying the bone's
 first direction to its current one, accumulated frame to frame so the track has
-no twist and no flips); joints are rebuilt by forward kinematics with fixed bone
-lengths, so bone lengths are preserved exactly at every output frame.
+no twist and no flips); joints are rebuilt by forward kinematics, so bones keep
+their lengths exactly: by default each bone's length moves linearly between its
+lengths at the two neighbouring input frames (a rigid input stays exactly rigid,
+every input frame is reproduced exactly, and nothing shrinks between frames the
+way linearly interpolated positions do); ``lengths="median"`` makes every bone
+one constant length (a clean-up for noisy triangulations).
 
 Quaternions are ``(w, x, y, z)`` (Blender's order), unit length; ``log``/``exp``
 map to and from rotation vectors (axis times angle, radians).
@@ -394,8 +398,11 @@ def bone_length_drift(joints: np.ndarray, parents, reference: np.ndarray | None 
 
 def skeleton_from_directions(root: np.ndarray, directions: np.ndarray, lengths: np.ndarray, parents,
                              order=None) -> np.ndarray:
-    """Forward kinematics from a root track [T, 3], unit bone directions [T, J, 3] and lengths [J]."""
+    """Forward kinematics from a root track [T, 3], unit bone directions [T, J, 3] and lengths [J] or [T, J]."""
     parents = list(parents)
+    lengths = np.asarray(lengths, dtype=np.float64)
+    if lengths.ndim == 1:
+        lengths = np.broadcast_to(lengths, directions.shape[:2])
     T = root.shape[0]
     J = len(parents)
     out = np.full((T, J, 3), np.nan)
@@ -410,8 +417,33 @@ def skeleton_from_directions(root: np.ndarray, directions: np.ndarray, lengths: 
         if p < 0:
             out[:, j] = root
         else:
-            out[:, j] = out[:, p] + lengths[j] * directions[:, j]
+            out[:, j] = out[:, p] + lengths[:, j, None] * directions[:, j]
     return out
+
+
+def _length_tracks(joints: np.ndarray, parents, t_in: np.ndarray, t_out: np.ndarray) -> np.ndarray:
+    """[T', J] bone lengths linearly interpolated in time between the frames where the bone is seen."""
+    out = np.zeros((len(t_out), len(parents)))
+    for j, p in enumerate(parents):
+        if p < 0:
+            continue
+        n = np.linalg.norm(joints[:, j] - joints[:, p], axis=-1)
+        ok = np.isfinite(n)
+        out[:, j] = np.interp(t_out, t_in[ok], n[ok]) if ok.any() else np.nan
+    return out
+
+
+def _lengths_for(lengths, joints, parents, t_in, t_out, num_joints) -> np.ndarray:
+    if isinstance(lengths, str):
+        if lengths == "keys":
+            return _length_tracks(joints, parents, t_in, t_out)
+        if lengths == "median":
+            return np.broadcast_to(bone_lengths(joints, parents), (len(t_out), num_joints))
+        raise MarionetteError(f"lengths: expected 'keys', 'median' or an array of {num_joints} lengths, got {lengths!r}")
+    lengths = np.asarray(lengths, dtype=np.float64)
+    if lengths.shape != (num_joints,):
+        raise MarionetteError(f"lengths: expected shape [{num_joints}], got {list(lengths.shape)}")
+    return np.broadcast_to(lengths, (len(t_out), num_joints))
 
 
 def _direction_tracks(dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -450,15 +482,16 @@ def _check_fps(fps) -> float:
 
 
 def resample_skeleton(seq: SkeletonSequence, fps: float, max_gap: float | None = 0.5,
-                      lengths: np.ndarray | None = None, times_out: np.ndarray | None = None) -> SkeletonSequence:
+                      lengths="keys", times_out: np.ndarray | None = None) -> SkeletonSequence:
     """Resample a skeleton sequence to ``fps`` (up or down), filling gaps up to ``max_gap`` seconds.
 
     The root joint follows a cubic spline; every bone's world direction follows a
-    quaternion cubic; joints are rebuilt by forward kinematics with one length per
-    bone (``lengths`` [J], default the median over the input), so every output frame
-    has exactly those bone lengths. Output rows lie on the grid ``k / fps`` within
-    the input's time span (``times_out`` overrides the grid). A joint is NaN where
-    its bone, or any bone above it, could not be bridged.
+    quaternion cubic; joints are rebuilt by forward kinematics with the bone lengths
+    ``lengths``: ``"keys"`` (default: each bone's length moves linearly between its
+    lengths at the neighbouring input frames, so rigid input stays exactly rigid),
+    ``"median"`` (one constant length per bone) or an array [J]. Output rows lie on
+    the grid ``k / fps`` within the input's time span (``times_out`` overrides the
+    grid). A joint is NaN where its bone, or any bone above it, could not be bridged.
     """
     fps = _check_fps(fps)
     if max_gap is not None and not (np.isfinite(max_gap) and max_gap >= 0):
@@ -470,12 +503,6 @@ def resample_skeleton(seq: SkeletonSequence, fps: float, max_gap: float | None =
     if not np.isfinite(joints[:, js.root]).any():
         raise MarionetteError(f"joints: the root joint {js.names[js.root]} is missing in every frame; "
                               "nothing to resample")
-    if lengths is None:
-        lengths = bone_lengths(joints, parents)
-    lengths = np.asarray(lengths, dtype=np.float64)
-    if lengths.shape != (js.num_joints,):
-        raise MarionetteError(f"lengths: expected shape [{js.num_joints}], got {list(lengths.shape)}")
-
     from_index = "frame_indices" in seq.extras and np.array_equal(skeleton_times(seq) * seq.fps,
                                                                   np.asarray(seq.extras["frame_indices"], float))
     if times_out is None:
@@ -487,6 +514,7 @@ def resample_skeleton(seq: SkeletonSequence, fps: float, max_gap: float | None =
         times_out = _check_times(times_out, "times_out")
         frames_out = None
 
+    lengths = _lengths_for(lengths, joints, parents, t_in, times_out, js.num_joints)
     root = resample_positions(joints[:, js.root], t_in, times_out, max_gap=max_gap)
     dirs = bone_directions(joints, parents)
     tracks, refs = _direction_tracks(dirs)
@@ -511,13 +539,13 @@ def resample_skeleton(seq: SkeletonSequence, fps: float, max_gap: float | None =
                             up_axis=seq.up_axis, extras=extras)
 
 
-def fill_gaps(seq: SkeletonSequence, max_gap: float | None = 0.5,
-              lengths: np.ndarray | None = None) -> SkeletonSequence:
+def fill_gaps(seq: SkeletonSequence, max_gap: float | None = 0.5, lengths="keys") -> SkeletonSequence:
     """Fill missing joints of a skeleton sequence in place of time, keeping every observed joint as is.
 
     A missing joint whose bone direction can be bridged (gap of at most ``max_gap``
-    seconds) is placed at its parent plus the bone's length (median over the
-    sequence, or ``lengths``) along the quaternion-spline direction; a missing root
+    seconds) is placed at its parent plus the bone's length (``"keys"``: interpolated
+    between the frames around the gap; ``"median"``; or an array [J]) along the
+    quaternion-spline direction; a missing root
     follows the root spline. Filled joints get the lower confidence of the keys
     around them. Joints that cannot be bridged stay NaN.
     """
@@ -531,9 +559,7 @@ def fill_gaps(seq: SkeletonSequence, max_gap: float | None = 0.5,
     if not missing.any():
         return SkeletonSequence(joints=seq.joints.copy(), joint_set=js, fps=seq.fps,
                                 confidence=seq.confidence.copy(), up_axis=seq.up_axis, extras=dict(seq.extras))
-    if lengths is None:
-        lengths = bone_lengths(joints, parents)
-    lengths = np.asarray(lengths, dtype=np.float64)
+    lengths = _lengths_for(lengths, joints, parents, t, t, js.num_joints)
     root = resample_positions(joints[:, js.root], t, t, max_gap=max_gap)
     dirs = bone_directions(joints, parents)
     tracks, refs = _direction_tracks(dirs)
@@ -545,7 +571,7 @@ def fill_gaps(seq: SkeletonSequence, max_gap: float | None = 0.5,
         if p < 0:
             out[need, j] = root[need]
         else:
-            out[need, j] = out[need, p] + lengths[j] * dirs_f[need, j]
+            out[need, j] = out[need, p] + lengths[need, j, None] * dirs_f[need, j]
     conf = seq.confidence.astype(np.float64).copy()
     filled = missing & np.isfinite(out).all(-1)
     for j in range(js.num_joints):

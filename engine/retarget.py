@@ -233,6 +233,45 @@ class Rig:
                    joint_set=joint_set)
 
     @classmethod
+    def from_rig_map(cls, rig_map) -> "Rig":
+        """The default rest skeleton shipped in a joint-set rig map (e.g. ``load_rig("smpl_24")``)."""
+        from engine.skeletons import get_joint_set
+
+        if rig_map.kind != "joint_set" or not rig_map.rest_joints:
+            raise MarionetteError(f"rig map {rig_map.name!r} has no default rest skeleton ('rest_joints'); "
+                                  "build the target Rig from an armature or a skeleton sequence instead")
+        js = get_joint_set(rig_map.joint_set)
+        missing = [n for n in js.names if n not in rig_map.rest_joints]
+        if missing:
+            raise MarionetteError(f"{rig_map.path}: 'rest_joints' lacks {', '.join(missing)}")
+        return cls.from_joint_set(js, np.array([rig_map.rest_joints[n] for n in js.names], float), up="Z")
+
+    @classmethod
+    def from_bones(cls, names, parents, heads, tails, rolls=None, mapping=None, up="Z", floor=None) -> "Rig":
+        """An armature from bone heads/tails/rolls (as Blender edit bones; Y axis along the bone).
+
+        Rest orientations follow Blender's convention: the minimal rotation taking +Y onto the
+        bone, then the roll about it (Blender differs only for bones pointing almost exactly -Y).
+        ``mapping`` defaults to the detected rig map (``engine.rigs.detect_rig``).
+        """
+        heads = np.asarray(heads, dtype=np.float64)
+        tails = np.asarray(tails, dtype=np.float64)
+        rolls = np.zeros(len(heads)) if rolls is None else np.asarray(rolls, dtype=np.float64)
+        y = np.broadcast_to(np.array([0.0, 1.0, 0.0]), heads.shape)
+        q = quat_between(y, tails - heads)
+        axis = (tails - heads) / np.maximum(np.linalg.norm(tails - heads, axis=-1, keepdims=True), 1e-12)
+        q = quat_mul(quat_exp(axis * rolls[:, None]), q)
+        if mapping is None:
+            from engine.rigs import detect_rig
+
+            det = detect_rig(names)
+            if det.rig is None:
+                raise MarionetteError("no bone map matches this armature's bone names; pass a mapping")
+            mapping = det.mapping
+        return cls(names=list(names), parents=list(parents), heads=heads, mapping=dict(mapping),
+                   rest_rot=quat_to_matrix(q), up=up, floor=floor)
+
+    @classmethod
     def from_skeleton(cls, seq: SkeletonSequence, lengths=None) -> "Rig":
         """A rest skeleton for an actor captured as ``seq``: its median bone lengths along the
         directions of its most complete frame (only lengths matter to retargeting)."""
@@ -673,86 +712,87 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
     else:
         scaled_source = {c: v - (s * horiz_src - rest_h) for c, v in scaled_source.items()}
 
-    if feet:
-        nb = max(1, int(round(blend * fps)))
-        for side in _SIDE:
-            hip_c = f"{side}_hip" if f"{side}_hip" in target.mapping else f"smpl_{side}_hip"
-            names = [hip_c, f"{side}_knee", f"{side}_ankle"]
-            if not all(n in target.mapping for n in names) or sget(f"{side}_ankle") is None:
+    nb = max(1, int(round(blend * fps)))
+    for side in _SIDE:
+        hip_c = f"{side}_hip" if f"{side}_hip" in target.mapping else f"smpl_{side}_hip"
+        names = [hip_c, f"{side}_knee", f"{side}_ankle"]
+        if not all(n in target.mapping for n in names) or sget(f"{side}_ankle") is None:
+            continue
+        hb, kb, ab = (target.index_of(n) for n in names)
+        if target.parents[kb] != hb or target.parents[ab] != kb:
+            continue  # leg bones not a plain chain (e.g. twist bones between): leave untouched
+        ball_c = f"{side}_foot" if f"{side}_foot" in target.mapping else None
+        src_ankle = sget(f"{side}_ankle")
+        c_ankle = detect_contacts(src_ankle, up, fps, (src_floor_pt @ up), contact_height, contact_speed)
+        contacts[f"{side}_ankle"] = c_ankle
+        c_ball = np.zeros(T, dtype=bool)
+        if ball_c and sget(ball_c) is not None:
+            c_ball = detect_contacts(sget(ball_c), up, fps, (src_floor_pt @ up), contact_height, contact_speed)
+            contacts[ball_c] = c_ball
+        if not feet:
+            continue
+        l1 = np.linalg.norm(target.heads[kb] - target.heads[hb])
+        l2 = np.linalg.norm(target.heads[ab] - target.heads[kb])
+        A = heads[:, ab]
+        # pinned points per contact run: horizontal mean of the target's own foot, height from the source
+        goal = A.copy()
+        weight = np.zeros(T)
+        pin_ball = np.full((T, 3), np.nan)
+        w_ball = np.zeros(T)
+        for mask, joint, dst, wdst in ((c_ankle, ab, goal, weight),
+                                       (c_ball, target.index_of(ball_c) if ball_c else None, pin_ball, w_ball)):
+            if joint is None:
                 continue
-            hb, kb, ab = (target.index_of(n) for n in names)
-            if target.parents[kb] != hb or target.parents[ab] != kb:
-                continue  # leg bones not a plain chain (e.g. twist bones between): leave untouched
-            ball_c = f"{side}_foot" if f"{side}_foot" in target.mapping else None
-            src_ankle = sget(f"{side}_ankle")
-            c_ankle = detect_contacts(src_ankle, up, fps, (src_floor_pt @ up), contact_height, contact_speed)
-            contacts[f"{side}_ankle"] = c_ankle
-            c_ball = np.zeros(T, dtype=bool)
-            if ball_c and sget(ball_c) is not None:
-                c_ball = detect_contacts(sget(ball_c), up, fps, (src_floor_pt @ up), contact_height, contact_speed)
-                contacts[ball_c] = c_ball
-            l1 = np.linalg.norm(target.heads[kb] - target.heads[hb])
-            l2 = np.linalg.norm(target.heads[ab] - target.heads[kb])
-            A = heads[:, ab]
-            # pinned points per contact run: horizontal mean of the target's own foot, height from the source
-            goal = A.copy()
-            weight = np.zeros(T)
-            pin_ball = np.full((T, 3), np.nan)
-            w_ball = np.zeros(T)
-            for mask, joint, dst, wdst in ((c_ankle, ab, goal, weight),
-                                           (c_ball, target.index_of(ball_c) if ball_c else None, pin_ball, w_ball)):
-                if joint is None:
-                    continue
-                P = heads[:, joint]
-                jc = f"{side}_ankle" if joint == ab else ball_c
-                # pinned height: the target's own standing height of this joint plus the source's
-                # (scaled) lift above its standing height, so differing foot shapes do not sink
-                src_h = sget(jc) @ up
-                src_stand = np.nanpercentile(src_h, 5)
-                tgt_stand = target.heads[joint] @ up
-                for a, b in _runs_of(mask):
-                    hz = P[a:b] - (P[a:b] @ up)[:, None] * up
-                    hz = np.nanmean(hz, axis=0) if root == "keep" else None
-                    hh = tgt_stand + s * (np.nanmean(src_h[a:b]) - src_stand)
-                    lo, hi = max(0, a - nb), min(T, b + nb)
-                    for t in range(lo, hi):
-                        w = 1.0 if a <= t < b else (1.0 - (a - t) / (nb + 1) if t < a else 1.0 - (t - b + 1) / (nb + 1))
-                        if w <= wdst[t]:
-                            continue
-                        hor = hz if hz is not None else P[t] - (P[t] @ up) * up
-                        dst[t] = hor + hh * up
-                        wdst[t] = w
-            # ankle goal: its own pin, else the ankle position that keeps the pinned ball in place
-            ball_j = target.index_of(ball_c) if ball_c else None
-            target_ankle = A.copy()
-            for t in range(T):
-                if weight[t] > 0:
-                    target_ankle[t] = A[t] + weight[t] * (goal[t] - A[t])
-                elif w_ball[t] > 0 and ball_j is not None:
-                    target_ankle[t] = A[t] + w_ball[t] * (pin_ball[t] - heads[t, ball_j])
-            moved = np.linalg.norm(target_ankle - A, axis=-1) > 1e-9
-            if not moved.any():
-                continue
-            H, K = heads[:, hb], heads[:, kb]
-            K2, A2 = _two_bone_ik(H, K, A, target_ankle, l1, l2)
-            r1 = quat_between(K - H, K2 - H)
-            r2 = quat_between(quat_rotate(r1, A - K), A2 - K2)
-            r1[~moved] = (1, 0, 0, 0)
-            r2[~moved] = (1, 0, 0, 0)
-            world[:, hb] = quat_normalize(quat_mul(r1, world[:, hb]))
-            world[:, kb] = quat_normalize(quat_mul(r2, quat_mul(r1, world[:, kb])))
-            refresh_inherited(world, [hb, kb])
-            # both ankle and ball pinned: turn the foot about the ankle toward the pinned ball
-            if ball_j is not None and target.parents[ball_j] == ab:
-                both = (weight > 0) & (w_ball > 0)
-                if both.any():
-                    heads_tmp = fk(world)
-                    Ab, Bb = heads_tmp[both, ab], heads_tmp[both, ball_j]
-                    want = Bb + w_ball[both, None] * (pin_ball[both] - Bb)
-                    r3 = quat_between(Bb - Ab, want - Ab)
-                    world[both, ab] = quat_normalize(quat_mul(r3, world[both, ab]))
-                    refresh_inherited(world, [ab])
-            heads = fk(world)
+            P = heads[:, joint]
+            jc = f"{side}_ankle" if joint == ab else ball_c
+            # pinned height: the target's own standing height of this joint plus the source's
+            # (scaled) lift above its standing height, so differing foot shapes do not sink
+            src_h = sget(jc) @ up
+            src_stand = np.nanpercentile(src_h, 5)
+            tgt_stand = target.heads[joint] @ up
+            for a, b in _runs_of(mask):
+                hz = P[a:b] - (P[a:b] @ up)[:, None] * up
+                hz = np.nanmean(hz, axis=0) if root == "keep" else None
+                hh = tgt_stand + s * (np.nanmean(src_h[a:b]) - src_stand)
+                lo, hi = max(0, a - nb), min(T, b + nb)
+                for t in range(lo, hi):
+                    w = 1.0 if a <= t < b else (1.0 - (a - t) / (nb + 1) if t < a else 1.0 - (t - b + 1) / (nb + 1))
+                    if w <= wdst[t]:
+                        continue
+                    hor = hz if hz is not None else P[t] - (P[t] @ up) * up
+                    dst[t] = hor + hh * up
+                    wdst[t] = w
+        # ankle goal: its own pin, or (whichever pin is stronger) the ankle position that keeps the
+        # pinned ball in place with the foot's orientation unchanged (heel lifting off)
+        ball_j = target.index_of(ball_c) if ball_c else None
+        use_ball = (w_ball > weight) if ball_j is not None else np.zeros(T, dtype=bool)
+        target_ankle = A + weight[:, None] * (np.nan_to_num(goal) - A)
+        if use_ball.any():
+            target_ankle[use_ball] = A[use_ball] + w_ball[use_ball, None] * (
+                pin_ball[use_ball] - heads[use_ball, ball_j])
+        moved = np.linalg.norm(target_ankle - A, axis=-1) > 1e-9
+        if not moved.any():
+            continue
+        H, K = heads[:, hb], heads[:, kb]
+        K2, A2 = _two_bone_ik(H, K, A, target_ankle, l1, l2)
+        r1 = quat_between(K - H, K2 - H)
+        r2 = quat_between(quat_rotate(r1, A - K), A2 - K2)
+        r1[~moved] = (1, 0, 0, 0)
+        r2[~moved] = (1, 0, 0, 0)
+        world[:, hb] = quat_normalize(quat_mul(r1, world[:, hb]))
+        world[:, kb] = quat_normalize(quat_mul(r2, quat_mul(r1, world[:, kb])))
+        refresh_inherited(world, [hb, kb])
+        # both ankle and ball pinned: turn the foot about the ankle toward the pinned ball
+        if ball_j is not None and target.parents[ball_j] == ab:
+            both = ~use_ball & (weight > 0) & (w_ball > 0)
+            if both.any():
+                heads_tmp = fk(world)
+                Ab, Bb = heads_tmp[both, ab], heads_tmp[both, ball_j]
+                want = Bb + w_ball[both, None] * (pin_ball[both] - Bb)
+                r3 = quat_between(Bb - Ab, want - Ab)
+                world[both, ab] = quat_normalize(quat_mul(r3, world[both, ab]))
+                refresh_inherited(world, [ab])
+        heads = fk(world)
 
     # local pose rotations: L_b = R_b^T (Q_p^-1 Q_b) R_b
     rest_q = matrix_to_quat(target.rest_rot)

@@ -7,6 +7,7 @@ joint (``"mixamorig:LeftLeg"``)::
     {"name": "mixamo", "title": "...", "kind": "armature" | "joint_set",
      "joint_set": "SMPL_24"            (joint_set rigs only),
      "strip_prefix": ":"               (optional: ignore a namespace before ':' when matching),
+     "rest_joints": {"Hips": [x, y, z]} (optional: a default rest skeleton, metres, Z up, facing -Y),
      "joints": {"pelvis": "Hips", "left_hip": "LeftUpLeg", ...}}
 
 Bone names are matched case-insensitively, ignoring ``.``/``_``/``-``/spaces, and
@@ -36,6 +37,7 @@ class RigMap:
     strip_prefix: str | None = None
     about: str = ""
     path: str = ""
+    rest_joints: dict | None = None  # optional: bone name -> rest head position (metres, Z up, facing -Y)
 
     def match(self, bone_names) -> dict[str, str]:
         """canonical joint -> actual bone name, for the joints of this map present in ``bone_names``."""
@@ -80,9 +82,15 @@ def _load(path: Path) -> RigMap:
         raise MarionetteError(f"{path}: field 'joints' must map canonical joint names to bone names (strings)")
     if len(set(joints.values())) != len(joints):
         raise MarionetteError(f"{path}: field 'joints' maps two joints to the same bone")
+    rest = data.get("rest_joints")
+    if rest is not None:
+        ok = isinstance(rest, dict) and all(
+            isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v) for v in rest.values())
+        if not ok:
+            raise MarionetteError(f"{path}: field 'rest_joints' must map bone names to [x, y, z] in metres")
     return RigMap(name=data["name"], title=data.get("title", data["name"]), kind=data["kind"], joints=dict(joints),
                   joint_set=data.get("joint_set"), strip_prefix=data.get("strip_prefix"),
-                  about=data.get("about", ""), path=str(path))
+                  about=data.get("about", ""), path=str(path), rest_joints=rest)
 
 
 _CACHE: dict[str, RigMap] = {}

