@@ -396,13 +396,13 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
             if not all(bool(torch.isfinite(p).all()) for p in actor.parameters()):
                 raise NonFiniteError(_nan_message(out, step, "the parameters", last_ck_step))
             step += 1
-            recent = (recent + [(float(loss), float(parts["psnr"]))])[-50:]
+            recent = (recent + [(float(loss.detach()), float(parts["psnr"]))])[-50:]
             if bar:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.4f}", psnr=f"{float(parts['psnr']):.2f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", psnr=f"{float(parts['psnr']):.2f}")
             if writer is not None and (step % cfg.log_every == 0 or step == cfg.steps):
                 for k, v in parts.items():
-                    writer.add_scalar(f"train/{k}", float(v), step)
+                    writer.add_scalar(f"train/{k}", float(v.detach()), step)
                 writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
                 writer.add_scalar("train/mean_width_m", float(actor.primitives.widths().mean()), step)
             out_of_time = cfg.max_minutes is not None and (time.time() - t_start) > cfg.max_minutes * 60

@@ -50,10 +50,22 @@ def add_arguments(p):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def effective_command(args) -> str:
+    """The command line with every option spelled out, so the provenance records what really ran."""
+    import shlex
+
+    parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
+    for opt in ("steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
+                "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
+        value = getattr(args, opt)
+        if value is not None:
+            parts += ["--" + opt.replace("_", "-"), str(value)]
+    parts += [f"--{f}" for f in ("resume", "overwrite") if getattr(args, f)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def run(args) -> int:
     import json
-    import shlex
-    import sys
 
     from engine.actor.train import TrainConfig, train
 
@@ -63,7 +75,7 @@ def run(args) -> int:
                       upsample=args.upsample, latent_dim=args.latent_dim, checkpoint_every=args.checkpoint_every,
                       max_minutes=args.max_minutes, perceptual_weights=args.perceptual_weights,
                       eval_views=args.eval_views, threads=args.threads, progress=not args.quiet,
-                      command="marionette " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                      command=effective_command(args))
     summary = train(cfg)
     print(json.dumps({"actor": args.output, **summary}, indent=1))
     return 0
