@@ -151,14 +151,17 @@ def _rotation_between_up(src_up: np.ndarray, dst_up: np.ndarray) -> np.ndarray:
 class Rig:
     """A skeleton in its rest pose: bones with heads, parents and rest orientations.
 
-    names:    bone names
-    parents:  parent index per bone (-1 for roots; several roots are allowed)
-    heads:    [B, 3] rest head positions (armature space, metres or the armature's units)
-    rest_rot: [B, 3, 3] rest orientation of each bone (columns: the bone's local axes), as
-              Blender's ``bone.matrix_local.to_3x3()``; identity for joint-set skeletons
-    mapping:  canonical joint -> bone name (from ``engine.rigs``)
-    up:       the up direction in this space
-    floor:    height (along ``up``) of the floor the rest pose stands on; default: lowest foot joint
+    names:        bone names
+    parents:      parent index per bone (-1 for roots; several roots are allowed)
+    heads:        [B, 3] rest head positions (armature space, metres or the armature's units)
+    mapping:      canonical joint -> bone whose *head* sits at that joint (``engine.rigs`` maps)
+    tails:        [B, 3] rest tail positions (needed only with ``tail_mapping``)
+    tail_mapping: canonical joint -> bone whose *tail* sits at that joint (armatures imported by
+                  Marionette put each joint at the tail of the bone that ends there)
+    rest_rot:     [B, 3, 3] rest orientation of each bone (columns: the bone's local axes), as
+                  Blender's ``bone.matrix_local.to_3x3()``; identity for joint-set skeletons
+    up:           the up direction in this space
+    floor:        height (along ``up``) of the floor the rest pose stands on; default: lowest foot joint
     """
 
     names: list
@@ -169,6 +172,8 @@ class Rig:
     up: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
     floor: float | None = None
     joint_set: JointSet | None = None
+    tails: np.ndarray | None = None
+    tail_mapping: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.names = [str(n) for n in self.names]
@@ -180,46 +185,76 @@ class Rig:
                                   f"{len(self.parents)} and {list(self.heads.shape)}")
         if not np.all(np.isfinite(self.heads)):
             raise MarionetteError("rig: rest head positions must be finite")
+        if self.tails is not None:
+            self.tails = np.asarray(self.tails, dtype=np.float64)
+            if self.tails.shape != (B, 3):
+                raise MarionetteError(f"rig: tails must have shape [{B}, 3], got {list(self.tails.shape)}")
+        elif self.tail_mapping:
+            raise MarionetteError("rig: tail_mapping needs tails")
         if self.rest_rot is None:
             self.rest_rot = np.broadcast_to(np.eye(3), (B, 3, 3)).copy()
         self.rest_rot = np.asarray(self.rest_rot, dtype=np.float64)
         if self.rest_rot.shape != (B, 3, 3):
             raise MarionetteError(f"rig: rest_rot must have shape [{B}, 3, 3], got {list(self.rest_rot.shape)}")
         self.up = up_vector(self.up)
-        unknown = [b for b in self.mapping.values() if b not in self.names]
+        self.mapping = {str(c): str(b) for c, b in self.mapping.items()}
+        self.tail_mapping = {str(c): str(b) for c, b in self.tail_mapping.items() if c not in self.mapping}
+        unknown = [b for b in list(self.mapping.values()) + list(self.tail_mapping.values()) if b not in self.names]
         if unknown:
             raise MarionetteError(f"rig mapping names bones the armature does not have: {', '.join(unknown[:5])}")
-        self.mapping = {c: b for c, b in self.mapping.items()}
         # topological order (parents first); rejects cycles
         order, placed = [], set()
         pending = list(range(B))
         while pending:
-            progressed = False
-            rest = []
-            for b in pending:
-                p = self.parents[b]
-                if p < 0 or p in placed:
-                    order.append(b)
-                    placed.add(b)
-                    progressed = True
-                else:
-                    rest.append(b)
-            if not progressed:
+            rest = [b for b in pending if not (self.parents[b] < 0 or self.parents[b] in placed)]
+            ready = [b for b in pending if b not in rest]
+            if not ready:
                 raise MarionetteError("rig: bone parents form a cycle")
+            order += ready
+            placed.update(ready)
             pending = rest
         self.order = order
         if self.floor is None:
-            feet = [self.index_of(c) for c in self.mapping
+            rest_pts = self.canonical_rest
+            feet = [v for c, v in rest_pts.items()
                     if any(c.endswith(k) for k in ("ankle", "foot", "toe", "heel", "toe_end"))]
-            pts = self.heads[feet] if feet else self.heads
+            pts = np.array(feet) if feet else self.heads
             self.floor = float((pts @ self.up).min())
 
     def index_of(self, canonical: str) -> int:
+        """Bone whose head sits at ``canonical`` (KeyError if none)."""
         return self.names.index(self.mapping[canonical])
+
+    def joint(self, canonical: str) -> tuple[int, bool] | None:
+        """(bone index, at_tail) holding the canonical joint, or None."""
+        if canonical in self.mapping:
+            return self.names.index(self.mapping[canonical]), False
+        if canonical in self.tail_mapping:
+            return self.names.index(self.tail_mapping[canonical]), True
+        return None
 
     @property
     def canonical_rest(self) -> dict[str, np.ndarray]:
-        return {c: self.heads[self.index_of(c)] for c in self.mapping}
+        out = {c: self.heads[self.names.index(b)] for c, b in self.mapping.items()}
+        out.update({c: self.tails[self.names.index(b)] for c, b in self.tail_mapping.items()})
+        return out
+
+    def bone_joints(self) -> list[tuple[str | None, str | None]]:
+        """Per bone: (canonical joint at its head, canonical joint at its tail), None where unmapped."""
+        rest = self.canonical_rest
+        out = []
+        for b, name in enumerate(self.names):
+            head = next((c for c, n in self.mapping.items() if n == name), None)
+            tail = next((c for c, n in self.tail_mapping.items() if n == name), None)
+            if head is None and tail is not None:
+                # a tail-mapped bone starts where another mapped joint is
+                d = {c: np.linalg.norm(v - self.heads[b]) for c, v in rest.items() if c != tail}
+                if d:
+                    c, dist = min(d.items(), key=lambda kv: kv[1])
+                    if dist < 1e-5 * max(1.0, float(np.abs(self.heads).max())):
+                        head = c
+            out.append((head, tail))
+        return out
 
     @classmethod
     def from_joint_set(cls, joint_set: JointSet, rest_joints, up="Z", floor=None) -> "Rig":
@@ -386,10 +421,18 @@ def source_positions(source) -> tuple[dict, float, np.ndarray]:
             seq = source  # uneven rows: fill by resampling first (engine.resample.resample_skeleton)
         return seq_canonical(seq), float(source.fps), up_vector(source.up_axis)
     if isinstance(source, RigMotion):
-        _, heads = source.world()
-        return ({c: heads[:, source.rig.index_of(c)] for c in source.rig.mapping}, float(source.fps),
-                source.rig.up)
+        world, heads = source.world()
+        return _rig_canonical(source.rig, world, heads), float(source.fps), source.rig.up
     raise MarionetteError(f"source motion: expected a SkeletonSequence or RigMotion, got {type(source).__name__}")
+
+
+def _rig_canonical(rig: Rig, world: np.ndarray, heads: np.ndarray) -> dict[str, np.ndarray]:
+    """Canonical joint positions [T, 3] of a posed rig (world deltas and heads from FK)."""
+    out = {c: heads[:, rig.names.index(b)] for c, b in rig.mapping.items()}
+    for c, bname in rig.tail_mapping.items():
+        b = rig.names.index(bname)
+        out[c] = heads[:, b] + quat_rotate(world[:, b], rig.tails[b] - rig.heads[b])
+    return out
 
 
 def _floor_height(pos: dict, up: np.ndarray) -> float:
@@ -513,7 +556,7 @@ class RetargetResult:
 
     def canonical(self) -> dict[str, np.ndarray]:
         """Posed target positions by canonical joint name."""
-        return {c: self.heads[:, self.bone_names.index(b)] for c, b in self.rig.mapping.items()}
+        return _rig_canonical(self.rig, self.world, self.heads)
 
     def to_skeleton(self) -> SkeletonSequence:
         """For joint-set targets: the retargeted motion as a skeleton sequence."""
@@ -563,15 +606,40 @@ def _two_bone_ik(H, K, A, goal, l1, l2):
     return K2, A2
 
 
+def _subtree(rig: Rig, bone: int) -> np.ndarray:
+    inside = np.zeros(len(rig.names), dtype=bool)
+    inside[bone] = True
+    for b in rig.order:
+        p = rig.parents[b]
+        if p >= 0 and inside[p]:
+            inside[b] = True
+    return inside
+
+
+def _fill_nan_rows(x: np.ndarray) -> np.ndarray:
+    """Linearly interpolate rows of [T, D] that contain NaN (held at the ends)."""
+    bad = ~np.isfinite(x).all(-1)
+    if not bad.any() or bad.all():
+        return x
+    idx = np.arange(len(x))
+    x = x.copy()
+    for k in range(x.shape[1]):
+        x[bad, k] = np.interp(idx[bad], idx[~bad], x[~bad, k])
+    return x
+
+
 def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_scale: float | None = None,
              contact_height: float = 0.05, contact_speed: float = 0.3, blend: float = 0.1,
              frames: slice | None = None) -> RetargetResult:
     """Retarget ``source`` (SkeletonSequence or RigMotion) onto ``target`` (Rig).
 
-    root:       "keep" (pelvis travels like the source's, scaled by leg length) or "in_place"
-                (no horizontal travel; vertical motion kept)
+    root:       "keep" (the pelvis travels like the source's, displacement scaled by leg length)
+                or "in_place" (no horizontal travel; vertical motion kept)
     feet:       pin feet where the source's were in contact with the ground
     root_scale: override the leg-length ratio
+    contact_height, contact_speed: contact detection thresholds (metres above the joint's
+                standing height, metres per second); blend: seconds to ease pins in and out
+    frames:     a slice of the source's frames to use
     """
     if root not in ("keep", "in_place"):
         raise MarionetteError(f"root: expected 'keep' or 'in_place', got {root!r}")
@@ -586,7 +654,7 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
     q_up = _rotation_between_up(src_up, up)
     src_floor = _floor_height(pos, src_up)
     pos = {c: quat_rotate(q_up, v) for c, v in pos.items()}
-    src_floor_pt = quat_rotate(q_up, src_up * src_floor)
+    src_floor_h = float(src_floor)  # heights are along up, unchanged by the rotation
     rest = target.canonical_rest
 
     def sget(c):
@@ -595,16 +663,17 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
     def tget(c):
         return _get(rest, c)
 
-    if "pelvis" not in target.mapping and _resolve("pelvis", rest) is None:
-        raise MarionetteError("target rig has no pelvis/hips bone in its mapping; cannot place the root")
+    if tget("pelvis") is None:
+        raise MarionetteError("target rig: no bone is mapped to the pelvis/hips (nor both hips); "
+                              "cannot place the root")
     if sget("pelvis") is None:
         raise MarionetteError("source motion has no pelvis (or both hips); cannot drive the root")
-    usable = [c for c in target.mapping if sget(c) is not None]
+    usable = [c for c in rest if sget(c) is not None]
     if len(usable) < 4:
         raise MarionetteError(f"only {len(usable)} target joints can be driven by the source "
                               f"({', '.join(usable) or 'none'}); check the bone mapping")
 
-    src_leg = _leg_length(sget, up, float(src_floor_pt @ up))
+    src_leg = _leg_length(sget, up, src_floor_h)
     tgt_leg = _leg_length(tget, up, target.floor)
     if root_scale is not None:
         s = float(root_scale)
@@ -617,35 +686,48 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
     world = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (T, B, 1))
     driven = np.zeros(B, dtype=bool)
     aims = {}
-    by_bone = {b: c for c, b in target.mapping.items()}
-    # source head position for a canonical joint, falling back to the nearest driven ancestor's head
+    joints_of = target.bone_joints()
+    head_bone = {c: target.names.index(b) for c, b in target.mapping.items()}
+
+    def source_head(b, canon):
+        """Source position of the joint at bone b's head; the nearest mapped ancestor's if the source lacks it."""
+        if canon is not None and sget(canon) is not None:
+            return sget(canon)
+        anc = target.parents[b]
+        while anc >= 0:
+            c = joints_of[anc][0]
+            if c is not None and sget(c) is not None:
+                return sget(c)
+            anc = target.parents[anc]
+        return None
+
     for b in target.order:
         p = target.parents[b]
-        qp = world[:, p] if p >= 0 else world[:, b]
-        canon = by_bone.get(target.names[b])
-        rule = BONE_RULES.get(canon) if canon else None
+        qp = world[:, p] if p >= 0 else world[:, b].copy()
         world[:, b] = qp
-        if rule is None:
+        head_c, tail_c = joints_of[b]
+        if tail_c is not None:
+            # the bone ends at a mapped joint: aim along the bone itself
+            aim_c = tail_c if sget(tail_c) is not None else None
+            rule = BONE_RULES.get(head_c) if head_c else None
+            hint = rule[1] if (rule and tail_c in rule[0]) else None
+        elif head_c is not None and head_c in BONE_RULES:
+            cands, hint = BONE_RULES[head_c]
+            aim_c = next((a for a in cands if a != head_c and tget(a) is not None and sget(a) is not None
+                          and head_bone.get(a) != b), None)
+        else:
             continue
-        aim_c = next((a for a in rule[0] if a != canon and tget(a) is not None and sget(a) is not None
-                      and target.mapping.get(a) != target.names[b]), None)
-        if aim_c is None:
+        if aim_c is None or head_c is None and tail_c is None:
             continue
-        head_src = sget(canon)
-        if head_src is None:
-            # e.g. a spine bone the source lacks: aim from the nearest driven ancestor's joint
-            anc = p
-            while anc >= 0 and (by_bone.get(target.names[anc]) is None or sget(by_bone[target.names[anc]]) is None):
-                anc = target.parents[anc]
-            if anc < 0:
-                continue
-            head_src = sget(by_bone[target.names[anc]])
-        v_rest = tget(aim_c) - tget(canon)
-        v_now = sget(aim_c) - head_src
+        h_src = source_head(b, head_c)
+        h_rest = tget(head_c) if head_c is not None and tget(head_c) is not None else target.heads[b]
+        if h_src is None:
+            continue
+        v_rest = tget(aim_c) - h_rest
+        v_now = sget(aim_c) - h_src
         if np.linalg.norm(v_rest) < 1e-9:
             continue
         q = quat_mul(quat_between(quat_rotate(qp, np.broadcast_to(v_rest, (T, 3))), v_now), qp)
-        hint = rule[1]
         if hint is not None and all(tget(h) is not None and sget(h) is not None for h in hint):
             u_rest = np.broadcast_to(tget(hint[1]) - tget(hint[0]), (T, 3))
             q = _twist_to_hint(q, v_now, u_rest, sget(hint[1]) - sget(hint[0]))
@@ -653,42 +735,45 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         q[bad] = qp[bad]
         world[:, b] = quat_normalize(q)
         driven[b] = True
-        aims[target.names[b]] = (canon, aim_c)
+        aims[target.names[b]] = (head_c, aim_c)
 
-    # root placement
-    pelvis_b = target.index_of("pelvis") if "pelvis" in target.mapping else None
-    if pelvis_b is None:
-        raise MarionetteError("target rig: map a bone to 'pelvis' (the hips bone) to retarget onto it")
+    # root placement: the moved bone is the pelvis bone, else the root of the pelvis joints' bones
+    if "pelvis" in target.mapping:
+        move_b = target.index_of("pelvis")
+    else:
+        parts = _resolve("pelvis", rest)
+        b0 = target.joint(parts[0][0])[0]
+        while target.parents[b0] >= 0:
+            b0 = target.parents[b0]
+        move_b = b0
+    moved_tree = _subtree(target, move_b)
     src_pelvis = sget("pelvis")
-    tgt_pelvis_rest = target.heads[pelvis_b]
-    h_src = (src_pelvis - src_floor_pt) @ up
+    h_src = src_pelvis @ up - src_floor_h
     height = target.floor + s * h_src
     horiz_src = src_pelvis - (src_pelvis @ up)[:, None] * up
+    tgt_pelvis_rest = tget("pelvis")
     rest_h = tgt_pelvis_rest - (tgt_pelvis_rest @ up) * up
+    if not np.isfinite(src_pelvis).all(-1).any():
+        raise MarionetteError("source pelvis is missing in every frame")
+    first = np.nanmean(horiz_src[np.isfinite(horiz_src).all(-1)][:3], axis=0)
     if root == "keep":
-        first = np.nanmean(horiz_src[: max(1, min(T, 3))], axis=0) if np.isfinite(horiz_src).any() else np.zeros(3)
         horiz = first + s * (horiz_src - first)
     else:
         horiz = np.broadcast_to(rest_h, (T, 3)).copy()
-    pelvis_pos = horiz + height[:, None] * up
-    bad = ~np.isfinite(pelvis_pos).all(-1)
-    if bad.all():
-        raise MarionetteError("source pelvis is missing in every frame")
-    if bad.any():
-        idx = np.arange(T)
-        for k in range(3):
-            pelvis_pos[bad, k] = np.interp(idx[bad], idx[~bad], pelvis_pos[~bad, k])
+    pelvis_pos = _fill_nan_rows(horiz + height[:, None] * up)
 
     def fk(world):
+        """Heads [T, B, 3]: rest offsets rotated by parents, the moved subtree shifted so the
+        target's pelvis lands on ``pelvis_pos``."""
         heads = np.zeros((T, B, 3))
         for b in target.order:
             p = target.parents[b]
-            if b == pelvis_b:
-                heads[:, b] = pelvis_pos
-            elif p < 0:
+            if p < 0:
                 heads[:, b] = target.heads[b]
             else:
                 heads[:, b] = heads[:, p] + quat_rotate(world[:, p], target.heads[b] - target.heads[p])
+        pel = _get(_rig_canonical(target, world, heads), "pelvis")
+        heads[:, moved_tree] += (pelvis_pos - pel)[:, None, :]
         return heads
 
     def refresh_inherited(world, start_bones):
@@ -696,103 +781,112 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         changed = set(start_bones)
         for b in target.order:
             p = target.parents[b]
-            if p in changed and not driven[b]:
-                world[:, b] = world[:, p]
-                changed.add(b)
-            elif p in changed:
+            if p in changed:
+                if not driven[b]:
+                    world[:, b] = world[:, p]
                 changed.add(b)
 
     heads = fk(world)
     contacts = {}
-    scaled_source = {c: (v - src_floor_pt) * s + target.floor * up for c, v in pos.items()}
-    if root == "keep":
-        first_s = np.nanmean(horiz_src[: max(1, min(T, 3))], axis=0)
-        shift = first_s - s * first_s
-        scaled_source = {c: v + shift for c, v in scaled_source.items()}
-    else:
-        scaled_source = {c: v - (s * horiz_src - rest_h) for c, v in scaled_source.items()}
+    scaled_source = {c: v - (v @ up)[:, None] * up + (target.floor + s * (v @ up - src_floor_h))[:, None] * up
+                     for c, v in pos.items()}
+    shift = (first - s * first) if root == "keep" else None
+    for c, v in scaled_source.items():
+        hz = v - (v @ up)[:, None] * up
+        if root == "keep":
+            scaled_source[c] = v - hz + s * hz + shift
+        else:
+            scaled_source[c] = v - hz + s * (hz - horiz_src) + rest_h
 
     nb = max(1, int(round(blend * fps)))
     for side in _SIDE:
-        hip_c = f"{side}_hip" if f"{side}_hip" in target.mapping else f"smpl_{side}_hip"
-        names = [hip_c, f"{side}_knee", f"{side}_ankle"]
-        if not all(n in target.mapping for n in names) or sget(f"{side}_ankle") is None:
+        hip_c = next((c for c in (f"{side}_hip", f"smpl_{side}_hip") if target.joint(c) is not None), None)
+        knee, ankle = target.joint(f"{side}_knee"), target.joint(f"{side}_ankle")
+        if hip_c is None or knee is None or ankle is None or sget(f"{side}_ankle") is None:
             continue
-        hb, kb, ab = (target.index_of(n) for n in names)
-        if target.parents[kb] != hb or target.parents[ab] != kb:
-            continue  # leg bones not a plain chain (e.g. twist bones between): leave untouched
-        ball_c = f"{side}_foot" if f"{side}_foot" in target.mapping else None
-        src_ankle = sget(f"{side}_ankle")
-        c_ankle = detect_contacts(src_ankle, up, fps, (src_floor_pt @ up), contact_height, contact_speed)
+        hip = target.joint(hip_c)
+        # thigh and shin bones, and the bone (and end) holding the ankle
+        if not hip[1] and not knee[1] and not ankle[1]:
+            thigh, shin = hip[0], knee[0]
+            ok = target.parents[shin] == thigh and target.parents[ankle[0]] == shin
+        elif knee[1] and ankle[1]:
+            thigh, shin = knee[0], ankle[0]
+            ok = target.parents[shin] == thigh
+        else:
+            ok = False
+        ball_c = f"{side}_foot" if target.joint(f"{side}_foot") is not None else None
+        c_ankle = detect_contacts(sget(f"{side}_ankle"), up, fps, src_floor_h, contact_height, contact_speed)
         contacts[f"{side}_ankle"] = c_ankle
         c_ball = np.zeros(T, dtype=bool)
         if ball_c and sget(ball_c) is not None:
-            c_ball = detect_contacts(sget(ball_c), up, fps, (src_floor_pt @ up), contact_height, contact_speed)
+            c_ball = detect_contacts(sget(ball_c), up, fps, src_floor_h, contact_height, contact_speed)
             contacts[ball_c] = c_ball
-        if not feet:
+        if not feet or not ok:
             continue
-        l1 = np.linalg.norm(target.heads[kb] - target.heads[hb])
-        l2 = np.linalg.norm(target.heads[ab] - target.heads[kb])
-        A = heads[:, ab]
-        # pinned points per contact run: horizontal mean of the target's own foot, height from the source
+        l1 = np.linalg.norm(target.heads[shin] - target.heads[thigh])
+        l2 = np.linalg.norm(rest[f"{side}_ankle"] - target.heads[shin])
+        canon = _rig_canonical(target, world, heads)
+        A = canon[f"{side}_ankle"]
         goal = A.copy()
         weight = np.zeros(T)
         pin_ball = np.full((T, 3), np.nan)
         w_ball = np.zeros(T)
-        for mask, joint, dst, wdst in ((c_ankle, ab, goal, weight),
-                                       (c_ball, target.index_of(ball_c) if ball_c else None, pin_ball, w_ball)):
-            if joint is None:
+        for mask, jc, dst, wdst in ((c_ankle, f"{side}_ankle", goal, weight), (c_ball, ball_c, pin_ball, w_ball)):
+            if jc is None or not mask.any():
                 continue
-            P = heads[:, joint]
-            jc = f"{side}_ankle" if joint == ab else ball_c
+            P = canon[jc]
             # pinned height: the target's own standing height of this joint plus the source's
             # (scaled) lift above its standing height, so differing foot shapes do not sink
             src_h = sget(jc) @ up
             src_stand = np.nanpercentile(src_h, 5)
-            tgt_stand = target.heads[joint] @ up
+            tgt_stand = rest[jc] @ up
             for a, b in _runs_of(mask):
                 hz = P[a:b] - (P[a:b] @ up)[:, None] * up
                 hz = np.nanmean(hz, axis=0) if root == "keep" else None
                 hh = tgt_stand + s * (np.nanmean(src_h[a:b]) - src_stand)
-                lo, hi = max(0, a - nb), min(T, b + nb)
-                for t in range(lo, hi):
+                for t in range(max(0, a - nb), min(T, b + nb)):
                     w = 1.0 if a <= t < b else (1.0 - (a - t) / (nb + 1) if t < a else 1.0 - (t - b + 1) / (nb + 1))
                     if w <= wdst[t]:
                         continue
                     hor = hz if hz is not None else P[t] - (P[t] @ up) * up
                     dst[t] = hor + hh * up
                     wdst[t] = w
+        # the ball joint must hang off the ankle bone (head-mapped rigs) to be pinned through the foot
+        ball = target.joint(ball_c) if ball_c else None
+        foot_b = ankle[0] if not ankle[1] else None
+        ball_ok = ball is not None and not ball[1] and foot_b is not None and target.parents[ball[0]] == foot_b
+        if not ball_ok:
+            w_ball[:] = 0.0
         # ankle goal: its own pin, or (whichever pin is stronger) the ankle position that keeps the
         # pinned ball in place with the foot's orientation unchanged (heel lifting off)
-        ball_j = target.index_of(ball_c) if ball_c else None
-        use_ball = (w_ball > weight) if ball_j is not None else np.zeros(T, dtype=bool)
+        use_ball = w_ball > weight
         target_ankle = A + weight[:, None] * (np.nan_to_num(goal) - A)
         if use_ball.any():
-            target_ankle[use_ball] = A[use_ball] + w_ball[use_ball, None] * (
-                pin_ball[use_ball] - heads[use_ball, ball_j])
+            B_now = canon[ball_c]
+            target_ankle[use_ball] = A[use_ball] + w_ball[use_ball, None] * (pin_ball[use_ball] - B_now[use_ball])
         moved = np.linalg.norm(target_ankle - A, axis=-1) > 1e-9
         if not moved.any():
             continue
-        H, K = heads[:, hb], heads[:, kb]
+        H, K = heads[:, thigh], heads[:, shin]
         K2, A2 = _two_bone_ik(H, K, A, target_ankle, l1, l2)
         r1 = quat_between(K - H, K2 - H)
         r2 = quat_between(quat_rotate(r1, A - K), A2 - K2)
         r1[~moved] = (1, 0, 0, 0)
         r2[~moved] = (1, 0, 0, 0)
-        world[:, hb] = quat_normalize(quat_mul(r1, world[:, hb]))
-        world[:, kb] = quat_normalize(quat_mul(r2, quat_mul(r1, world[:, kb])))
-        refresh_inherited(world, [hb, kb])
-        # both ankle and ball pinned: turn the foot about the ankle toward the pinned ball
-        if ball_j is not None and target.parents[ball_j] == ab:
+        world[:, thigh] = quat_normalize(quat_mul(r1, world[:, thigh]))
+        world[:, shin] = quat_normalize(quat_mul(r2, quat_mul(r1, world[:, shin])))
+        refresh_inherited(world, [thigh, shin])
+        heads = fk(world)
+        # ankle and ball both pinned: turn the foot about the ankle toward the pinned ball
+        if ball_ok:
             both = ~use_ball & (weight > 0) & (w_ball > 0)
             if both.any():
-                heads_tmp = fk(world)
-                Ab, Bb = heads_tmp[both, ab], heads_tmp[both, ball_j]
+                Ab, Bb = heads[both, foot_b], heads[both, ball[0]]
                 want = Bb + w_ball[both, None] * (pin_ball[both] - Bb)
                 r3 = quat_between(Bb - Ab, want - Ab)
-                world[both, ab] = quat_normalize(quat_mul(r3, world[both, ab]))
-                refresh_inherited(world, [ab])
-        heads = fk(world)
+                world[both, foot_b] = quat_normalize(quat_mul(r3, world[both, foot_b]))
+                refresh_inherited(world, [foot_b])
+                heads = fk(world)
 
     # local pose rotations: L_b = R_b^T (Q_p^-1 Q_b) R_b
     rest_q = matrix_to_quat(target.rest_rot)
@@ -801,16 +895,13 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         p = target.parents[b]
         rel = world[:, b] if p < 0 else quat_mul(quat_conj(world[:, p]), world[:, b])
         rot[:, b] = quat_normalize(quat_mul(quat_mul(quat_conj(rest_q[b]), rel), rest_q[b]))
-    # make quaternion tracks sign-continuous (Blender interpolates components)
+    # sign-continuous quaternion tracks (Blender interpolates components)
     for t in range(1, T):
         flip = np.sum(rot[t] * rot[t - 1], -1) < 0
         rot[t, flip] *= -1
-    # pelvis location in its rest-local frame (ancestors stay at rest)
-    loc = (pelvis_pos - target.heads[pelvis_b]) @ target.rest_rot[pelvis_b]
-    p = target.parents[pelvis_b]
-    if p >= 0:
-        # the parent stays at rest, so the rest-local frame is the same
-        pass
+    # location of the moved bone in its rest-local frame (its parent, if any, stays at rest:
+    # only bones above the pelvis are undriven ancestors)
+    loc = (heads[:, move_b] - target.heads[move_b]) @ target.rest_rot[move_b]
     return RetargetResult(bone_names=list(target.names), rotations=rot, location=loc,
-                          root_bone=target.names[pelvis_b], world=world, heads=heads, fps=fps, scale=s,
+                          root_bone=target.names[move_b], world=world, heads=heads, fps=fps, scale=s,
                           contacts=contacts, source=scaled_source, aims=aims, rig=target)
