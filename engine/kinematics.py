@@ -24,8 +24,8 @@ neighbouring bone chosen from the data as the one least often parallel to it);
 the rotation maps the rest frame spanned by (primary, reference) onto the observed
 one. That is the swing from the rest direction to the observed one with the twist
 fixed by the neighbour, so bones do not spin. Where the reference is missing or
-nearly parallel, the previous frame's rotation is carried over by the minimal swing
-(parallel transport). With consistent bone lengths, FK reproduces every observed
+nearly parallel, the twist fades to the parent's (the parent's rotation followed by
+the minimal swing), so a degenerate reference never flips a bone. With consistent bone lengths, FK reproduces every observed
 joint exactly (twist never moves a joint: children hang off bone tails, on the axis).
 """
 
@@ -39,8 +39,9 @@ from engine import MarionetteError
 from engine.skeletons import JointSet
 
 _EPS = 1e-12
-# A reference edge closer than this sine of the angle to the bone cannot fix the twist.
-MIN_REFERENCE_SIN = 0.2
+# Twist comes from the reference edge when the sine of its angle to the bone is above
+# TWIST_BLEND[1], from the parent (minimal swing) below TWIST_BLEND[0], blended between.
+TWIST_BLEND = (0.05, 0.25)
 # Blender drops zero-length bones; bones are never shorter than this (metres after scaling).
 MIN_BONE_LENGTH = 1e-3
 
@@ -314,19 +315,20 @@ def build_skeleton_rig(joints: np.ndarray, joint_set: JointSet, root_length: flo
             tails[j] = rest[j]
     rest_rot = bone_frames(heads, tails)
 
-    primary, reference = _choose_edges(X, joint_set, tree)
+    primary, reference = _choose_edges(X, joint_set, tree, rest)
     return Rig(bone_names=list(joint_set.names), parents=parents.copy(), heads=heads, tails=tails,
                rest_rotations=rest_rot, joint_bone=np.arange(J), joint_at_tail=parents >= 0,
                joint_set=joint_set.name, primary=primary, reference=reference, rest_joints=rest)
 
 
-def _choose_edges(X: np.ndarray, joint_set: JointSet, tree: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _choose_edges(X: np.ndarray, joint_set: JointSet, tree: np.ndarray, rest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per bone: the primary edge and the neighbouring edge that best fixes its twist.
 
     Candidates are the tree edges touching the bone's ends; the score is the median
     sine of the angle to the primary over frames where both are seen, times the
     fraction of frames where they are (a reference that is usually seen and rarely
-    parallel wins).
+    parallel wins). A reference nearly parallel to the bone in the rest pose is never
+    used: the rest frame it spans would be ill-defined for the whole sequence.
     """
     J = joint_set.num_joints
     parents = joint_set.parents
@@ -348,7 +350,10 @@ def _choose_edges(X: np.ndarray, joint_set: JointSet, tree: np.ndarray) -> tuple
         s = np.linalg.norm(np.cross(v1[good], v2[good]), axis=-1) / np.maximum(n1 * n2, _EPS)
         return float(np.median(s)) * good.mean()
 
-    incident = {j: [tuple(e) for e in tree if j in e] for j in range(J)}
+    # candidate references: tree edges and the joint set's extra bones (e.g. the hip line),
+    # which are often the best-conditioned neighbour of a limb's first bone
+    edges_all = [tuple(int(v) for v in e) for e in tree] + [tuple(int(v) for v in e) for e in joint_set.extra_bones]
+    incident = {j: [e for e in edges_all if j in e] for j in range(J)}
     for j in range(J):
         p = parents[j]
         if p >= 0:
@@ -356,34 +361,50 @@ def _choose_edges(X: np.ndarray, joint_set: JointSet, tree: np.ndarray) -> tuple
             cands = [e for e in set(incident[p] + incident[j]) if tuple(sorted(e)) != tuple(sorted(e1))]
         else:
             # root bone: its frame comes from two of the root's own edges
-            edges = incident[j]
+            edges = [e for e in incident[j] if e in edges_all[: len(tree)]]
             if not edges:
                 continue
             e1 = max(edges, key=lambda e: score(e, e) + np.mean(np.isfinite(Xs[:, e[1]]).all(-1) & np.isfinite(Xs[:, e[0]]).all(-1)))
-            cands = [e for e in edges if e != e1] or [e for e in tree if e != e1 and (e[0] in e1 or e[1] in e1)]
+            cands = [e for e in edges if e != e1] or [e for e in edges_all if e != e1 and (e[0] in e1 or e[1] in e1)]
         primary[j] = e1
         best, best_s = None, 0.0
         for e in sorted(cands):
+            _, sin_rest = _frames(rest[e1[1]] - rest[e1[0]], rest[e[1]] - rest[e[0]])
+            if sin_rest < TWIST_BLEND[1]:
+                continue
             s = score(e1, e)
             if s > best_s:
                 best, best_s = e, s
-        if best is not None and best_s > MIN_REFERENCE_SIN * 0.5:
+        if best is not None and best_s > TWIST_BLEND[1]:
             reference[j] = best
     _ = root
     return primary, reference
 
 
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
 def skeleton_bone_rotations(rig: Rig, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """World rotations [T, B, 3, 3] to apply to each bone's rest frame, and validity [T, B].
 
-    A bone is invalid (a gap) in frames where its primary edge is not observed.
+    Per bone and frame, two candidates both carry the rest direction exactly onto the
+    observed one and differ only by twist about it: ``A``, the parent's rotation followed
+    by the minimal swing (twist inherited from the parent; no twist at all for the root),
+    and ``B``, the frame spanned by the primary and reference edges. The twist is
+    ``B``'s, faded towards ``A``'s as the reference approaches parallel (sine of the angle
+    from TWIST_BLEND[1] down to TWIST_BLEND[0]), so nearly degenerate references never
+    flip a bone. Everything is per frame, vectorised, and history-free. A bone is invalid
+    (a gap) in frames where its primary edge is not observed.
     """
     X = np.asarray(joints, dtype=np.float64)
     T, B = X.shape[0], rig.num_bones
     rest = rig.rest_joints
     R = np.tile(np.eye(3), (T, B, 1, 1))
     valid = np.zeros((T, B), dtype=bool)
-    for b in range(B):
+    lo, hi = TWIST_BLEND
+    for b in rig.topological_order():
         pe, re = rig.primary[b], rig.reference[b]
         if pe[0] < 0:
             # a root with no edges (one-joint set): identity rotation where the root is seen
@@ -393,42 +414,26 @@ def skeleton_bone_rotations(rig: Rig, joints: np.ndarray) -> tuple[np.ndarray, n
         d0 = rest[pe[1]] - rest[pe[0]]
         has_d = np.isfinite(d).all(-1) & (np.linalg.norm(np.nan_to_num(d), axis=-1) > _EPS)
         valid[:, b] = has_d
-        if re[0] >= 0:
-            r = X[:, re[1]] - X[:, re[0]]
-            r0 = rest[re[1]] - rest[re[0]]
-            F0, sin0 = _frames(d0, r0)
-            F, sin = _frames(np.nan_to_num(d), np.nan_to_num(r))
-            direct = has_d & np.isfinite(r).all(-1) & (sin > MIN_REFERENCE_SIN) & (sin0 > MIN_REFERENCE_SIN)
-            R[direct, b] = F[direct] @ F0.T
-        else:
-            direct = np.zeros(T, dtype=bool)
-        fallback = np.flatnonzero(has_d & ~direct)
-        if len(fallback):
-            _transport(R[:, b], d, d0, direct, has_d)
+        dn = np.nan_to_num(d)
+        dn = dn / np.maximum(np.linalg.norm(dn, axis=-1, keepdims=True), _EPS)
+        a = rig.parents[b]
+        Wa = R[:, a] if a >= 0 else np.tile(np.eye(3), (T, 1, 1))
+        A = swing_matrix(Wa @ d0, dn) @ Wa
+        if re[0] < 0:
+            R[:, b] = A
+            continue
+        r = X[:, re[1]] - X[:, re[0]]
+        r0 = rest[re[1]] - rest[re[0]]
+        F0, sin0 = _frames(d0, r0)
+        F, sin = _frames(dn, np.nan_to_num(r))
+        w = _smoothstep((np.minimum(sin, sin0) - lo) / (hi - lo))
+        w = np.where(np.isfinite(r).all(-1), w, 0.0)
+        Bm = F @ F0.T
+        # signed twist angle of B relative to A, about the bone's current direction
+        qd = matrix_to_quat(Bm @ np.swapaxes(A, -1, -2))
+        delta = 2.0 * np.arctan2(np.sum(qd[:, 1:] * dn, axis=-1), qd[:, 0])
+        R[:, b] = axis_angle_to_matrix(dn * (w * delta)[:, None]) @ A
     return R, valid
-
-
-def _transport(Rb: np.ndarray, d: np.ndarray, d0: np.ndarray, direct: np.ndarray, has_d: np.ndarray) -> None:
-    """Fill frames with a direction but no usable reference: carry the nearest earlier (else
-    later) solved rotation over by the minimal swing onto the observed direction (in place)."""
-    T = len(Rb)
-    solved = direct.copy()
-    prev = None
-    for t in range(T):
-        if solved[t]:
-            prev = t
-        elif has_d[t] and prev is not None:
-            Rb[t] = swing_matrix(Rb[prev] @ d0, d[t]) @ Rb[prev]
-            solved[t] = True
-            prev = t
-    nxt = None
-    for t in range(T - 1, -1, -1):
-        if solved[t]:
-            nxt = t
-        elif has_d[t]:
-            Rb[t] = swing_matrix(Rb[nxt] @ d0, d[t]) @ Rb[nxt] if nxt is not None else swing_matrix(d0, d[t])
-            solved[t] = True
-            nxt = t
 
 
 def local_rotations(rig: Rig, world: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -120,7 +120,7 @@ def load_smpl_motion(path) -> SmplMotion:
     if not np.issubdtype(poses.dtype, np.number):
         raise MarionetteError(f"{where}: field 'poses' is not numeric (dtype {poses.dtype})")
     if poses.ndim == 2 and poses.shape[1] % 3 == 0:
-        poses = poses.reshape(poses.shape[0], -1, 3)
+        poses = poses.reshape(poses.shape[0], poses.shape[1] // 3, 3)
     if poses.ndim != 3 or poses.shape[2] != 3 or poses.shape[1] not in _POSE_LAYOUTS:
         raise MarionetteError(f"{where}: field 'poses' has shape {list(np.shape(arrays['poses']))}, expected "
                               "[T, 72] (SMPL), [T, 156] (SMPL-H), [T, 165] (SMPL-X) or [T, J, 3]")
