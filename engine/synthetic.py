@@ -480,7 +480,12 @@ def motion_targets(joints: np.ndarray, joint_set: JointSet, up_axis: str = "Z", 
     Short gaps (NaN) are filled by linear interpolation over time.
     """
     joints = np.asarray(joints, np.float64)
-    mapped = joints if joint_set.name == BODY_25B.name else map_joints(joints, joint_set, BODY_25B)
+    mapped = joints.copy() if joint_set.name == BODY_25B.name else map_joints(joints, joint_set, BODY_25B)
+    neck = BODY_25B.index("Neck")
+    if not np.isfinite(mapped[:, neck]).all(-1).any():
+        # sets without an upper neck (SMPL's neck sits lower): the shoulders' midpoint is close
+        # enough, since the torso only aims at it
+        mapped[:, neck] = 0.5 * (mapped[:, BODY_25B.index("LShoulder")] + mapped[:, BODY_25B.index("RShoulder")])
     missing = [n for n in REQUIRED_MOTION_JOINTS if not np.isfinite(mapped[:, BODY_25B.index(n)]).all(-1).any()]
     if missing:
         raise MarionetteError(f"{where}: joint set {joint_set.name} cannot drive the synthetic body: it has no "

@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motion", default="walk",
                    help="'walk' (built-in walk on a 0.6 m circle) or a skeleton .npz (any joint set that maps "
                         "onto BODY_25B limbs)")
-    p.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel (default 16, denoised)")
+    p.add_argument("--samples", type=int, default=8, help="Cycles samples per pixel (default 8, denoised)")
     p.add_argument("--radius", type=float, default=3.5, help="ring radius in metres (default 3.5)")
     p.add_argument("--heights", type=_floats, default=(1.0, 1.6),
                    help="camera heights in metres, cycled over the ring (default 1.0,1.6)")
