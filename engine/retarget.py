@@ -37,7 +37,7 @@ from engine.resample import (bone_lengths, fill_gaps, quat_between, quat_conj, q
 from engine.skeleton_io import SkeletonSequence
 from engine.skeletons import DERIVED, JointSet
 
-__all__ = ["Rig", "RigMotion", "RetargetResult", "retarget", "source_positions", "detect_contacts",
+__all__ = ["Rig", "RigMotion", "CanonicalMotion", "RetargetResult", "retarget", "source_positions", "detect_contacts",
            "foot_sliding", "direction_errors", "up_vector", "quat_to_matrix", "matrix_to_quat"]
 
 # Canonical joints reachable from others, beyond engine.skeletons.DERIVED (retargeting only).
@@ -375,6 +375,26 @@ class RigMotion:
         return world, heads
 
 
+@dataclass
+class CanonicalMotion:
+    """Motion as canonical joint positions: {"left_knee": [T, 3], ...} (e.g. read from any posed armature)."""
+
+    positions: dict
+    fps: float
+    up: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
+
+    def __post_init__(self):
+        if not self.positions:
+            raise MarionetteError("source motion: no joints")
+        lengths = {len(np.asarray(v)) for v in self.positions.values()}
+        if len(lengths) != 1:
+            raise MarionetteError(f"source motion: joints have different frame counts {sorted(lengths)}")
+        self.positions = {str(c): np.asarray(v, dtype=np.float64).reshape(-1, 3) for c, v in self.positions.items()}
+        self.up = up_vector(self.up)
+        if not (np.isfinite(self.fps) and self.fps > 0):
+            raise MarionetteError(f"source motion: fps must be positive, got {self.fps}")
+
+
 # ----------------------------------------------------------------------------- canonical positions
 
 def _resolve(canon: str, available, depth: int = 0):
@@ -410,7 +430,7 @@ def seq_canonical(seq: SkeletonSequence) -> dict[str, np.ndarray]:
 
 
 def source_positions(source) -> tuple[dict, float, np.ndarray]:
-    """(canonical joint -> [T, 3], fps, up vector) from a SkeletonSequence or a RigMotion."""
+    """(canonical joint -> [T, 3], fps, up vector) from a SkeletonSequence, RigMotion or CanonicalMotion."""
     if isinstance(source, SkeletonSequence):
         if source.num_frames < 2:
             raise MarionetteError("source motion has a single frame; need at least two to retarget motion")
@@ -423,7 +443,10 @@ def source_positions(source) -> tuple[dict, float, np.ndarray]:
     if isinstance(source, RigMotion):
         world, heads = source.world()
         return _rig_canonical(source.rig, world, heads), float(source.fps), source.rig.up
-    raise MarionetteError(f"source motion: expected a SkeletonSequence or RigMotion, got {type(source).__name__}")
+    if isinstance(source, CanonicalMotion):
+        return dict(source.positions), float(source.fps), source.up
+    raise MarionetteError(f"source motion: expected a SkeletonSequence, RigMotion or CanonicalMotion, "
+                          f"got {type(source).__name__}")
 
 
 def _rig_canonical(rig: Rig, world: np.ndarray, heads: np.ndarray) -> dict[str, np.ndarray]:
@@ -631,7 +654,7 @@ def _fill_nan_rows(x: np.ndarray) -> np.ndarray:
 def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_scale: float | None = None,
              contact_height: float = 0.05, contact_speed: float = 0.3, blend: float = 0.1,
              frames: slice | None = None) -> RetargetResult:
-    """Retarget ``source`` (SkeletonSequence or RigMotion) onto ``target`` (Rig).
+    """Retarget ``source`` (SkeletonSequence, RigMotion or CanonicalMotion) onto ``target`` (Rig).
 
     root:       "keep" (the pelvis travels like the source's, displacement scaled by leg length)
                 or "in_place" (no horizontal travel; vertical motion kept)

@@ -1,0 +1,224 @@
+"""Blender operators: retarget (active -> selected armature) and resample_motion, installed from the extension zip."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("bpy")
+
+from blender_sandbox import data_counts  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REST = json.loads((ROOT / "engine" / "rigs" / "smpl_24.json").read_text())["rest_joints"]
+SMPL_PARENT = {"left_hip": "pelvis", "right_hip": "pelvis", "spine1": "pelvis", "left_knee": "left_hip",
+               "right_knee": "right_hip", "spine2": "spine1", "left_ankle": "left_knee", "right_ankle": "right_knee",
+               "spine3": "spine2", "left_foot": "left_ankle", "right_foot": "right_ankle", "neck": "spine3",
+               "left_collar": "spine3", "right_collar": "spine3", "head": "neck", "left_shoulder": "left_collar",
+               "right_shoulder": "right_collar", "left_elbow": "left_shoulder", "right_elbow": "right_shoulder",
+               "left_wrist": "left_elbow", "right_wrist": "right_elbow"}
+# SMPL joint -> (Mixamo bone, Rigify meta-rig bone) whose head sits at that joint
+BONES = {"pelvis": ("Hips", "spine"), "spine1": ("Spine", "spine.001"), "spine2": ("Spine1", "spine.002"),
+         "spine3": ("Spine2", "spine.003"), "neck": ("Neck", "spine.004"), "head": ("Head", "spine.006")}
+for _s, _S, _R in (("left", "Left", "L"), ("right", "Right", "R")):
+    BONES.update({f"{_s}_hip": (f"{_S}UpLeg", f"thigh.{_R}"), f"{_s}_knee": (f"{_S}Leg", f"shin.{_R}"),
+                  f"{_s}_ankle": (f"{_S}Foot", f"foot.{_R}"), f"{_s}_foot": (f"{_S}ToeBase", f"toe.{_R}"),
+                  f"{_s}_collar": (f"{_S}Shoulder", f"shoulder.{_R}"), f"{_s}_shoulder": (f"{_S}Arm", f"upper_arm.{_R}"),
+                  f"{_s}_elbow": (f"{_S}ForeArm", f"forearm.{_R}"), f"{_s}_wrist": (f"{_S}Hand", f"hand.{_R}")})
+
+
+def make_armature(bpy, name, style, leg_scale=1.0, a_pose=False, prefix=""):
+    """An armature with Mixamo (style 0) or Rigify meta-rig (style 1) bone names on the SMPL template."""
+    rest = {k: np.array(v, float) for k, v in REST.items()}
+    if leg_scale != 1.0:
+        for s in ("left", "right"):
+            for j in ("knee", "ankle", "foot"):
+                rest[f"{s}_{j}"] = rest[f"{s}_hip"] + leg_scale * (rest[f"{s}_{j}"] - rest[f"{s}_hip"])
+        lift = 0.02 - min(rest[f"{s}_foot"][2] for s in ("left", "right"))
+        for k in rest:
+            rest[k][2] += lift
+    if a_pose:  # arms 45 degrees down
+        for s, sign in (("left", 1), ("right", -1)):
+            sh = rest[f"{s}_shoulder"]
+            for j in ("elbow", "wrist"):
+                d = np.linalg.norm(rest[f"{s}_{j}"] - sh)
+                rest[f"{s}_{j}"] = sh + d * np.array([sign * math.cos(0.8), 0, -math.sin(0.8)])
+    arm = bpy.data.armatures.new(name)
+    obj = bpy.data.objects.new(name, arm)
+    bpy.context.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    children = {}
+    for c, p in SMPL_PARENT.items():
+        children.setdefault(p, []).append(c)
+    ebs = {}
+    for j in ["pelvis"] + list(SMPL_PARENT):
+        if j not in BONES:
+            continue
+        eb = arm.edit_bones.new(prefix + BONES[j][style])
+        eb.head = rest[j].tolist()
+        kids = [k for k in children.get(j, []) if k in BONES]
+        pref = {"pelvis": "spine1", "spine3": "neck"}.get(j)
+        tail_j = pref if pref else (kids[0] if kids else None)
+        eb.tail = (rest[tail_j] if tail_j else rest[j] + np.array([0, -0.08 if "foot" in j else 0, 0.08 if "foot" not in j else 0])).tolist()
+        if j in SMPL_PARENT and SMPL_PARENT[j] in ebs:
+            eb.parent = ebs[SMPL_PARENT[j]]
+        ebs[j] = eb
+    bpy.ops.object.mode_set(mode="OBJECT")
+    return obj
+
+
+def animate(bpy, obj, frames=24):
+    """Kick the left leg and bend the knee, arms wave, hips travel forward."""
+    for pb in obj.pose.bones:
+        pb.rotation_mode = "QUATERNION"
+    from mathutils import Quaternion
+
+    names = {b.name: b for b in obj.pose.bones}
+    thigh = next(n for n in names if n.endswith(("LeftUpLeg", "thigh.L")))
+    shin = next(n for n in names if n.endswith(("LeftLeg", "shin.L")))
+    arm_ = next(n for n in names if n.endswith(("RightArm", "upper_arm.R")))
+    hips = next(n for n in names if n.endswith(("Hips",)) or n == "spine")
+    for f in range(1, frames + 1):
+        a = math.sin(2 * math.pi * (f - 1) / frames)
+        names[thigh].rotation_quaternion = Quaternion((1, 0, 0), 0.6 * a)
+        names[thigh].keyframe_insert("rotation_quaternion", frame=f)
+        names[shin].rotation_quaternion = Quaternion((1, 0, 0), -0.5 * abs(a))
+        names[shin].keyframe_insert("rotation_quaternion", frame=f)
+        names[arm_].rotation_quaternion = Quaternion((0, 0, 1), 0.4 * a)
+        names[arm_].keyframe_insert("rotation_quaternion", frame=f)
+        names[hips].location = (0, 0.02 * f, 0)
+        names[hips].keyframe_insert("location", frame=f)
+
+
+def fails(op, match, **kw):
+    """Operators that report an error raise RuntimeError in background Blender; check the message."""
+    with pytest.raises(RuntimeError, match=match):
+        op(**kw)
+
+
+def select(bpy, source, target):
+    for o in bpy.context.view_layer.objects:
+        o.select_set(False)
+    target.select_set(True)
+    source.select_set(True)
+    bpy.context.view_layer.objects.active = source
+
+
+def world_dir(bpy, obj, bone):
+    dg = bpy.context.evaluated_depsgraph_get()
+    ev = obj.evaluated_get(dg)
+    pb = ev.pose.bones[bone]
+    M = np.array(ev.matrix_world)
+    h = M[:3, :3] @ np.array(pb.head) + M[:3, 3]
+    t = M[:3, :3] @ np.array(pb.tail) + M[:3, 3]
+    d = t - h
+    return d / np.linalg.norm(d)
+
+
+def test_retarget_mixamo_onto_rigify(blender):
+    bpy = blender
+    src = make_armature(bpy, "Src", 0, prefix="mixamorig:")
+    animate(bpy, src)
+    tgt = make_armature(bpy, "Tgt", 1, leg_scale=1.2, a_pose=True)
+    tgt.location = (1.0, 0.0, 0.0)
+    select(bpy, src, tgt)
+    assert "UNDO" in bpy.ops.marionette.retarget.bl_options
+    assert bpy.ops.marionette.retarget(pin_feet=False) == {"FINISHED"}
+    act = tgt.animation_data.action
+    assert act is not None and act.name.endswith("on Tgt")
+    angles = []
+    for f in (3, 7, 12, 19):
+        bpy.context.scene.frame_set(f)
+        for s, t in (("mixamorig:LeftUpLeg", "thigh.L"), ("mixamorig:LeftLeg", "shin.L"),
+                     ("mixamorig:RightArm", "upper_arm.R")):
+            cos = float(np.clip(world_dir(bpy, src, s) @ world_dir(bpy, tgt, t), -1, 1))
+            angles.append(math.degrees(math.acos(cos)))
+    assert max(angles) < 1.0, angles  # bone directions follow the source despite A- vs T-pose and leg scale
+    # feet pinned variant also bakes
+    assert bpy.ops.marionette.retarget(pin_feet=True, root_motion="IN_PLACE") == {"FINISHED"}
+
+
+def test_retarget_bad_input_changes_nothing(blender):
+    bpy = blender
+    src = make_armature(bpy, "Src", 0)
+    tgt = make_armature(bpy, "Tgt", 1)
+    select(bpy, src, tgt)
+    before = data_counts(bpy)
+    # source without animation
+    fails(bpy.ops.marionette.retarget, "no animation")
+    assert data_counts(bpy) == before and tgt.animation_data is None
+    animate(bpy, src)
+    before = data_counts(bpy)
+    # mismatched frame range
+    fails(bpy.ops.marionette.retarget, "does not lie within", use_action_range=False, frame_start=1, frame_end=500)
+    # non-uniform scale
+    tgt.scale = (1.0, 2.0, 1.0)
+    fails(bpy.ops.marionette.retarget, "non-uniform scale")
+    tgt.scale = (1.0, 1.0, 1.0)
+    # constraints on the target
+    c = tgt.pose.bones["thigh.L"].constraints.new("COPY_ROTATION")
+    fails(bpy.ops.marionette.retarget, "bone constraints on thigh.L")
+    tgt.pose.bones["thigh.L"].constraints.remove(c)
+    assert data_counts(bpy) == before and tgt.animation_data is None
+    assert all(pb.rotation_mode == "QUATERNION" for pb in tgt.pose.bones)  # the default, untouched
+    # no mapping: bones with meaningless names
+    arm = bpy.data.armatures.new("Plain")
+    plain = bpy.data.objects.new("Plain", arm)
+    bpy.context.collection.objects.link(plain)
+    bpy.context.view_layer.objects.active = plain
+    bpy.ops.object.mode_set(mode="EDIT")
+    for i in range(3):
+        eb = arm.edit_bones.new("Bone")
+        eb.head, eb.tail = (0, 0, i), (0, 0, i + 1)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    select(bpy, src, plain)
+    before = data_counts(bpy)
+    fails(bpy.ops.marionette.retarget, "no bone map matches")
+    assert data_counts(bpy) == before and plain.animation_data is None
+
+
+def test_detect_mapping_fills_panel_map(blender):
+    bpy = blender
+    src = make_armature(bpy, "Src", 0, prefix="mixamorig:")
+    tgt = make_armature(bpy, "Tgt", 1)
+    select(bpy, src, tgt)
+    assert bpy.ops.marionette.retarget_detect() == {"FINISHED"}
+    m = {it.canonical: it.bone for it in tgt.marionette_bone_map}
+    assert m["left_knee"] == "shin.L" and m["pelvis"] == "spine"
+    assert {it.canonical: it.bone for it in src.marionette_bone_map}["left_hip"] == "mixamorig:LeftUpLeg"
+    # a user fix is used: point a bone at one that does not exist -> clear error, nothing changed
+    next(it for it in tgt.marionette_bone_map if it.canonical == "left_knee").bone = "nope"
+    animate(bpy, src)
+    select(bpy, src, tgt)
+    fails(bpy.ops.marionette.retarget, "names bones it does not have: nope")
+    assert tgt.animation_data is None
+
+
+def test_resample_motion_doubles_rate_and_keeps_keys(blender):
+    bpy = blender
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    src = make_armature(bpy, "Src", 0)
+    animate(bpy, src)
+    bpy.context.view_layer.objects.active = src
+    scene.frame_set(7)
+    q_before = np.array(src.pose.bones["LeftUpLeg"].rotation_quaternion)
+    loc_before = np.array(src.pose.bones["Hips"].location)
+    assert bpy.ops.marionette.resample_motion(fps=48) == {"FINISHED"}
+    assert scene.render.fps == 48 and scene.frame_end == 1 + 2 * 23
+    scene.frame_set(1 + 2 * 6)  # old frame 7 at the new rate
+    q_after = np.array(src.pose.bones["LeftUpLeg"].rotation_quaternion)
+    assert abs(abs(q_before @ q_after) - 1) < 1e-5
+    assert np.allclose(np.array(src.pose.bones["Hips"].location), loc_before, atol=1e-5)
+
+
+def test_resample_without_animation_is_reported(blender):
+    bpy = blender
+    src = make_armature(bpy, "Src", 0)
+    bpy.context.view_layer.objects.active = src
+    fails(bpy.ops.marionette.resample_motion, "no animation", fps=30)
