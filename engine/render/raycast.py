@@ -38,6 +38,7 @@ ROCHETTE_BACKGROUND_WEIGHT = 1e-3
 DEPTH_EPS = 1e-6
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
+_SQRT_HALF = math.sqrt(0.5)
 
 
 # ---------------------------------------------------------------------- per-chunk math
@@ -58,18 +59,21 @@ def _shade_chunk(dirs, origins, means, precisions, densities, features, backgrou
     a = torch.bmm(dd, precisions.reshape(B, N, 9).transpose(1, 2))  # [B,P,N] d^T P d
     s = b / a
     h = (c[:, None, :] - b * s).clamp_min(0.0)
-    tau = densities[:, None, :] * torch.sqrt(2.0 * math.pi / a) * torch.exp(-0.5 * h) \
-        * (0.5 * torch.erfc(-s * torch.sqrt(0.5 * a)))              # [B,P,N]
+    sqrt_a = torch.sqrt(a)
+    # tau = rho sqrt(2 pi / a) exp(-h/2) erfc(-s sqrt(a/2)) / 2, with one sqrt per pair
+    tau = (densities * (0.5 * _SQRT_2PI))[:, None, :] * torch.exp(-0.5 * h) \
+        * torch.erfc(s * sqrt_a * -_SQRT_HALF) / sqrt_a              # [B,P,N]
 
     if mode == "transmittance":
         s_sorted, order = torch.sort(s, dim=-1, stable=True)           # ties: lower index first
         tau_sorted = torch.gather(tau, -1, order)
         cum = torch.cumsum(tau_sorted, dim=-1)
-        excl = torch.cat([torch.zeros_like(cum[..., :1]), cum[..., :-1]], dim=-1)
-        # T_k = prod_{j<k} (1 - alpha_j) = exp(-sum_{j<k} tau_j)
-        w_sorted = torch.exp(-excl) * (-torch.expm1(-tau_sorted))      # T_k * alpha_k
-        t_final = torch.exp(-cum[..., -1])                             # [B,P]
-        alpha = -torch.expm1(-cum[..., -1])                            # 1 - T_N, accurately
+        # T_k = prod_{j<k} (1 - alpha_j) = exp(-sum_{j<k} tau_j): shift exp(-cumsum) by one
+        t_incl = torch.exp(-cum)                                       # T_{k+1}
+        t_excl = torch.cat([torch.ones_like(t_incl[..., :1]), t_incl[..., :-1]], dim=-1)
+        w_sorted = t_excl * (-torch.expm1(-tau_sorted))                # T_k * alpha_k
+        t_final = t_incl[..., -1]                                      # T_N  [B,P]
+        alpha = -torch.expm1(-cum[..., -1])                            # 1 - T_N, accurate when small
         weights = torch.zeros_like(w_sorted).scatter(-1, order, w_sorted)
         latent = torch.matmul(weights, features) + t_final[..., None] * background[:, None, :]
         depth = (w_sorted * s_sorted).sum(-1) / (alpha + DEPTH_EPS)
