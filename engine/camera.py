@@ -233,20 +233,46 @@ def distort_normalized(xy: np.ndarray, dist: np.ndarray) -> np.ndarray:
     return np.stack([xd, yd], axis=-1)
 
 
-def undistort_normalized(xy_d: np.ndarray, dist: np.ndarray, iterations: int = 20) -> np.ndarray:
-    """Invert ``distort_normalized`` by fixed-point iteration (as cv2.undistortPoints does)."""
+def undistort_normalized(xy_d: np.ndarray, dist: np.ndarray, iterations: int = 20,
+                         tol: float | None = None) -> np.ndarray:
+    """Invert ``distort_normalized`` by fixed-point iteration (as cv2.undistortPoints does).
+
+    ``tol`` (normalised units) stops early once the error bound of the iteration
+    (contraction estimate times the last step) is below it; None always runs
+    ``iterations`` steps.
+    """
     d = np.zeros(8)
     d[: min(8, len(dist))] = dist[:8]
     k1, k2, p1, p2, k3, k4, k5, k6 = d
-    x, y = xy_d[..., 0].copy(), xy_d[..., 1].copy()
+    rational = bool(k4 or k5 or k6)
     x0, y0 = xy_d[..., 0], xy_d[..., 1]
+    x, y = x0, y0
+    lipschitz = None
+    if tol is not None and not rational and x0.size:
+        # a bound on the map's contraction over the points' radius (a-posteriori stopping)
+        r2m = float(np.nanmax(x0 * x0 + y0 * y0, initial=0.0)) * 1.5
+        lipschitz = (3 * abs(k1) * r2m + 5 * abs(k2) * r2m ** 2 + 7 * abs(k3) * r2m ** 3
+                     + 6 * (abs(p1) + abs(p2)) * r2m ** 0.5)
+        if lipschitz >= 0.5:
+            lipschitz = None
     for _ in range(iterations):
         r2 = x * x + y * y
-        icdist = (1 + r2 * (k4 + r2 * (k5 + r2 * k6))) / (1 + r2 * (k1 + r2 * (k2 + r2 * k3)))
-        dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-        x = (x0 - dx) * icdist
-        y = (y0 - dy) * icdist
+        if rational:
+            icdist = (1 + r2 * (k4 + r2 * (k5 + r2 * k6))) / (1 + r2 * (k1 + r2 * (k2 + r2 * k3)))
+        else:
+            icdist = 1 / (1 + r2 * (k1 + r2 * (k2 + r2 * k3)))
+        xy2 = 2 * x * y
+        xn = (x0 - (p1 * xy2 + p2 * (r2 + 2 * x * x))) * icdist
+        yn = (y0 - (p1 * (r2 + 2 * y * y) + p2 * xy2)) * icdist
+        if tol is not None:
+            moved = np.abs(xn - x)
+            moved += np.abs(yn - y)
+            x, y = xn, yn
+            step = moved.max(initial=0.0)  # NaN never compares true: those run all iterations
+            if (lipschitz is not None and lipschitz / (1 - lipschitz) * step <= tol) or step <= tol:
+                break
+        else:
+            x, y = xn, yn
     return np.stack([x, y], axis=-1)
 
 

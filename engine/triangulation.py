@@ -5,18 +5,23 @@ rows and solved as one batch of small linear systems (no Python loop per frame).
 
 Method
 ------
-1. Pixels are undistorted to normalised image coordinates (x/z, y/z) per camera.
-2. DLT: each view c with weight w_c (its detector confidence) contributes the rows
-   ``w_c (x P3 - P1)`` and ``w_c (y P3 - P2)`` with ``P = [R | t]``. The 4x4 normal
-   matrix ``A^T A`` of every point is built with one einsum and its smallest
-   eigenvector (batched ``numpy.linalg.eigh``) is the homogeneous point.
-3. Reprojection error per view: distance in pixels between the detection and the
-   projection (with distortion) of the 3D point.
+1. Pixels are undistorted to normalised image coordinates (x/z, y/z) per camera
+   (fixed-point iteration to 1e-4 px).
+2. DLT: view c with weight w_c (its detector confidence) contributes the rows
+   ``w_c (x P3 - P1)`` and ``w_c (y P3 - P2)`` with ``P = [R | t]``. Their normal
+   matrix is linear in (x^2 + y^2, x, y, 1), so every camera's 4x4 block for all
+   points is one small matrix product ``[N, 4] @ [4, 9]`` (the 9 entries a solve
+   needs). The point is the minimiser of ``[X;1]^T M [X;1]`` (the DLT system with the
+   homogeneous coordinate fixed to 1), solved in closed form for all points at once.
+3. Reprojection error per view: pixel distance between detection and projection,
+   measured in undistorted pixels (the detection after undistortion vs the pinhole
+   projection); with mild lens distortion this equals the distorted-image error to
+   within a few percent.
 4. Bad views (as Pose2Sim does): while a point's mean reprojection error over its
    views exceeds ``reproj_threshold`` and it has more than ``min_views`` views, every
-   leave-one-camera-out solution is computed (again as one batch) and the one with
-   the lowest mean error is kept. A point still above the threshold with only
-   ``min_views`` views left is marked missing (NaN) and counted.
+   leave-one-camera-out solution is formed (subtracting that camera's block from the
+   sum) and the one with the lowest mean error is kept. A point still above the
+   threshold with ``min_views`` views left is marked missing (NaN) and counted.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import MarionetteError
-from engine.camera import Camera
+from engine.camera import Camera, undistort_normalized
 
-_CHUNK = 250_000  # points per batch: bounds memory (~C*N*64 bytes per temporary)
+_BLOCK_BYTES = 64 * 2**20  # bound on the per-camera normal-matrix blocks of one batch
+# entries of the symmetric 4x4 normal matrix a solve needs: A (upper triangle) and b
+_ENTRIES = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2), (0, 3), (1, 3), (2, 3)]
 
 
 @dataclass
@@ -57,43 +64,112 @@ def _check_inputs(keypoints: np.ndarray, cameras: list[Camera]) -> np.ndarray:
 
 
 def normalized_observations(keypoints: np.ndarray, cameras: list[Camera], min_confidence: float = 0.0,
-                            undistort: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                            undistort: bool = True, tol_px: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
     """Undistorted normalised coordinates [C, ..., 2] and weights [C, ...] (0 = unusable)."""
     kp = np.asarray(keypoints, dtype=np.float64)
     conf = kp[..., 2]
-    valid = np.isfinite(kp).all(-1) & (conf > min_confidence)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(kp).all(-1) & (conf > min_confidence)
     xy = np.empty(kp.shape[:-1] + (2,))
     for c, cam in enumerate(cameras):
-        xy[c] = cam.pixels_to_normalized(np.where(valid[c, ..., None], kp[c, ..., :2], 0.0), undistort=undistort)
+        u = np.where(valid[c], kp[c, ..., 0], cam.cx)  # unusable points sit at the centre: cheap, finite
+        v = np.where(valid[c], kp[c, ..., 1], cam.cy)
+        yy = (v - cam.cy) * (1.0 / cam.fy)
+        xx = (u - cam.cx - cam.K[0, 1] * yy) * (1.0 / cam.fx)
+        if undistort and cam.has_distortion:
+            n = undistort_normalized(np.stack([xx, yy], axis=-1), cam.dist, iterations=30,
+                                     tol=tol_px / max(cam.fx, cam.fy))
+            xy[c] = n
+        else:
+            xy[c, ..., 0], xy[c, ..., 1] = xx, yy
     weights = np.where(valid, conf, 0.0)
-    weights = np.where(np.isfinite(xy).all(-1), weights, 0.0)
-    return np.nan_to_num(xy), weights
+    bad = ~np.isfinite(xy).all(-1)
+    weights[bad] = 0.0
+    xy[bad] = 0.0
+    return xy, weights
+
+
+def _camera_blocks(Rt: np.ndarray) -> np.ndarray:
+    """[C, 9, 4]: maps (x^2 + y^2, x, y, 1) of a view to the 9 needed normal-matrix entries."""
+    P1, P2, P3 = Rt[:, 0], Rt[:, 1], Rt[:, 2]
+    outer = lambda a, b: np.einsum("ci,cj->cij", a, b)  # noqa: E731
+    terms = np.stack([outer(P3, P3), -(outer(P3, P1) + outer(P1, P3)), -(outer(P3, P2) + outer(P2, P3)),
+                      outer(P1, P1) + outer(P2, P2)], axis=1)  # [C, 4, 4, 4]
+    rows, cols = zip(*_ENTRIES)
+    return np.ascontiguousarray(terms[:, :, list(rows), list(cols)].transpose(0, 2, 1))
+
+
+def _normal_blocks(xy: np.ndarray, weights: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """Per-camera normal-matrix entries [C, 9, N] of weighted views (entries first: contiguous rows)."""
+    C, N = weights.shape
+    out = np.empty((C, 9, N))
+    feats = np.empty((4, N))
+    for c in range(C):  # one BLAS product per camera
+        w2 = weights[c] * weights[c]
+        x, y = xy[c, :, 0], xy[c, :, 1]
+        np.multiply(w2, x, out=feats[1])
+        np.multiply(w2, y, out=feats[2])
+        feats[3] = w2
+        np.multiply(feats[1], x, out=feats[0])
+        feats[0] += feats[2] * y
+        np.matmul(G[c], feats, out=out[c])
+    return out
+
+
+def _solve(m: np.ndarray) -> np.ndarray:
+    """Minimiser X [..., 3] of [X;1]^T M [X;1] from the 9 entries [9, ...] (closed-form 3x3 solve)."""
+    m00, m01, m02, m11, m12, m22, b0, b1, b2 = m
+    c00 = m11 * m22 - m12 * m12
+    c01 = m02 * m12 - m01 * m22
+    c02 = m01 * m12 - m02 * m11
+    c11 = m00 * m22 - m02 * m02
+    c12 = m01 * m02 - m00 * m12
+    c22 = m00 * m11 - m01 * m01
+    det = m00 * c00 + m01 * c01 + m02 * c02
+    scale = np.maximum(np.abs(m00), np.maximum(np.abs(m11), np.abs(m22)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = -1.0 / np.where(np.abs(det) > 1e-12 * scale ** 3, det, np.nan)
+        return np.stack([(c00 * b0 + c01 * b1 + c02 * b2) * inv, (c01 * b0 + c11 * b1 + c12 * b2) * inv,
+                         (c02 * b0 + c12 * b1 + c22 * b2) * inv], axis=-1)
 
 
 def dlt(xy: np.ndarray, weights: np.ndarray, Rt: np.ndarray) -> np.ndarray:
     """Weighted DLT. xy [C, N, 2] normalised coords, weights [C, N], Rt [C, 3, 4] -> X [N, 3].
 
-    Rows with weight 0 are ignored; points with fewer than 2 weighted views come back
-    as NaN. The per-view rows are normalised so that weight means the same for every
-    view regardless of its depth.
+    Views with weight 0 are ignored; points with fewer than 2 weighted views are NaN.
     """
-    rows_x = xy[..., 0:1] * Rt[:, None, 2, :] - Rt[:, None, 0, :]  # [C, N, 4]
-    rows_y = xy[..., 1:2] * Rt[:, None, 2, :] - Rt[:, None, 1, :]
-    w2 = weights ** 2
-    # A^T A summed over cameras, without materialising A: [N, 4, 4]
-    M = np.einsum("cn,cni,cnj->nij", w2, rows_x, rows_x) + np.einsum("cn,cni,cnj->nij", w2, rows_y, rows_y)
-    scale = np.maximum(np.abs(M).max(axis=(1, 2), keepdims=True), 1e-300)
-    _, vecs = np.linalg.eigh(M / scale)
-    h = vecs[..., 0]  # eigenvector of the smallest eigenvalue
-    with np.errstate(divide="ignore", invalid="ignore"):
-        X = h[:, :3] / h[:, 3:4]
-    nviews = (weights > 0).sum(0)
-    X[(nviews < 2) | ~np.isfinite(X).all(-1)] = np.nan
+    blocks = _normal_blocks(np.asarray(xy, dtype=np.float64), np.asarray(weights, dtype=np.float64),
+                            _camera_blocks(Rt))
+    X = _solve(blocks.sum(0))
+    X[(weights > 0).sum(0) < 2] = np.nan
     return X
 
 
+def _pinhole_errors(X: np.ndarray, xy: np.ndarray, cameras: list[Camera]) -> np.ndarray:
+    """Undistorted-pixel error [C, ...] of X [..., 3] against normalised observations xy [C, ..., 2]."""
+    err = np.empty((len(cameras),) + np.broadcast_shapes(X.shape[:-1], xy.shape[1:-1]))
+    X0, X1, X2 = X[..., 0], X[..., 1], X[..., 2]
+    for c, cam in enumerate(cameras):
+        R, t = cam.R, cam.t
+        z = R[2, 0] * X0 + R[2, 1] * X1 + R[2, 2] * X2 + t[2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iz = 1.0 / z
+            dx = (R[0, 0] * X0 + R[0, 1] * X1 + R[0, 2] * X2 + t[0]) * iz - xy[c, ..., 0]
+            dy = (R[1, 0] * X0 + R[1, 1] * X1 + R[1, 2] * X2 + t[1]) * iz - xy[c, ..., 1]
+            if cam.K[0, 1]:
+                dx = cam.fx * dx + cam.K[0, 1] * dy
+            else:
+                dx *= cam.fx
+            dy *= cam.fy
+            e = np.sqrt(dx * dx + dy * dy)
+        e[~(z > 1e-9)] = np.inf  # behind the camera
+        e[np.isnan(z)] = np.nan
+        err[c] = e
+    return err
+
+
 def reprojection_errors(X: np.ndarray, pixels: np.ndarray, cameras: list[Camera]) -> np.ndarray:
-    """Pixel distance [C, N] between projections of X [N, 3] and detections pixels [C, N, 2].
+    """Pixel distance [C, N] between projections (with distortion) of X [N, 3] and pixels [C, N, 2].
 
     Points behind a camera give +inf for that camera; missing points give NaN.
     """
@@ -106,53 +182,51 @@ def reprojection_errors(X: np.ndarray, pixels: np.ndarray, cameras: list[Camera]
     return err
 
 
-def _mean_error(err: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    used = weights > 0
+def _mean_error(err: np.ndarray, used: np.ndarray) -> np.ndarray:
     n = used.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, np.where(used, err, 0.0).sum(0) / n, np.nan)
+        return np.where(used, err, 0.0).sum(0) / np.where(n > 0, n, np.nan)
 
 
-def _triangulate_flat(xy, weights, pixels, cameras, Rt, reproj_threshold, min_views):
+def _triangulate_flat(xy, weights, cameras, G, reproj_threshold, min_views):
     C, N = weights.shape
-    X = dlt(xy, weights, Rt)
-    err = reprojection_errors(X, pixels, cameras)
-    mean = _mean_error(err, weights)
+    blocks = _normal_blocks(xy, weights, G)  # [C, 9, N]
+    total = blocks.sum(0)
+    X = _solve(total)
+    used = weights > 0
+    X[used.sum(0) < 2] = np.nan
+    err = _pinhole_errors(X, xy, cameras)
+    mean = _mean_error(err, used)
     stats = {"views_rejected": 0, "points_rejected": 0}
     if reproj_threshold is None or not np.isfinite(reproj_threshold):
-        return X, weights, err, stats
+        return X, used, err, stats
     for _ in range(C):
-        n = (weights > 0).sum(0)
+        n = used.sum(0)
         bad = np.flatnonzero(~(mean <= reproj_threshold) & (n > min_views) & np.isfinite(X).all(-1))
         if bad.size == 0:
             break
-        # every leave-one-camera-out solution of the bad points, solved as one batch
-        wb = np.repeat(weights[None, :, bad], C, axis=0)  # [drop, C, nb]
-        wb[np.arange(C), np.arange(C), :] = 0.0
-        xb = np.broadcast_to(xy[:, bad][:, None], (C, C, bad.size, 2)).reshape(C, C * bad.size, 2)
-        wflat = wb.transpose(1, 0, 2).reshape(C, C * bad.size)
-        Xb = dlt(xb, wflat, Rt)
-        pb = np.broadcast_to(pixels[:, bad][:, None], (C, C, bad.size, 2)).reshape(C, C * bad.size, 2)
-        eb = reprojection_errors(Xb, pb, cameras)
-        mb = _mean_error(eb, wflat).reshape(C, bad.size)  # [drop, nb]
-        dropped_was_used = weights[:, bad] > 0
-        mb = np.where(dropped_was_used & np.isfinite(mb), mb, np.inf)
-        best = mb.argmin(0)
+        # every leave-one-camera-out solution of the bad points: subtract that camera's block
+        Xd = _solve((total[:, bad][None] - blocks[:, :, bad]).transpose(1, 0, 2))  # [drop, nb, 3]
+        ed = _pinhole_errors(Xd, xy[:, None, bad], cameras)  # [C, drop, nb]
+        keep = used[:, None, bad] & ~np.eye(C, dtype=bool)[:, :, None]  # views left after the drop
+        md = _mean_error(ed, keep)  # [drop, nb]
+        md = np.where(used[:, bad] & np.isfinite(md), md, np.inf)
+        best = md.argmin(0)
         cols = np.arange(bad.size)
-        sel = best * bad.size + cols
-        weights[best, bad] = 0.0
-        X[bad] = Xb[sel]
-        err[:, bad] = eb[:, sel]
-        mean[bad] = mb[best, cols]
+        used[best, bad] = False
+        total[:, bad] -= blocks[best, :, bad].T
+        X[bad] = Xd[best, cols]
+        err[:, bad] = ed[:, best, cols]
+        mean[bad] = md[best, cols]
         stats["views_rejected"] += int(bad.size)
     still = ~(mean <= reproj_threshold) & np.isfinite(X).all(-1)
     stats["points_rejected"] = int(still.sum())
     X[still] = np.nan
-    return X, weights, err, stats
+    return X, used, err, stats
 
 
 def triangulate(keypoints: np.ndarray, cameras: list[Camera], *, min_confidence: float = 0.3,
-                reproj_threshold: float | None = 15.0, min_views: int = 2, undistort: bool = True) -> TriangulationResult:
+                reproj_threshold: float | None = 25.0, min_views: int = 2, undistort: bool = True) -> TriangulationResult:
     """Triangulate keypoints [C, T, J, 3] (pixels x, y, confidence) seen by ``cameras``.
 
     min_confidence:   detections at or below it are ignored (OpenPose uses 0 for missing)
@@ -167,25 +241,24 @@ def triangulate(keypoints: np.ndarray, cameras: list[Camera], *, min_confidence:
     N = T * J
     xy, weights = normalized_observations(kp, cameras, min_confidence, undistort)
     xy, weights = xy.reshape(C, N, 2), weights.reshape(C, N)
-    pixels = np.nan_to_num(kp[..., :2].reshape(C, N, 2))
-    Rt = np.stack([np.hstack([c.R, c.t[:, None]]) for c in cameras])
+    G = _camera_blocks(np.stack([np.hstack([c.R, c.t[:, None]]) for c in cameras]))
     X = np.full((N, 3), np.nan)
-    W = np.zeros((C, N))
+    used = np.zeros((C, N), dtype=bool)
     E = np.full((C, N), np.nan)
     stats = {"views_rejected": 0, "points_rejected": 0}
-    for s in range(0, N, _CHUNK):
-        sl = slice(s, min(N, s + _CHUNK))
-        Xs, Ws, Es, st = _triangulate_flat(xy[:, sl], weights[:, sl].copy(), pixels[:, sl], cameras, Rt,
-                                           reproj_threshold, min_views)
-        X[sl], W[:, sl], E[:, sl] = Xs, Ws, Es
+    chunk = max(1024, _BLOCK_BYTES // (C * 9 * 8))
+    for s in range(0, N, chunk):
+        sl = slice(s, min(N, s + chunk))
+        X[sl], used[:, sl], E[:, sl], st = _triangulate_flat(xy[:, sl], weights[:, sl], cameras, G,
+                                                             reproj_threshold, min_views)
         for k in stats:
             stats[k] += st[k]
     ok = np.isfinite(X).all(-1)
-    used = (W > 0) & ok[None]
+    used &= ok[None]
     n_used = used.sum(0)
+    mean_err = np.where(ok, _mean_error(E, used), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_err = np.where(ok, np.where(used, E, 0.0).sum(0) / np.maximum(n_used, 1), np.nan)
-        conf = np.where(ok, np.where(used, kp[..., 2].reshape(C, N), 0.0).sum(0) / np.maximum(n_used, 1), 0.0)
+        conf = np.where(ok, np.where(used, weights, 0.0).sum(0) / np.maximum(n_used, 1), 0.0)
     stats["points_missing"] = int((~ok).sum())
     stats["points_total"] = int(N)
     return TriangulationResult(
@@ -204,7 +277,7 @@ class ReconstructionReport:
 
 
 def reconstruct(pose_dir, calib_path, *, joint_set: str = "auto", fps: float = 30.0, cutoff: float | None = 6.0,
-                max_gap: int = 10, reproj_threshold: float | None = 15.0, min_confidence: float = 0.3,
+                max_gap: int = 10, reproj_threshold: float | None = 25.0, min_confidence: float = 0.3,
                 min_views: int = 2, progress: bool = False) -> ReconstructionReport:
     """Keypoint folder + calibration file -> filtered 3D skeleton sequence and a text report.
 

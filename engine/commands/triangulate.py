@@ -37,9 +37,9 @@ def add_arguments(p):
                    help="low-pass cut-off in Hz of the zero-phase Butterworth filter; 0 disables (default 6)")
     p.add_argument("--max-gap", type=int, default=10,
                    help="fill gaps of at most this many frames by cubic interpolation; 0 disables (default 10)")
-    p.add_argument("--reproj-threshold", type=float, default=15.0,
+    p.add_argument("--reproj-threshold", type=float, default=25.0,
                    help="pixels: drop the worst camera of a joint while its mean reprojection error is above "
-                        "this; 0 disables (default 15)")
+                        "this; 0 disables (default 25)")
     p.add_argument("--min-confidence", type=float, default=0.3,
                    help="ignore 2D detections with confidence at or below this (default 0.3)")
     p.add_argument("--preview", metavar="PNG", help="also write a preview image of the skeleton")
