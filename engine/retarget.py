@@ -258,14 +258,24 @@ class Rig:
 
     @classmethod
     def from_joint_set(cls, joint_set: JointSet, rest_joints, up="Z", floor=None) -> "Rig":
-        """One bone per joint, head at the joint, identity rest orientation."""
+        """One bone per joint, as Marionette's importer builds armatures: the bone named after a
+        joint runs from its parent joint to it (joint at the tail); the root's bone starts at the
+        root joint. Every edge is its own bone, so every edge can follow the source's direction.
+        Rest orientations are the identity (only positions matter for joint sets)."""
         rest = np.asarray(rest_joints, dtype=np.float64)
         if rest.shape != (joint_set.num_joints, 3) or not np.all(np.isfinite(rest)):
             raise MarionetteError(f"rest joints: expected finite [{joint_set.num_joints}, 3] for {joint_set.name}, "
                                   f"got {list(rest.shape)}")
-        return cls(names=list(joint_set.names), parents=list(joint_set.parents), heads=rest,
-                   mapping=dict(zip(joint_set.canonical, joint_set.names)), up=up_vector(up), floor=floor,
-                   joint_set=joint_set)
+        parents = list(joint_set.parents)
+        up_v = up_vector(up)
+        heads = np.array([rest[p] if p >= 0 else rest[j] for j, p in enumerate(parents)])
+        tails = np.array([rest[j] if p >= 0 else rest[j] + 0.1 * up_v for j, p in enumerate(parents)])
+        root = joint_set.root
+        return cls(names=list(joint_set.names), parents=parents, heads=heads, tails=tails,
+                   mapping={joint_set.canonical[root]: joint_set.names[root]},
+                   tail_mapping={c: n for j, (c, n) in enumerate(zip(joint_set.canonical, joint_set.names))
+                                 if j != root},
+                   up=up_v, floor=floor, joint_set=joint_set)
 
     @classmethod
     def from_rig_map(cls, rig_map) -> "Rig":
@@ -588,7 +598,9 @@ class RetargetResult:
             raise MarionetteError("target is an armature, not a joint set; use rotations/location instead")
         up = self.rig.up
         axis = {tuple(up_vector(a)): a for a in ("X", "Y", "Z", "-X", "-Y", "-Z")}.get(tuple(np.round(up, 6)), "Z")
-        return SkeletonSequence(joints=self.heads.astype(np.float32), joint_set=js, fps=self.fps, up_axis=axis)
+        pos = self.canonical()
+        joints = np.stack([pos[c] for c in js.canonical], axis=1)
+        return SkeletonSequence(joints=joints.astype(np.float32), joint_set=js, fps=self.fps, up_axis=axis)
 
 
 def _twist_to_hint(q: np.ndarray, v_now: np.ndarray, u_rest: np.ndarray, u_now: np.ndarray) -> np.ndarray:
@@ -732,6 +744,12 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         if tail_c is not None:
             # the bone ends at a mapped joint: aim along the bone itself
             aim_c = tail_c if sget(tail_c) is not None else None
+            if aim_c is not None and head_c is not None:
+                # a source joint built from this very bone's end (a pelvis as the mean of the hips)
+                # gives a direction that is an artefact of that construction: stay rigid with the parent
+                ph, pt = _resolve(head_c, pos), _resolve(tail_c, pos)
+                if ph and pt and ph != [(head_c, 1.0)] and {c for c, _ in ph} & {c for c, _ in pt}:
+                    aim_c = None
             rule = BONE_RULES.get(head_c) if head_c else None
             hint = rule[1] if (rule and tail_c in rule[0]) else None
         elif head_c is not None and head_c in BONE_RULES:
@@ -837,7 +855,7 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
             ok = target.parents[shin] == thigh
         else:
             ok = False
-        ball_c = f"{side}_foot" if target.joint(f"{side}_foot") is not None else None
+        ball_c = next((c for c in (f"{side}_foot", f"{side}_big_toe") if target.joint(c) is not None), None)
         c_ankle = detect_contacts(sget(f"{side}_ankle"), up, fps, src_floor_h, contact_height, contact_speed)
         contacts[f"{side}_ankle"] = c_ankle
         c_ball = np.zeros(T, dtype=bool)
@@ -874,10 +892,19 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
                     hor = hz if hz is not None else P[t] - (P[t] @ up) * up
                     dst[t] = hor + hh * up
                     wdst[t] = w
-        # the ball joint must hang off the ankle bone (head-mapped rigs) to be pinned through the foot
+        # the ball joint is pinned by turning the foot bone about the ankle: the ankle's own bone when
+        # joints sit at bone heads, the bone running from the ankle to the ball when they sit at tails
         ball = target.joint(ball_c) if ball_c else None
-        foot_b = ankle[0] if not ankle[1] else None
-        ball_ok = ball is not None and not ball[1] and foot_b is not None and target.parents[ball[0]] == foot_b
+        if ball is None:
+            foot_b, ball_ok = None, False
+        elif not ball[1] and not ankle[1]:
+            foot_b = ankle[0]
+            ball_ok = target.parents[ball[0]] == foot_b
+        elif ball[1] and ankle[1]:
+            foot_b = ball[0]
+            ball_ok = target.parents[foot_b] == shin
+        else:
+            foot_b, ball_ok = None, False
         if not ball_ok:
             w_ball[:] = 0.0
         # ankle goal: its own pin, or (whichever pin is stronger) the ankle position that keeps the
@@ -904,7 +931,8 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         if ball_ok:
             both = ~use_ball & (weight > 0) & (w_ball > 0)
             if both.any():
-                Ab, Bb = heads[both, foot_b], heads[both, ball[0]]
+                canon = _rig_canonical(target, world, heads)
+                Ab, Bb = canon[f"{side}_ankle"][both], canon[ball_c][both]
                 want = Bb + w_ball[both, None] * (pin_ball[both] - Bb)
                 r3 = quat_between(Bb - Ab, want - Ab)
                 world[both, foot_b] = quat_normalize(quat_mul(r3, world[both, foot_b]))
