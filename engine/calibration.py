@@ -80,7 +80,8 @@ def load_calibration_info(path) -> Calibration:
     if head.startswith("<"):
         cams = read_qualisys_qca(path, text)
         return Calibration(cams, "Z", "qualisys-qca", path)
-    if head.startswith("{") or head.startswith("["):
+    if head.startswith("{") or re.match(r"\[\s*[\[{\]\d\"-]", head):
+        # "[cam_01]" opens a TOML table; "[{" or "[ 1" would be a JSON list
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -139,13 +139,16 @@ def detect_joint_set(num_joints: int, samples: np.ndarray | None = None) -> tupl
         chosen = "BODY_25B"
         if samples is not None:
             s = samples.reshape(-1, 25, 3)
-            d01 = np.linalg.norm(s[:, 1, :2] - s[:, 0, :2], axis=-1)
-            d015 = np.linalg.norm(s[:, 15, :2] - s[:, 0, :2], axis=-1)
-            ratio = np.nanmedian(d01 / d015) if np.isfinite(d01 / d015).any() else np.nan
+            dist = np.linalg.norm(s[:, :, :2] - s[:, :1, :2], axis=-1)  # [n, 25] distance to joint 0
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                near = np.nanmean(dist[:, [1, 2]], axis=1)   # BODY_25B: eyes; BODY_25: neck, shoulder
+                far = np.nanmean(dist[:, [15, 16]], axis=1)  # BODY_25B: ankles; BODY_25: eyes
+                ratio = np.nanmedian(near / far)
             if np.isfinite(ratio):
                 chosen = "BODY_25B" if ratio < 1 else "BODY_25"
-                why = (f"25 joints; joint 1 is {'nearer to' if ratio < 1 else 'farther from'} the nose than "
-                       f"joint 15 (median ratio {ratio:.2f}), so {chosen}")
+                why = (f"25 joints; joints 1-2 are {'nearer to' if ratio < 1 else 'farther from'} joint 0 than "
+                       f"joints 15-16 (median ratio {ratio:.2f}), so {chosen}")
         return get_joint_set(chosen), f"joint set {chosen} (auto: {why})"
     by_count = {17: "COCO_17", 19: "PANOPTIC_19"}
     if num_joints in by_count:
@@ -291,6 +294,9 @@ def read_coco_json(path, camera_name: str | None = None) -> tuple[dict[int, list
     path = Path(path)
     doc = _read_json(path)
     if isinstance(doc, dict):
+        if "people" in doc:
+            raise MarionetteError(f"{path}: an OpenPose file where a COCO keypoint file per camera was expected; "
+                                  "put OpenPose JSON in one sub-folder per camera")
         if "annotations" not in doc:
             raise MarionetteError(f"{path}: missing field 'annotations' (expected COCO keypoint JSON)")
         anns, images, visibility = doc["annotations"], doc.get("images", []), True
@@ -381,10 +387,7 @@ def read_keypoints(pose_dir, joint_set: str | JointSet | None = None, progress: 
     if pose_dir.is_dir():
         top_json = sorted((p for p in pose_dir.glob("*.json")), key=lambda p: _natural_key(p.name))
         subdirs = [p for p in pose_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        if top_json and not subdirs:
-            if not all(_is_coco_file(p) for p in top_json):
-                raise MarionetteError(f"{pose_dir}: holds JSON files but no camera sub-folders; expected one "
-                                      "sub-folder of OpenPose JSON per camera, or one COCO keypoint file per camera")
+        if top_json and not subdirs:  # one COCO file per camera
             return read_coco_cameras(top_json, joint_set=joint_set)
     folders = list_camera_folders(pose_dir)
     singles = [sorted(f.glob("*.json")) for f in folders]
