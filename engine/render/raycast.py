@@ -121,10 +121,13 @@ def _check_inputs(means, precisions, densities, features, background, K, R, t, h
                     ("background", background)):
         if x.dtype != dtype:
             raise MarionetteError(f"raycast: {name} is {x.dtype} but means are {dtype}; use one dtype")
-    for name, x in (("means", means), ("precisions", precisions), ("densities", densities),
-                    ("features", features), ("background", background)):
-        if not bool(torch.isfinite(x).all()):
-            raise MarionetteError(f"raycast: {name} contains NaN or infinite values")
+    named = (("means", means), ("precisions", precisions), ("densities", densities), ("features", features),
+             ("background", background))
+    finite = torch.stack([torch.isfinite(x.detach()).all().to(means.device) for _, x in named]).tolist()  # one sync
+    for (name, _), ok in zip(named, finite):
+        if not ok:
+            raise MarionetteError(f"raycast: {name} contains NaN or infinite values (check the joints and the "
+                                  "actor's parameters)")
 
 
 # ---------------------------------------------------------------------- reference
