@@ -840,13 +840,14 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
             scaled_source[c] = v - hz + s * (hz - horiz_src) + rest_h
 
     nb = max(1, int(round(blend * fps)))
+    legs = []
     for side in _SIDE:
         hip_c = next((c for c in (f"{side}_hip", f"smpl_{side}_hip") if target.joint(c) is not None), None)
         knee, ankle = target.joint(f"{side}_knee"), target.joint(f"{side}_ankle")
         if hip_c is None or knee is None or ankle is None or sget(f"{side}_ankle") is None:
             continue
         hip = target.joint(hip_c)
-        # thigh and shin bones, and the bone (and end) holding the ankle
+        # thigh and shin bones: joints at bone heads (most rigs) or at bone tails (Marionette armatures)
         if not hip[1] and not knee[1] and not ankle[1]:
             thigh, shin = hip[0], knee[0]
             ok = target.parents[shin] == thigh and target.parents[ankle[0]] == shin
@@ -854,6 +855,7 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
             thigh, shin = knee[0], ankle[0]
             ok = target.parents[shin] == thigh
         else:
+            thigh = shin = -1
             ok = False
         ball_c = next((c for c in (f"{side}_foot", f"{side}_big_toe") if target.joint(c) is not None), None)
         c_ankle = detect_contacts(sget(f"{side}_ankle"), up, fps, src_floor_h, contact_height, contact_speed)
@@ -862,17 +864,22 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         if ball_c and sget(ball_c) is not None:
             c_ball = detect_contacts(sget(ball_c), up, fps, src_floor_h, contact_height, contact_speed)
             contacts[ball_c] = c_ball
-        if not feet or not ok:
-            continue
-        l1 = np.linalg.norm(target.heads[shin] - target.heads[thigh])
-        l2 = np.linalg.norm(rest[f"{side}_ankle"] - target.heads[shin])
-        canon = _rig_canonical(target, world, heads)
-        A = canon[f"{side}_ankle"]
-        goal = A.copy()
+        if feet and ok:
+            legs.append(dict(side=side, thigh=thigh, shin=shin, ankle=ankle, ball_c=ball_c, c_ankle=c_ankle,
+                             c_ball=c_ball))
+
+    # 1) pinned points for every leg, from the uncorrected pose
+    canon = _rig_canonical(target, world, heads)
+    for leg in legs:
+        side, ball_c = leg["side"], leg["ball_c"]
+        leg["l1"] = np.linalg.norm(target.heads[leg["shin"]] - target.heads[leg["thigh"]])
+        leg["l2"] = np.linalg.norm(rest[f"{side}_ankle"] - target.heads[leg["shin"]])
+        goal = np.full((T, 3), np.nan)
         weight = np.zeros(T)
         pin_ball = np.full((T, 3), np.nan)
         w_ball = np.zeros(T)
-        for mask, jc, dst, wdst in ((c_ankle, f"{side}_ankle", goal, weight), (c_ball, ball_c, pin_ball, w_ball)):
+        for mask, jc, dst, wdst in ((leg["c_ankle"], f"{side}_ankle", goal, weight),
+                                    (leg["c_ball"], ball_c, pin_ball, w_ball)):
             if jc is None or not mask.any():
                 continue
             P = canon[jc]
@@ -892,33 +899,77 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
                     hor = hz if hz is not None else P[t] - (P[t] @ up) * up
                     dst[t] = hor + hh * up
                     wdst[t] = w
-        # the ball joint is pinned by turning the foot bone about the ankle: the ankle's own bone when
+        # the ball is pinned by turning the foot bone about the ankle: the ankle's own bone when
         # joints sit at bone heads, the bone running from the ankle to the ball when they sit at tails
+        ankle = leg["ankle"]
         ball = target.joint(ball_c) if ball_c else None
-        if ball is None:
-            foot_b, ball_ok = None, False
-        elif not ball[1] and not ankle[1]:
+        if ball is not None and not ball[1] and not ankle[1]:
             foot_b = ankle[0]
             ball_ok = target.parents[ball[0]] == foot_b
-        elif ball[1] and ankle[1]:
+        elif ball is not None and ball[1] and ankle[1]:
             foot_b = ball[0]
-            ball_ok = target.parents[foot_b] == shin
+            ball_ok = target.parents[foot_b] == leg["shin"]
         else:
             foot_b, ball_ok = None, False
         if not ball_ok:
             w_ball[:] = 0.0
-        # ankle goal: its own pin, or (whichever pin is stronger) the ankle position that keeps the
-        # pinned ball in place with the foot's orientation unchanged (heel lifting off)
-        use_ball = w_ball > weight
-        target_ankle = A + weight[:, None] * (np.nan_to_num(goal) - A)
-        if use_ball.any():
-            B_now = canon[ball_c]
-            target_ankle[use_ball] = A[use_ball] + w_ball[use_ball, None] * (pin_ball[use_ball] - B_now[use_ball])
+        elif leg["c_ball"].any() and (weight >= 1).any():
+            # where the ankle is pinned too, place the ball's pin one (rigid) foot away from the ankle's
+            # pin, as the target's own foot lies over those frames; otherwise rotating the foot from
+            # one pin toward the other could not reach it and the ball would jump
+            A0, B0 = canon[f"{side}_ankle"], canon[ball_c]
+            for a, b in _runs_of(leg["c_ball"]):
+                both = np.zeros(T, dtype=bool)
+                both[a:b] = weight[a:b] >= 1
+                if not both.any():
+                    continue
+                pin = np.mean(goal[both] + (B0[both] - A0[both]), axis=0)
+                span = (np.arange(T) >= max(0, a - nb)) & (np.arange(T) < min(T, b + nb))
+                same = span & np.isfinite(pin_ball).all(-1) & (np.linalg.norm(pin_ball - pin_ball[a], axis=-1) < 1e-12)
+                pin_ball[same] = pin
+        leg.update(goal=goal, weight=weight, pin_ball=pin_ball, w_ball=w_ball, foot_b=foot_b, ball_ok=ball_ok,
+                   use_ball=w_ball > weight)
+
+    def ankle_goals(leg, canon):
+        # the ankle's own pin, or (whichever pin is stronger) the ankle position that keeps the pinned
+        # ball in place with the foot's orientation unchanged (heel lifting off)
+        A = canon[f"{leg['side']}_ankle"]
+        out = A + leg["weight"][:, None] * (np.nan_to_num(leg["goal"]) - A)
+        ub = leg["use_ball"]
+        if ub.any():
+            out[ub] = A[ub] + leg["w_ball"][ub, None] * (leg["pin_ball"][ub] - canon[leg["ball_c"]][ub])
+        return out
+
+    # 2) lower the pelvis where a pinned foot is out of the leg's reach (smoothly, never raise it)
+    if legs:
+        drop = np.zeros(T)
+        for leg in legs:
+            v = ankle_goals(leg, canon) - heads[:, leg["thigh"]]
+            R = leg["l1"] + leg["l2"] - 1e-4
+            bq = v @ up
+            disc = bq * bq - (np.sum(v * v, -1) - R * R)
+            need = np.where((np.sum(v * v, -1) > R * R) & (disc >= 0), -bq - np.sqrt(np.maximum(disc, 0)), 0.0)
+            drop = np.maximum(drop, np.clip(need, 0.0, None))
+        if drop.any():
+            k = nb
+            wide = np.array([drop[max(0, t - k): t + k + 1].max() for t in range(T)])
+            ker = np.hanning(2 * k + 3)[1:-1]
+            ker /= ker.sum()
+            smooth = np.convolve(np.pad(wide, k, mode="edge"), ker, mode="valid")
+            pelvis_pos = pelvis_pos - np.maximum(smooth, drop)[:, None] * up
+            heads = fk(world)
+            canon = _rig_canonical(target, world, heads)
+
+    # 3) two-bone IK per leg, then turn the foot toward a pinned ball
+    for leg in legs:
+        thigh, shin, side = leg["thigh"], leg["shin"], leg["side"]
+        A = canon[f"{side}_ankle"]
+        target_ankle = ankle_goals(leg, canon)
         moved = np.linalg.norm(target_ankle - A, axis=-1) > 1e-9
         if not moved.any():
             continue
         H, K = heads[:, thigh], heads[:, shin]
-        K2, A2 = _two_bone_ik(H, K, A, target_ankle, l1, l2)
+        K2, A2 = _two_bone_ik(H, K, A, target_ankle, leg["l1"], leg["l2"])
         r1 = quat_between(K - H, K2 - H)
         r2 = quat_between(quat_rotate(r1, A - K), A2 - K2)
         r1[~moved] = (1, 0, 0, 0)
@@ -927,17 +978,18 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         world[:, shin] = quat_normalize(quat_mul(r2, quat_mul(r1, world[:, shin])))
         refresh_inherited(world, [thigh, shin])
         heads = fk(world)
-        # ankle and ball both pinned: turn the foot about the ankle toward the pinned ball
-        if ball_ok:
-            both = ~use_ball & (weight > 0) & (w_ball > 0)
+        canon = _rig_canonical(target, world, heads)
+        if leg["ball_ok"]:
+            both = ~leg["use_ball"] & (leg["weight"] > 0) & (leg["w_ball"] > 0)
             if both.any():
-                canon = _rig_canonical(target, world, heads)
-                Ab, Bb = canon[f"{side}_ankle"][both], canon[ball_c][both]
-                want = Bb + w_ball[both, None] * (pin_ball[both] - Bb)
+                foot_b = leg["foot_b"]
+                Ab, Bb = canon[f"{side}_ankle"][both], canon[leg["ball_c"]][both]
+                want = Bb + leg["w_ball"][both, None] * (leg["pin_ball"][both] - Bb)
                 r3 = quat_between(Bb - Ab, want - Ab)
                 world[both, foot_b] = quat_normalize(quat_mul(r3, world[both, foot_b]))
                 refresh_inherited(world, [foot_b])
                 heads = fk(world)
+                canon = _rig_canonical(target, world, heads)
 
     # local pose rotations: L_b = R_b^T (Q_p^-1 Q_b) R_b
     rest_q = matrix_to_quat(target.rest_rot)
