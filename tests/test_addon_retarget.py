@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("bpy")
 
-from blender_sandbox import data_counts  # noqa: E402
+from blender_sandbox import MODULE, data_counts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REST = json.loads((ROOT / "engine" / "rigs" / "smpl_24.json").read_text())["rest_joints"]
@@ -222,3 +222,52 @@ def test_resample_without_animation_is_reported(blender):
     src = make_armature(bpy, "Src", 0)
     bpy.context.view_layer.objects.active = src
     fails(bpy.ops.marionette.resample_motion, "no animation", fps=30)
+
+
+def test_motion_transfer_between_imported_skeletons(blender, tmp_path):
+    """Actor A's motion onto actor B's imported armature (joints at bone tails): B keeps its bone lengths,
+    limbs take A's directions, read back through the add-on's own pose reader."""
+    import importlib
+
+    from engine.skeleton_io import SkeletonSequence, save_skeleton
+    from engine.skeletons import get_joint_set
+
+    bpy = blender
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 30, 1.0
+    js = get_joint_set("SMPL_24")
+    rest = np.array([REST[n] for n in js.names], float)
+    T = 30
+    t = np.arange(T) / 30.0
+    A = np.repeat(rest[None], T, axis=0)
+    idx = {n: i for i, n in enumerate(js.names)}
+    for k in range(T):  # A lifts its left arm and walks forward
+        sh = A[k, idx["left_shoulder"]]
+        ang = 0.8 * np.sin(np.pi * t[k])
+        for j in ("left_elbow", "left_wrist", "left_hand"):
+            v = rest[idx[j]] - rest[idx["left_shoulder"]]
+            A[k, idx[j]] = sh + np.array([v[0] * np.cos(ang), 0, v[0] * np.sin(ang)])
+    A[:, :, 1] -= 0.3 * t[:, None]
+    Bj = rest * np.array([1.0, 1.0, 1.15])  # a taller actor
+    Bj[:, 2] -= Bj[:, 2].min() - 0.02
+    save_skeleton(tmp_path / "a.npz", SkeletonSequence(A, js, 30.0))
+    save_skeleton(tmp_path / "b.npz", SkeletonSequence(np.repeat(Bj[None], 3, axis=0), js, 30.0))
+    assert bpy.ops.marionette.import_skeleton(filepath=str(tmp_path / "a.npz"), object_name="A") == {"FINISHED"}
+    assert bpy.ops.marionette.import_skeleton(filepath=str(tmp_path / "b.npz"), object_name="B") == {"FINISHED"}
+    a, b = bpy.data.objects["A"], bpy.data.objects["B"]
+    select(bpy, a, b)
+    assert bpy.ops.marionette.retarget(pin_feet=True) == {"FINISHED"}
+    pose_read = importlib.import_module(MODULE + ".pose_read")
+    for f in (1, 10, 20, 30):
+        scene.frame_set(f)
+        ja = pose_read.evaluated_joints(a)
+        jb = pose_read.evaluated_joints(b)
+        for j, p in enumerate(js.parents):
+            if p < 0:
+                continue
+            lb = np.linalg.norm(jb[j] - jb[p])
+            assert abs(lb - np.linalg.norm(Bj[j] - Bj[p])) < 1e-4  # B's own bone lengths
+        for c, p in (("left_wrist", "left_elbow"), ("left_elbow", "left_shoulder")):
+            da, db = ja[idx[c]] - ja[idx[p]], jb[idx[c]] - jb[idx[p]]
+            cos = da @ db / np.linalg.norm(da) / np.linalg.norm(db)
+            assert cos > np.cos(np.radians(1.0))
