@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import EnumProperty, StringProperty
 
 
 class MARIONETTE_AP_preferences(bpy.types.AddonPreferences):
@@ -19,6 +19,17 @@ class MARIONETTE_AP_preferences(bpy.types.AddonPreferences):
     smpl_model_male: StringProperty(name="SMPL model (male)", subtype="FILE_PATH",
                                     description="SMPL model used for motions whose gender is 'male'")
 
+    # neural rendering (addon/render_engine.py, addon/torch_setup.py)
+    device: EnumProperty(
+        name="Device", default="AUTO",
+        items=(("AUTO", "Auto", "CUDA if available, then Apple Metal, else CPU"),
+               ("CPU", "CPU", "Render on the CPU"), ("CUDA", "CUDA", "Render on an NVIDIA GPU"),
+               ("MPS", "Metal", "Render on an Apple GPU")),
+        description="Where the neural renderer runs")
+    torch_path: StringProperty(
+        name="PyTorch folder", subtype="DIR_PATH",
+        description="Extra site-packages folder holding PyTorch for Blender's Python (filled in by Install PyTorch)")
+
     def model_for_gender(self, gender: str) -> str:
         """The model path for a motion's gender: that gender's model, else the neutral one, else ''."""
         g = (gender or "").strip().lower()
@@ -33,6 +44,9 @@ class MARIONETTE_AP_preferences(bpy.types.AddonPreferences):
         col.prop(self, "smpl_model_female")
         col.prop(self, "smpl_model_male")
         col.label(text="Without a model, SMPL motion imports onto a generic rest skeleton (no mesh).")
+        from .torch_setup import draw_preferences
+
+        draw_preferences(self, self.layout)
 
 
 CLASSES = (MARIONETTE_AP_preferences,)
