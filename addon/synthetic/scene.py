@@ -42,6 +42,10 @@ def configure_render(scene, samples: int, seed: int, threads: int = 0) -> dict:
         if getattr(_cycles, "with_openimagedenoise", False):
             cy.use_denoising = True
             cy.denoiser = "OPENIMAGEDENOISE"
+            # measured on 256x256: HIGH quality costs ~5x the CPU of BALANCED with a FAST
+            # prefilter (1.2 vs 0.24 CPU-s per view) for no visible gain at this size
+            cy.denoising_quality = "BALANCED"
+            cy.denoising_prefilter = "FAST"
             denoiser = "OPENIMAGEDENOISE"
         else:
             cy.use_denoising = False
@@ -127,8 +131,8 @@ def make_materials(look) -> list:
     mats["skin"], _, _ = _principled("skin", look.skin, 0.55)
     m, nt, bsdf = _principled("shirt", look.shirt, 0.8)
     if look.shirt_pattern != "plain":
-        _pattern(nt, bsdf, look.shirt_pattern, look.shirt, look.shirt_second, 45.0 if look.shirt_pattern == "stripes"
-                 else 12.0)
+        _pattern(nt, bsdf, look.shirt_pattern, look.shirt, look.shirt_second, 9.0 if look.shirt_pattern == "stripes"
+                 else 8.0)
     mats["shirt"] = m
     m, nt, bsdf = _principled("trousers", look.trousers, 0.85)
     _pattern(nt, bsdf, "noise", look.trousers, tuple(min(1.0, c * 1.4 + 0.03) for c in look.trousers), 60.0)
