@@ -290,7 +290,10 @@ class MARIONETTE_OT_retarget(bpy.types.Operator):
         positions = sample_source(context, src, s_head, s_tail, frames, to_space, wm, (0, 60))
         fps = context.scene.render.fps / context.scene.render.fps_base
         motion = CanonicalMotion(positions, fps, up=rig.up)
-        res = retarget(motion, rig, root="keep" if self.root_motion == "KEEP" else "in_place", feet=self.pin_feet)
+        # the engine works in the target's armature space; its contact thresholds are in metres
+        unit = float(np.mean(np.array(tgt.matrix_world.to_scale(), dtype=np.float64)))
+        res = retarget(motion, rig, root="keep" if self.root_motion == "KEEP" else "in_place", feet=self.pin_feet,
+                       contact_height=0.05 / unit, contact_speed=0.3 / unit)
         wm.progress_update(80)
         if not np.isfinite(res.rotations).all() or not np.isfinite(res.location).all():
             raise MarionetteError("retargeting produced invalid rotations (the source motion has missing joints "

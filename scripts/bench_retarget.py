@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.skeleton) if args.skeleton else triangulate_demo(Path(tmp) / "capture.npz")
         seq = load_skeleton(path)
-    src_pos, fps, _ = source_positions(seq)
+    _, fps, _ = source_positions(seq)
     print(f"source: {'Pose2Sim demo (triangulated)' if not args.skeleton else path.name}, {seq.num_frames} frames, "
           f"{seq.joint_set.name}, {fps:g} fps, up {seq.up_axis}")
     targets = [("SMPL-24 (T-pose template)", Rig.from_rig_map(load_rig("smpl_24")))]

@@ -31,8 +31,11 @@ for _s, _S, _R in (("left", "Left", "L"), ("right", "Right", "R")):
                   f"{_s}_elbow": (f"{_S}ForeArm", f"forearm.{_R}"), f"{_s}_wrist": (f"{_S}Hand", f"hand.{_R}")})
 
 
-def make_armature(bpy, name, style, leg_scale=1.0, a_pose=False, prefix=""):
-    """An armature with Mixamo (style 0) or Rigify meta-rig (style 1) bone names on the SMPL template."""
+def make_armature(bpy, name, style, leg_scale=1.0, a_pose=False, prefix="", fbx_like=False):
+    """An armature with Mixamo (style 0) or Rigify meta-rig (style 1) bone names on the SMPL template.
+
+    fbx_like: bones in centimetres, Y up, the object rotated 90 degrees about X and scaled 0.01
+    (how Mixamo FBX files usually arrive)."""
     rest = {k: np.array(v, float) for k, v in REST.items()}
     if leg_scale != 1.0:
         for s in ("left", "right"):
@@ -47,9 +50,14 @@ def make_armature(bpy, name, style, leg_scale=1.0, a_pose=False, prefix=""):
             for j in ("elbow", "wrist"):
                 d = np.linalg.norm(rest[f"{s}_{j}"] - sh)
                 rest[f"{s}_{j}"] = sh + d * np.array([sign * math.cos(0.8), 0, -math.sin(0.8)])
+    if fbx_like:
+        rest = {k: 100.0 * np.array([v[0], v[2], -v[1]]) for k, v in rest.items()}
     arm = bpy.data.armatures.new(name)
     obj = bpy.data.objects.new(name, arm)
     bpy.context.collection.objects.link(obj)
+    if fbx_like:
+        obj.rotation_euler = (math.pi / 2, 0.0, 0.0)
+        obj.scale = (0.01, 0.01, 0.01)
     bpy.context.view_layer.objects.active = obj
     bpy.ops.object.mode_set(mode="EDIT")
     children = {}
@@ -64,7 +72,10 @@ def make_armature(bpy, name, style, leg_scale=1.0, a_pose=False, prefix=""):
         kids = [k for k in children.get(j, []) if k in BONES]
         pref = {"pelvis": "spine1", "spine3": "neck"}.get(j)
         tail_j = pref if pref else (kids[0] if kids else None)
-        eb.tail = (rest[tail_j] if tail_j else rest[j] + np.array([0, -0.08 if "foot" in j else 0, 0.08 if "foot" not in j else 0])).tolist()
+        leaf = np.array([0, -0.08 if "foot" in j else 0, 0.08 if "foot" not in j else 0])
+        if fbx_like:
+            leaf = 100.0 * np.array([leaf[0], leaf[2], -leaf[1]])
+        eb.tail = (rest[tail_j] if tail_j else rest[j] + leaf).tolist()
         if j in SMPL_PARENT and SMPL_PARENT[j] in ebs:
             eb.parent = ebs[SMPL_PARENT[j]]
         ebs[j] = eb
@@ -141,6 +152,32 @@ def test_retarget_mixamo_onto_rigify(blender):
     assert max(angles) < 1.0, angles  # bone directions follow the source despite A- vs T-pose and leg scale
     # feet pinned variant also bakes
     assert bpy.ops.marionette.retarget(pin_feet=True, root_motion="IN_PLACE") == {"FINISHED"}
+
+
+def test_retarget_onto_rotated_centimetre_rig(blender):
+    """A Rigify-named target in centimetres, Y-up armature space, rotated and scaled like an FBX import."""
+    bpy = blender
+    src = make_armature(bpy, "Src", 0, prefix="mixamorig:")
+    animate(bpy, src)
+    tgt = make_armature(bpy, "Tgt", 1, leg_scale=0.9, fbx_like=True)
+    select(bpy, src, tgt)
+    assert bpy.ops.marionette.retarget(pin_feet=False) == {"FINISHED"}
+    for f in (4, 13):
+        bpy.context.scene.frame_set(f)
+        for s, t in (("mixamorig:LeftUpLeg", "thigh.L"), ("mixamorig:RightArm", "upper_arm.R")):
+            assert world_dir(bpy, src, s) @ world_dir(bpy, tgt, t) > math.cos(math.radians(1.0))
+    # the hips move like the source's, scaled by the leg ratio, in world metres
+    def hips(obj, bone, f):
+        bpy.context.scene.frame_set(f)
+        ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        return np.array(ev.matrix_world @ ev.pose.bones[bone].head)
+
+    s = tgt["marionette_retarget_scale"]
+    assert 0.8 < s < 0.95
+    d_src = hips(src, "mixamorig:Hips", 21) - hips(src, "mixamorig:Hips", 1)
+    d_tgt = hips(tgt, "spine", 21) - hips(tgt, "spine", 1)
+    assert np.linalg.norm(d_src) > 0.3 and np.allclose(d_tgt, s * d_src, atol=1e-3)
+    assert bpy.ops.marionette.retarget(pin_feet=True) == {"FINISHED"}
 
 
 def test_retarget_bad_input_changes_nothing(blender):
