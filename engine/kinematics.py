@@ -84,33 +84,37 @@ def quat_to_matrix(q: np.ndarray) -> np.ndarray:
 def matrix_to_quat(R: np.ndarray) -> np.ndarray:
     """Rotation matrices [..., 3, 3] -> unit quaternions [..., 4] (w, x, y, z), w >= 0.
 
-    Shepperd's method: pick the largest of (trace, diagonal) for a well-conditioned division.
+    Shepperd's method: per matrix, divide by the largest of (trace, diagonal) for a
+    well-conditioned result; each branch is evaluated only on the matrices that need it.
     """
     R = np.asarray(R, dtype=np.float64)
-    m00, m11, m22 = R[..., 0, 0], R[..., 1, 1], R[..., 2, 2]
-    tr = m00 + m11 + m22
-    cand = np.stack([tr, m00, m11, m22], -1)
-    k = np.argmax(cand, axis=-1)
-    out = np.empty(R.shape[:-2] + (4,))
-    r = R
-    # case 0: w largest
-    s = np.sqrt(np.maximum(1.0 + tr, _EPS)) * 2
-    c0 = np.stack([0.25 * s, (r[..., 2, 1] - r[..., 1, 2]) / s, (r[..., 0, 2] - r[..., 2, 0]) / s,
-                   (r[..., 1, 0] - r[..., 0, 1]) / s], -1)
-    s = np.sqrt(np.maximum(1.0 + m00 - m11 - m22, _EPS)) * 2
-    c1 = np.stack([(r[..., 2, 1] - r[..., 1, 2]) / s, 0.25 * s, (r[..., 0, 1] + r[..., 1, 0]) / s,
-                   (r[..., 0, 2] + r[..., 2, 0]) / s], -1)
-    s = np.sqrt(np.maximum(1.0 - m00 + m11 - m22, _EPS)) * 2
-    c2 = np.stack([(r[..., 0, 2] - r[..., 2, 0]) / s, (r[..., 0, 1] + r[..., 1, 0]) / s, 0.25 * s,
-                   (r[..., 1, 2] + r[..., 2, 1]) / s], -1)
-    s = np.sqrt(np.maximum(1.0 - m00 - m11 + m22, _EPS)) * 2
-    c3 = np.stack([(r[..., 1, 0] - r[..., 0, 1]) / s, (r[..., 0, 2] + r[..., 2, 0]) / s,
-                   (r[..., 1, 2] + r[..., 2, 1]) / s, 0.25 * s], -1)
-    for i, c in enumerate((c0, c1, c2, c3)):
-        sel = k == i
-        out[sel] = c[sel]
+    shape = R.shape[:-2]
+    r = R.reshape(-1, 3, 3)
+    m00, m11, m22 = r[:, 0, 0], r[:, 1, 1], r[:, 2, 2]
+    k = np.argmax(np.stack([m00 + m11 + m22, m00, m11, m22], -1), axis=-1)
+    out = np.empty((len(r), 4))
+    for i in range(4):
+        sel = np.flatnonzero(k == i)
+        if not len(sel):
+            continue
+        m = r[sel]
+        a00, a11, a22 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
+        if i == 0:
+            s = np.sqrt(np.maximum(1.0 + a00 + a11 + a22, _EPS)) * 2
+            c = (0.25 * s, (m[:, 2, 1] - m[:, 1, 2]) / s, (m[:, 0, 2] - m[:, 2, 0]) / s, (m[:, 1, 0] - m[:, 0, 1]) / s)
+        elif i == 1:
+            s = np.sqrt(np.maximum(1.0 + a00 - a11 - a22, _EPS)) * 2
+            c = ((m[:, 2, 1] - m[:, 1, 2]) / s, 0.25 * s, (m[:, 0, 1] + m[:, 1, 0]) / s, (m[:, 0, 2] + m[:, 2, 0]) / s)
+        elif i == 2:
+            s = np.sqrt(np.maximum(1.0 - a00 + a11 - a22, _EPS)) * 2
+            c = ((m[:, 0, 2] - m[:, 2, 0]) / s, (m[:, 0, 1] + m[:, 1, 0]) / s, 0.25 * s, (m[:, 1, 2] + m[:, 2, 1]) / s)
+        else:
+            s = np.sqrt(np.maximum(1.0 - a00 - a11 + a22, _EPS)) * 2
+            c = ((m[:, 1, 0] - m[:, 0, 1]) / s, (m[:, 0, 2] + m[:, 2, 0]) / s, (m[:, 1, 2] + m[:, 2, 1]) / s, 0.25 * s)
+        out[sel] = np.stack(c, -1)
     out /= np.linalg.norm(out, axis=-1, keepdims=True)
-    return np.where(out[..., :1] < 0, -out, out)
+    out = np.where(out[:, :1] < 0, -out, out)
+    return out.reshape(shape + (4,))
 
 
 def axis_angle_to_matrix(v: np.ndarray) -> np.ndarray:
@@ -149,14 +153,22 @@ def make_quats_continuous(q: np.ndarray) -> np.ndarray:
     (Blender interpolates quaternion F-curves component-wise).
     """
     q = np.array(q, dtype=np.float64)
-    for b in range(q.shape[1]):
-        ok = np.flatnonzero(np.isfinite(q[:, b]).all(-1))
-        if len(ok) < 2:
+    ok = np.isfinite(q).all(-1)  # [T, B]
+    full = ok.all(0)
+    if full.any() and q.shape[0] > 1:
+        # tracks without gaps: all at once
+        qf = q[:, full]
+        dots = np.sum(qf[1:] * qf[:-1], axis=-1)
+        sign = np.concatenate([np.ones((1, qf.shape[1])), np.cumprod(np.where(dots < 0, -1.0, 1.0), axis=0)])
+        q[:, full] = qf * sign[..., None]
+    for b in np.flatnonzero(~full):
+        idx = np.flatnonzero(ok[:, b])
+        if len(idx) < 2:
             continue
-        qb = q[ok, b]
+        qb = q[idx, b]
         dots = np.sum(qb[1:] * qb[:-1], axis=-1)
         sign = np.concatenate([[1.0], np.cumprod(np.where(dots < 0, -1.0, 1.0))])
-        q[ok, b] = qb * sign[:, None]
+        q[idx, b] = qb * sign[:, None]
     return q
 
 
@@ -417,10 +429,14 @@ def skeleton_bone_rotations(rig: Rig, joints: np.ndarray) -> tuple[np.ndarray, n
         dn = np.nan_to_num(d)
         dn = dn / np.maximum(np.linalg.norm(dn, axis=-1, keepdims=True), _EPS)
         a = rig.parents[b]
-        Wa = R[:, a] if a >= 0 else np.tile(np.eye(3), (T, 1, 1))
-        A = swing_matrix(Wa @ d0, dn) @ Wa
+
+        def parent_swing(sel):
+            """Candidate A on frames ``sel``: the parent's rotation, then the minimal swing."""
+            Wa = R[sel, a] if a >= 0 else np.tile(np.eye(3), (int(np.count_nonzero(sel)), 1, 1))
+            return swing_matrix(Wa @ d0, dn[sel]) @ Wa
+
         if re[0] < 0:
-            R[:, b] = A
+            R[:, b] = parent_swing(np.ones(T, dtype=bool))
             continue
         r = X[:, re[1]] - X[:, re[0]]
         r0 = rest[re[1]] - rest[re[0]]
@@ -428,11 +444,16 @@ def skeleton_bone_rotations(rig: Rig, joints: np.ndarray) -> tuple[np.ndarray, n
         F, sin = _frames(dn, np.nan_to_num(r))
         w = _smoothstep((np.minimum(sin, sin0) - lo) / (hi - lo))
         w = np.where(np.isfinite(r).all(-1), w, 0.0)
-        Bm = F @ F0.T
-        # signed twist angle of B relative to A, about the bone's current direction
-        qd = matrix_to_quat(Bm @ np.swapaxes(A, -1, -2))
-        delta = 2.0 * np.arctan2(np.sum(qd[:, 1:] * dn, axis=-1), qd[:, 0])
-        R[:, b] = axis_angle_to_matrix(dn * (w * delta)[:, None]) @ A
+        R[:, b] = F @ F0.T
+        # only frames where the reference is weak need the parent candidate and the blend
+        weak = w < 1.0
+        if weak.any():
+            A = parent_swing(weak)
+            dw = dn[weak]
+            # signed twist angle of B relative to A, about the bone's current direction
+            qd = matrix_to_quat(R[weak, b] @ np.swapaxes(A, -1, -2))
+            delta = 2.0 * np.arctan2(np.sum(qd[:, 1:] * dw, axis=-1), qd[:, 0])
+            R[weak, b] = axis_angle_to_matrix(dw * (w[weak] * delta)[:, None]) @ A
     return R, valid
 
 
@@ -440,14 +461,17 @@ def local_rotations(rig: Rig, world: np.ndarray, valid: np.ndarray) -> np.ndarra
     """Keyed bone rotations [T, B, 4] (w, x, y, z; NaN where invalid) from world rotations
     [T, B, 3, 3]: ``Q_b = Rrest_b^T W_a^T W_b Rrest_b``. A bone whose parent is invalid is
     invalid too. Quaternions are sign-continuous along each track."""
-    W = np.asarray(world, dtype=np.float64)
-    Rr = rig.rest_rotations
+    from engine.resample import quat_conj, quat_mul
+
+    # in quaternions: one matrix conversion of W, then cheap elementwise products
+    qW = matrix_to_quat(np.asarray(world, dtype=np.float64))  # [T, B, 4]
+    qR = matrix_to_quat(rig.rest_rotations)  # [B, 4]
     par = rig.parents
-    Wa = np.where((par >= 0)[None, :, None, None], W[:, np.maximum(par, 0)], np.eye(3))
-    rel = np.swapaxes(Wa, -1, -2) @ W
-    Q = np.swapaxes(Rr, -1, -2)[None] @ rel @ Rr[None]
+    qWa = qW[:, np.maximum(par, 0)]
+    qWa[:, par < 0] = (1.0, 0.0, 0.0, 0.0)
+    q = quat_mul(quat_mul(quat_conj(qR)[None], quat_mul(quat_conj(qWa), qW)), qR[None])
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
     ok = valid & np.where(par >= 0, valid[:, np.maximum(par, 0)], True)
-    q = matrix_to_quat(Q)
     q[~ok] = np.nan
     return make_quats_continuous(q)
 

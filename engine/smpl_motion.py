@@ -253,12 +253,15 @@ def smpl_animation(rig: Rig, poses: np.ndarray, trans: np.ndarray, rest_joints_f
     axes: [3, 3] rotation from the file's frame to Blender's; ``rig`` must have been built
     from ``scale * rest_joints_file @ axes.T`` (its rest frames may come from Blender).
     """
+    from engine.resample import quat_conj, quat_exp, quat_mul
+
     C = np.asarray(axes, np.float64)
-    Rl = axis_angle_to_matrix(np.asarray(poses, np.float64))  # [T, 24, 3, 3]
-    Rb = C @ Rl @ C.T
     Rr = rig.rest_rotations
-    Q = np.swapaxes(Rr, -1, -2)[None] @ Rb @ Rr[None]
-    q = make_quats_continuous(matrix_to_quat(Q))
+    # Q = Rr^T C R C^T Rr, in quaternions (elementwise products, no 3x3 stacks)
+    outer = quat_mul(quat_conj(matrix_to_quat(Rr)), matrix_to_quat(C)[None])  # [24, 4]
+    ql = quat_exp(np.asarray(poses, np.float64))  # [T, 24, 4]
+    q = quat_mul(quat_mul(outer[None], ql), quat_conj(outer)[None])
+    q = make_quats_continuous(q / np.linalg.norm(q, axis=-1, keepdims=True))
     root_pos = scale * (np.asarray(rest_joints_file, np.float64)[0] + np.asarray(trans, np.float64)) @ C.T
     loc = (root_pos - rig.heads[rig.root]) @ Rr[rig.root]
     return q, loc
