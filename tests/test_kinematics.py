@@ -28,7 +28,7 @@ def test_quaternion_matrix_round_trip():
 
 
 def test_axis_angle_matches_scipy():
-    from scipy.spatial.transform import Rotation
+    Rotation = pytest.importorskip("scipy.spatial.transform").Rotation
 
     v = np.random.default_rng(1).normal(0, 1, (100, 3))
     assert np.allclose(K.axis_angle_to_matrix(v), Rotation.from_rotvec(v).as_matrix(), atol=1e-12)
