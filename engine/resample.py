@@ -41,7 +41,7 @@ from engine import MarionetteError
 from engine.skeleton_io import SkeletonSequence
 
 __all__ = [
-    "quat_mul", "quat_conj", "quat_exp", "quat_log", "quat_rotate", "quat_between", "quat_normalize",
+    "quat_mul", "quat_cumprod", "quat_conj", "quat_exp", "quat_log", "quat_rotate", "quat_between", "quat_normalize",
     "resample_rotations", "resample_positions", "resample_skeleton", "fill_gaps", "skeleton_times",
     "bone_directions", "bone_lengths", "skeleton_from_directions", "bone_length_drift",
 ]
@@ -65,14 +65,30 @@ def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton product ``a * b`` (apply b, then a), broadcasting over leading axes."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
+    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
     return np.stack([
         aw * bw - ax * bx - ay * by - az * bz,
         aw * bx + ax * bw + ay * bz - az * by,
         aw * by - ax * bz + ay * bw + az * bx,
         aw * bz + ax * by - ay * bx + az * bw,
     ], axis=-1)
+
+
+def quat_cumprod(steps: np.ndarray) -> np.ndarray:
+    """Running products ``steps[i] * ... * steps[0]`` along axis 0 ([T, ..., 4]).
+
+    A parallel prefix scan (log2(T) vectorised passes) instead of T sequential products;
+    quaternion products are associative, and renormalising each pass keeps them unit.
+    """
+    out = quat_normalize(steps).copy()
+    offset = 1
+    while offset < len(out):
+        nxt = out.copy()
+        nxt[offset:] = quat_normalize(quat_mul(out[offset:], out[:-offset]))
+        out = nxt
+        offset *= 2
+    return out
 
 
 def quat_exp(v: np.ndarray) -> np.ndarray:
@@ -133,10 +149,13 @@ def quat_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _make_continuous(q: np.ndarray, axis: int = 0) -> np.ndarray:
     """Flip signs along ``axis`` so consecutive quaternions lie in the same hemisphere."""
     q = np.moveaxis(np.array(q, dtype=np.float64), axis, 0)
-    for i in range(1, q.shape[0]):
-        flip = np.sum(q[i] * q[i - 1], axis=-1) < 0
-        q[i][flip] = -q[i][flip]
-    return np.moveaxis(q, 0, axis)
+    if len(q) < 2:
+        return np.moveaxis(q, 0, axis)
+    # q[i] keeps its sign relative to the *flipped* q[i-1]: the running product of the signs
+    # of consecutive dot products
+    sign = np.where(np.sum(q[1:] * q[:-1], axis=-1) < 0, -1.0, 1.0)
+    flips = np.concatenate([np.ones((1,) + sign.shape[1:]), np.cumprod(sign, axis=0)], axis=0)
+    return np.moveaxis(q * flips[..., None], 0, axis)
 
 
 # ----------------------------------------------------------------------------- key handling
@@ -454,21 +473,22 @@ def _direction_tracks(dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nor jumps (a fixed reference would flip near its antipode).
     """
     T, J, _ = dirs.shape
-    quats = np.full((T, J, 4), np.nan)
-    refs = np.zeros((J, 3))
-    for j in range(J):
-        ok = np.nonzero(np.all(np.isfinite(dirs[:, j]), axis=-1))[0]
-        if len(ok) == 0:
-            continue
-        dk = dirs[ok, j]
-        refs[j] = dk[0]
-        steps = quat_between(dk[:-1], dk[1:])
-        q = np.empty((len(ok), 4))
-        q[0] = (1.0, 0.0, 0.0, 0.0)
-        for i in range(1, len(ok)):
-            q[i] = quat_mul(steps[i - 1], q[i - 1])
-        quats[ok, j] = quat_normalize(q)
-    return quats, refs
+    ok = np.all(np.isfinite(dirs), axis=-1)  # [T, J]
+    # hold the last valid direction through gaps (and the first one before it), so the
+    # step between two valid frames is the rotation between them and gaps add identity steps
+    idx = np.where(ok, np.arange(T)[:, None], -1)
+    last = np.maximum.accumulate(idx, axis=0)
+    first = np.argmax(ok, axis=0)
+    last = np.where(last < 0, first[None, :], last)
+    held = np.take_along_axis(dirs, last[..., None], axis=0)  # [T, J, 3]
+    held = np.where(ok.any(0)[None, :, None], held, np.array([0.0, 0.0, 1.0]))
+    steps = np.empty((T, J, 4))
+    steps[0] = (1.0, 0.0, 0.0, 0.0)
+    if T > 1:
+        steps[1:] = quat_between(held[:-1].reshape(-1, 3), held[1:].reshape(-1, 3)).reshape(T - 1, J, 4)
+    quats = quat_cumprod(steps)
+    quats[~ok] = np.nan
+    return quats, held[0]
 
 
 def _check_fps(fps) -> float:
