@@ -83,7 +83,7 @@ class _ImportOptions:
         self.report({"INFO"}, message)
         return {"FINISHED"}
 
-    def _key(self, context, tx, obj, rig, q, loc, times, fps_name):
+    def _key(self, context, tx, obj, rig, q, loc, times):
         """Resample by time to the target rate, key, extend the scene's frame range."""
         target = self._target_fps(context)
         q, loc, offsets = kin.resample_animation(q, loc, times, target)
@@ -122,7 +122,7 @@ class MARIONETTE_OT_import_skeleton(_ImportOptions, bpy.types.Operator, ImportHe
         q, loc = kin.skeleton_animation(rig, X)
         wm.progress_update(60)
         times = skeleton_times(seq)
-        _, target = self._key(context, tx, obj, rig, q, loc, times - times[0], "fps")
+        _, target = self._key(context, tx, obj, rig, q, loc, times - times[0])
         wm.progress_update(100)
         gaps = int(np.isnan(q[..., 0]).sum())
         return (f"Imported {seq.num_frames} frames of {seq.joint_set.name} as '{obj.name}' at {target:g} fps"
@@ -172,7 +172,7 @@ class MARIONETTE_OT_import_smpl(_ImportOptions, bpy.types.Operator, ImportHelper
         obj = armature.create_armature(context, tx, name, rig)
         q, loc = sm.smpl_animation(rig, motion.poses, motion.trans, rest, C, s)
         wm.progress_update(50)
-        _, target = self._key(context, tx, obj, rig, q, loc, np.arange(motion.num_frames) / motion.fps, "fps")
+        _, target = self._key(context, tx, obj, rig, q, loc, np.arange(motion.num_frames) / motion.fps)
         obj["marionette_gender"] = motion.gender
         obj["marionette_betas"] = [float(b) for b in betas]
         obj["marionette_smpl_model"] = model_path
