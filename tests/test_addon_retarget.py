@@ -224,13 +224,24 @@ def test_detect_mapping_fills_panel_map(blender):
     src = make_armature(bpy, "Src", 0, prefix="mixamorig:")
     tgt = make_armature(bpy, "Tgt", 1)
     select(bpy, src, tgt)
+    assert hasattr(bpy.types, "MARIONETTE_PT_retarget") and hasattr(bpy.types, "MARIONETTE_UL_bone_map")
     assert bpy.ops.marionette.retarget_detect() == {"FINISHED"}
+    assert tgt["marionette_rig_name"].startswith("Rigify") and src["marionette_rig_name"].startswith("Mixamo")
     m = {it.canonical: it.bone for it in tgt.marionette_bone_map}
     assert m["left_knee"] == "shin.L" and m["pelvis"] == "spine"
     assert {it.canonical: it.bone for it in src.marionette_bone_map}["left_hip"] == "mixamorig:LeftUpLeg"
-    # a user fix is used: point a bone at one that does not exist -> clear error, nothing changed
-    next(it for it in tgt.marionette_bone_map if it.canonical == "left_knee").bone = "nope"
+    # a user's edit is used: swap the legs -> the right shin now follows the source's left leg
+    items = {it.canonical: it for it in tgt.marionette_bone_map}
+    for j in ("hip", "knee", "ankle", "foot"):
+        items[f"left_{j}"].bone, items[f"right_{j}"].bone = items[f"right_{j}"].bone, items[f"left_{j}"].bone
     animate(bpy, src)
+    select(bpy, src, tgt)
+    assert bpy.ops.marionette.retarget(pin_feet=False) == {"FINISHED"}
+    bpy.context.scene.frame_set(7)
+    assert world_dir(bpy, src, "mixamorig:LeftLeg") @ world_dir(bpy, tgt, "shin.R") > math.cos(math.radians(1.0))
+    tgt.animation_data_clear()
+    # point a bone at one that does not exist -> clear error, nothing changed
+    items["left_knee"].bone = "nope"
     select(bpy, src, tgt)
     fails(bpy.ops.marionette.retarget, "names bones it does not have: nope")
     assert tgt.animation_data is None
