@@ -618,7 +618,7 @@ def _twist_to_hint(q: np.ndarray, v_now: np.ndarray, u_rest: np.ndarray, u_now: 
     ratio = np.minimum(na, nb) / np.maximum(ref, 1e-12)
     w = np.clip((ratio - 0.15) / 0.25, 0.0, 1.0)
     ang = np.arctan2(np.sum(vn * np.cross(a, b), -1), np.sum(a * b, -1))
-    ang = np.where(np.isfinite(ang), ang, 0.0) * w
+    ang = np.where(np.isfinite(ang) & np.isfinite(w), ang * w, 0.0)  # no hint in a frame: keep the swing
     return quat_mul(quat_exp(vn * ang[..., None]), q)
 
 
@@ -681,6 +681,10 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
     pos, fps, src_up = source_positions(source)
     if frames is not None:
         pos = {c: v[frames] for c, v in pos.items()}
+    # joints never observed are absent, so derived joints fall back to what the source has
+    pos = {c: v for c, v in pos.items() if np.isfinite(v).all(-1).any()}
+    if not pos:
+        raise MarionetteError("source motion has no valid joint positions")
     T = len(next(iter(pos.values())))
     if T < 1:
         raise MarionetteError("source motion has no frames in the requested range")

@@ -251,3 +251,28 @@ def test_real_capture_onto_smpl_and_motion_transfer_cli(capture, tmp_path):
     ratio = bone_lengths(moved.joints, js.parents)[bones] / bone_lengths(seq.joints, js.parents)[bones]
     assert np.allclose(ratio, 1.1, atol=0.02)
     assert cli_main(["retarget", str(capture), "--target", "mixamo", "-o", str(tmp_path / "x.npz")]) == 1
+
+
+@pytest.mark.parametrize("name", ["BODY_25", "BODY_25B", "COCO_17", "H36M_17", "PANOPTIC_19"])
+def test_every_joint_set_as_source_and_target(name):
+    """Motion in any shipped joint set drives SMPL, and SMPL motion drives a skeleton of that set."""
+    from engine.skeletons import map_joints
+
+    js = get_joint_set(name)
+    X = squat(T=40)
+    pos = map_joints(X, SMPL, js)  # the same motion seen as this joint set's keypoints
+    seq = SkeletonSequence(pos, js, 60.0)
+    pinned = retarget(seq, Rig.from_rig_map(load_rig("smpl_24")), feet=True)
+    assert np.isfinite(pinned.rotations).all() and np.isfinite(pinned.heads).all()
+    res = retarget(seq, Rig.from_rig_map(load_rig("smpl_24")), feet=False)
+    limbs = [("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("right_knee", "right_ankle")]
+    src_pos = {c: pos[:, j] for j, c in enumerate(js.canonical)}
+    assert max(direction_errors(src_pos, res.canonical(), limbs).values()) < 2.0
+    # and the other way round: SMPL motion onto this joint set's skeleton (rest from the mapped template)
+    rest = map_joints(smpl_rest()[None], SMPL, js)[0]
+    if np.isfinite(rest).all():
+        out = retarget(SkeletonSequence(X, SMPL, 60.0), Rig.from_joint_set(js, rest), feet=False).to_skeleton()
+        assert out.joint_set is js and not out.missing.any()
+        got = {c: out.joints[:, j].astype(float) for j, c in enumerate(js.canonical)}
+        src = {c: X[:, j] for j, c in enumerate(SMPL.canonical)}
+        assert max(direction_errors(src, got, limbs).values()) < 2.0
