@@ -26,6 +26,7 @@ Method
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,7 @@ import numpy as np
 from engine import MarionetteError
 from engine.camera import Camera, undistort_normalized
 
+_NUMBA_MIN_POINTS = 200_000  # frames x joints from which backend="auto" uses the numba kernel
 _BLOCK_BYTES = 64 * 2**20  # bound on the per-camera normal-matrix blocks of one batch
 # entries of the symmetric 4x4 normal matrix a solve needs: A (upper triangle) and b
 _ENTRIES = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2), (0, 3), (1, 3), (2, 3)]
@@ -225,34 +227,87 @@ def _triangulate_flat(xy, weights, cameras, G, reproj_threshold, min_views):
     return X, used, err, stats
 
 
+def _numba_kernel():
+    """The compiled kernel, or None (numba missing, or MARIONETTE_NO_NUMBA=1)."""
+    if os.environ.get("MARIONETTE_NO_NUMBA", "0") not in ("", "0"):
+        return None
+    try:
+        from engine._triangulation_numba import triangulate_kernel
+    except Exception:  # numba absent or broken: the NumPy reference does the same work
+        return None
+    return triangulate_kernel
+
+
+def _triangulate_numba(kernel, kp, cameras, min_confidence, reproj_threshold, min_views, undistort, tol_px):
+    C, T, J, _ = kp.shape
+    N = T * J
+    px = np.ascontiguousarray(kp[..., :2].reshape(C, N, 2))
+    conf = np.ascontiguousarray(kp[..., 2].reshape(C, N))
+    f = lambda attr: np.array([getattr(c, attr) for c in cameras], dtype=np.float64)  # noqa: E731
+    skew = np.array([c.K[0, 1] for c in cameras])
+    dist = np.zeros((C, 8))
+    for i, c in enumerate(cameras):
+        dist[i, : min(8, c.dist.size)] = c.dist[:8]
+    und = np.array([bool(undistort and c.has_distortion) for c in cameras])
+    R = np.stack([c.R for c in cameras])
+    t = np.stack([c.t for c in cameras])
+    G = _camera_blocks(np.concatenate([R, t[:, :, None]], axis=2))
+    tol = np.array([tol_px / max(c.fx, c.fy) for c in cameras])
+    X = np.empty((N, 3))
+    used = np.empty((C, N), dtype=np.bool_)
+    err = np.empty((C, N))
+    xy = np.empty((C, N, 2))
+    w = np.empty((C, N))
+    thr = float(reproj_threshold) if reproj_threshold is not None and np.isfinite(reproj_threshold) else -1.0
+    status, dropped = kernel(px, conf, f("fx"), f("fy"), f("cx"), f("cy"), skew, dist, und, R, t, G,
+                             float(min_confidence), thr, int(min_views), tol, X, used, err, xy, w)
+    stats = {"views_rejected": int(dropped.sum()), "points_rejected": int((status == 1).sum())}
+    return X, used, err, w, stats
+
+
 def triangulate(keypoints: np.ndarray, cameras: list[Camera], *, min_confidence: float = 0.3,
-                reproj_threshold: float | None = 25.0, min_views: int = 2, undistort: bool = True) -> TriangulationResult:
+                reproj_threshold: float | None = 25.0, min_views: int = 2, undistort: bool = True,
+                backend: str = "auto") -> TriangulationResult:
     """Triangulate keypoints [C, T, J, 3] (pixels x, y, confidence) seen by ``cameras``.
 
     min_confidence:   detections at or below it are ignored (OpenPose uses 0 for missing)
     reproj_threshold: pixels; views are rejected while the mean error is above it
                       (None disables rejection)
     min_views:        fewest cameras a 3D point may rest on (>= 2)
+    backend:          "numpy" (the reference), "numba" (the same maths as one compiled,
+                      parallel pass; needs numba) or "auto" (numba for >= 200k points
+                      when installed, else NumPy)
     """
     kp = _check_inputs(keypoints, cameras)
     if min_views < 2:
         raise MarionetteError(f"min_views must be at least 2, got {min_views}")
+    if backend not in ("auto", "numpy", "numba"):
+        raise MarionetteError(f"backend must be auto, numpy or numba, got {backend!r}")
     C, T, J, _ = kp.shape
     N = T * J
-    xy, weights = normalized_observations(kp, cameras, min_confidence, undistort)
-    xy, weights = xy.reshape(C, N, 2), weights.reshape(C, N)
-    G = _camera_blocks(np.stack([np.hstack([c.R, c.t[:, None]]) for c in cameras]))
-    X = np.full((N, 3), np.nan)
-    used = np.zeros((C, N), dtype=bool)
-    E = np.full((C, N), np.nan)
-    stats = {"views_rejected": 0, "points_rejected": 0}
-    chunk = max(1024, _BLOCK_BYTES // (C * 9 * 8))
-    for s in range(0, N, chunk):
-        sl = slice(s, min(N, s + chunk))
-        X[sl], used[:, sl], E[:, sl], st = _triangulate_flat(xy[:, sl], weights[:, sl], cameras, G,
-                                                             reproj_threshold, min_views)
-        for k in stats:
-            stats[k] += st[k]
+    # auto: the compiled kernel only pays for its one-off compilation (~10 s, then cached on
+    # disk) on long captures; below that the NumPy reference takes milliseconds anyway
+    kernel = _numba_kernel() if backend == "numba" or (backend == "auto" and N >= _NUMBA_MIN_POINTS) else None
+    if backend == "numba" and kernel is None:
+        raise MarionetteError("backend 'numba' requested but numba is not importable (pip install numba)")
+    if kernel is not None:
+        X, used, E, weights, stats = _triangulate_numba(kernel, kp, cameras, min_confidence, reproj_threshold,
+                                                        min_views, undistort, 1e-4)
+    else:
+        xy, weights = normalized_observations(kp, cameras, min_confidence, undistort)
+        xy, weights = xy.reshape(C, N, 2), weights.reshape(C, N)
+        G = _camera_blocks(np.stack([np.hstack([c.R, c.t[:, None]]) for c in cameras]))
+        X = np.full((N, 3), np.nan)
+        used = np.zeros((C, N), dtype=bool)
+        E = np.full((C, N), np.nan)
+        stats = {"views_rejected": 0, "points_rejected": 0}
+        chunk = max(1024, _BLOCK_BYTES // (C * 9 * 8))
+        for s in range(0, N, chunk):
+            sl = slice(s, min(N, s + chunk))
+            X[sl], used[:, sl], E[:, sl], st = _triangulate_flat(xy[:, sl], weights[:, sl], cameras, G,
+                                                                 reproj_threshold, min_views)
+            for k in stats:
+                stats[k] += st[k]
     ok = np.isfinite(X).all(-1)
     used &= ok[None]
     n_used = used.sum(0)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.calibration import load_calibration, write_pose2sim_toml  # noqa: E402
 from engine.data import demo_capture_paths  # noqa: E402
 from engine.keypoints import match_cameras, read_keypoints, select_subject  # noqa: E402
-from engine.triangulation import triangulate  # noqa: E402
+from engine.triangulation import _numba_kernel, triangulate  # noqa: E402
 
 
 def best_time(fn, repeat):
@@ -88,12 +88,16 @@ def main() -> int:
         write_pose2sim_toml(toml_path, cams)
         group = CameraGroup.load(str(toml_path))
 
-    t_ours, res = best_time(lambda: triangulate(data, cams, min_confidence=args.min_confidence,
-                                                reproj_threshold=args.threshold), args.repeat)
-    t_p2s, res_p2s = best_time(lambda: triangulate(data, cams, min_confidence=args.min_confidence,
-                                                   reproj_threshold=15.0), args.repeat)
-    t_plain, res_plain = best_time(lambda: triangulate(data, cams, min_confidence=args.min_confidence,
-                                                       reproj_threshold=None), args.repeat)
+    def ours(backend, thr):
+        return best_time(lambda: triangulate(data, cams, min_confidence=args.min_confidence, reproj_threshold=thr,
+                                             backend=backend), args.repeat)
+
+    t_plain, res_plain = ours("numpy", None)
+    t_ours, res = ours("numpy", args.threshold)
+    t_p2s, res_p2s = ours("numpy", 15.0)
+    have_numba = _numba_kernel() is not None
+    if have_numba:
+        t_nb, res_nb = ours("numba", args.threshold)  # warm-up call inside compiles (or loads the cache)
     t_anipose, p3_anipose = best_time(lambda: group.triangulate(p2d, undistort=True), args.repeat)
 
     js = kp.joint_set
@@ -119,19 +123,22 @@ def main() -> int:
     print(f"{'method':44s} {'time s':>8s} {'frames/s':>10s} {'median px':>10s} {'(views used)':>13s}")
     fps_a = T / t_anipose
     print(f"{'aniposelib 0.8 CameraGroup.triangulate':44s} {t_anipose:8.4f} {fps_a:10.0f} {med(e_anipose_all):10.2f}")
-    rows = [("marionette, no view rejection", t_plain, res_plain),
-            (f"marionette, view rejection {args.threshold:g} px (default)", t_ours, res),
-            ("marionette, view rejection 15 px (Pose2Sim)", t_p2s, res_p2s)]
+    rows = [("marionette numpy, no view rejection", t_plain, res_plain),
+            (f"marionette numpy, rejection {args.threshold:g} px (default)", t_ours, res),
+            ("marionette numpy, rejection 15 px (Pose2Sim)", t_p2s, res_p2s)]
+    if have_numba:
+        rows.append((f"marionette numba, rejection {args.threshold:g} px", t_nb, res_nb))
     for name, t, r in rows:
         ea, eu = ours_errors(r)
         print(f"{name:44s} {t:8.4f} {T / t:10.0f} {ea:10.2f} {eu:13.2f}")
-    print(f"throughput ratio marionette/aniposelib: {t_anipose / t_ours:.1f}x (default), "
-          f"{t_anipose / t_plain:.1f}x without rejection, {t_anipose / t_p2s:.1f}x with 15 px rejection")
+    print(f"throughput ratio marionette/aniposelib: numpy {t_anipose / t_ours:.1f}x (default settings), "
+          f"{t_anipose / t_plain:.1f}x without rejection, {t_anipose / t_p2s:.1f}x with 15 px rejection"
+          + (f"; numba kernel {t_anipose / t_nb:.1f}x" if have_numba else "; numba not installed"))
     print(f"3D points: aniposelib {int(np.isfinite(p3_anipose).all(-1).sum())}, marionette default "
           f"{int(np.isfinite(res.points).all(-1).sum())} of {T * J}")
     print("limb length over time (first 100 frames, no filtering), mean / std in mm:")
     n0 = kp.data.shape[1]
-    tables = [limb_stats(p3_anipose.reshape(T, J, 3)[:n0], js)] + [limb_stats(r.points[:n0], js) for _, _, r in rows]
+    tables = [limb_stats(p3_anipose.reshape(T, J, 3)[:n0], js)] + [limb_stats(r.points[:n0], js) for _, _, r in rows[:3]]
     print(f"  {'bone':12s} {'aniposelib':>15s} {'ours, none':>15s} {'ours, default':>15s} {'ours, 15 px':>15s}")
     for i in range(4):
         cells = "".join(f"{tab[i][1]:8.1f} /{tab[i][2]:5.1f}" for tab in tables)

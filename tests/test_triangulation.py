@@ -206,3 +206,27 @@ def test_demo_command(tmp_path, capsys):
     assert (tmp_path / "out" / "skeleton.npz").is_file() and (tmp_path / "out" / "skeleton_preview.png").is_file()
     out = capsys.readouterr().out
     assert "median reprojection error" in out and "missing after clean-up" in out
+
+
+@pytest.mark.slow
+def test_numba_kernel_matches_numpy_reference():
+    pytest.importorskip("numba")
+    cams, X = ring(5), points(30, 17)
+    kp = observe(cams, X, noise=0.7)
+    rng = np.random.default_rng(5)
+    bad = rng.random(kp.shape[:3]) < 0.1
+    kp[..., :2] += bad[..., None] * 150.0
+    kp[0, :3, :, 2] = 0.0
+    for thr in (None, 15.0):
+        a = triangulate(kp, cams, reproj_threshold=thr, backend="numpy")
+        b = triangulate(kp, cams, reproj_threshold=thr, backend="numba")
+        np.testing.assert_allclose(a.points, b.points, atol=1e-8)
+        np.testing.assert_array_equal(a.used, b.used)
+        np.testing.assert_allclose(a.reprojection_error, b.reprojection_error, atol=1e-6)
+        assert a.stats == b.stats
+
+
+def test_backend_argument():
+    cams, X = ring(3), points(2, 2)
+    with pytest.raises(MarionetteError, match="backend"):
+        triangulate(observe(cams, X), cams, backend="gpu")
