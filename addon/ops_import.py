@@ -168,9 +168,12 @@ class MARIONETTE_OT_import_smpl(_ImportOptions, bpy.types.Operator, ImportHelper
         wm.progress_update(25)
 
         name = self._name()
-        rig = sm.smpl_rig(s * rest @ C.T)
+        # the rest pose stands upright in Blender (SMPL's body frame is Y-up) whatever the file's
+        # world up axis; the body-to-world turn is carried by the root's rotation keys
+        M = kin.up_axis_matrix("Y")
+        rig = sm.smpl_rig(s * rest @ M.T)
         obj = armature.create_armature(context, tx, name, rig)
-        q, loc = sm.smpl_animation(rig, motion.poses, motion.trans, rest, C, s)
+        q, loc = sm.smpl_animation(rig, motion.poses, motion.trans, rest, C, s, rest_axes=M)
         wm.progress_update(50)
         _, target = self._key(context, tx, obj, rig, q, loc, np.arange(motion.num_frames) / motion.fps)
         obj["marionette_gender"] = motion.gender
@@ -181,8 +184,8 @@ class MARIONETTE_OT_import_smpl(_ImportOptions, bpy.types.Operator, ImportHelper
         mesh_note = ""
         if model is not None and self.create_mesh:
             K = max(len(betas), min(10, model.num_betas))
-            verts = s * model.v_template @ C.T
-            dirs = s * np.einsum("ij,vjk->vik", C, model.shapedirs[:, :, :K])
+            verts = s * model.v_template @ M.T
+            dirs = s * np.einsum("ij,vjk->vik", M, model.shapedirs[:, :, :K])
             values = np.zeros(K)
             values[: len(betas)] = betas
             armature.create_skinned_mesh(context, tx, name + "_body", obj, verts, model.f, model.weights,

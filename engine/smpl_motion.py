@@ -247,20 +247,31 @@ def smpl_rig(rest_joints_blender: np.ndarray, up=(0.0, 0.0, 1.0)) -> Rig:
 
 
 def smpl_animation(rig: Rig, poses: np.ndarray, trans: np.ndarray, rest_joints_file: np.ndarray,
-                   axes: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                   axes: np.ndarray, scale: float = 1.0, rest_axes: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Keyed quaternions [T, 24, 4] and root locations [T, 3] playing SMPL motion on ``rig``.
 
-    axes: [3, 3] rotation from the file's frame to Blender's; ``rig`` must have been built
-    from ``scale * rest_joints_file @ axes.T`` (its rest frames may come from Blender).
+    axes:      [3, 3] rotation from the file's world frame (``poses[:, 0]``, ``trans``) to Blender's.
+    rest_axes: [3, 3] rotation from SMPL's body frame to the armature's rest pose (default
+               ``axes``); ``rig`` must have been built from ``scale * rest_joints_file @ rest_axes.T``
+               (its rest frames may come from Blender). With ``rest_axes = up_axis_matrix("Y")`` the
+               rest pose stands upright in Blender even for Z-up (AMASS) motion: the body-to-world
+               turn moves into the root rotation (``C R_0 M^T``); other joints get ``M R_j M^T``.
+    Either way the posed joints land at ``scale * axes @ smpl_joints``.
     """
     from engine.resample import quat_conj, quat_exp, quat_mul
 
     C = np.asarray(axes, np.float64)
+    M = C if rest_axes is None else np.asarray(rest_axes, np.float64)
     Rr = rig.rest_rotations
-    # Q = Rr^T C R C^T Rr, in quaternions (elementwise products, no 3x3 stacks)
-    outer = quat_mul(quat_conj(matrix_to_quat(Rr)), matrix_to_quat(C)[None])  # [24, 4]
+    qRr = matrix_to_quat(Rr)  # [24, 4]
+    qM = matrix_to_quat(M)
+    # Q_j = Rr_j^T M R_j M^T Rr_j (root: Rr^T C R_0 M^T Rr), as elementwise quaternion products
+    right = quat_mul(quat_conj(qM)[None], qRr)  # M^T Rr_j
+    left = quat_conj(right)  # Rr_j^T M
+    left[rig.root] = quat_mul(quat_conj(qRr[rig.root]), matrix_to_quat(C))
     ql = quat_exp(np.asarray(poses, np.float64))  # [T, 24, 4]
-    q = quat_mul(quat_mul(outer[None], ql), quat_conj(outer)[None])
+    q = quat_mul(quat_mul(left[None], ql), right[None])
     q = make_quats_continuous(q / np.linalg.norm(q, axis=-1, keepdims=True))
     root_pos = scale * (np.asarray(rest_joints_file, np.float64)[0] + np.asarray(trans, np.float64)) @ C.T
     loc = (root_pos - rig.heads[rig.root]) @ Rr[rig.root]

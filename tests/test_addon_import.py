@@ -179,6 +179,9 @@ def test_smpl_import_matches_smplx_joints_and_mesh(blender, blender_sandbox, syn
     obj = bpy.data.objects["amass"]
     body = bpy.data.objects["amass_body"]
     assert obj["marionette_joint_set"] == "SMPL_24" and body.parent == obj
+    # the rest pose stands upright in Blender although AMASS motion is Z-up (SMPL's body is Y-up)
+    bones = obj.data.bones
+    assert bones["head"].head_local.z - bones["left_ankle"].head_local.z > 1.0
     assert [g.name for g in body.vertex_groups] == list(SMPL_24.names)
     keys = body.data.shape_keys.key_blocks
     assert len(keys) == 11 and np.allclose([k.value for k in keys[1:]], a["betas"], atol=1e-6)
@@ -218,6 +221,8 @@ def test_smpl_import_without_model_uses_generic_rest(blender, blender_sandbox, t
     assert bpy.ops.marionette.import_smpl(filepath=str(path), target_fps=60, up_axis="Y") == {"FINISHED"}
     obj = bpy.data.objects["gen"]
     assert "gen_body" not in bpy.data.objects
+    bones = obj.data.bones
+    assert bones["head"].head_local.z - bones["left_ankle"].head_local.z > 1.0
     C = K.up_axis_matrix("Y")
     expected = S.smpl_joints(S.GENERIC_SMPL_REST_JOINTS, a["poses"].reshape(6, 24, 3), a["trans"]) @ C.T
     pose_read = _mod(blender_sandbox, "pose_read")

@@ -198,15 +198,16 @@ def test_generic_smpl_rest_is_symmetric_and_plausible():
     assert 1.3 < height < 1.8  # ankle/foot to head joint of an adult, metres
 
 
-@pytest.mark.parametrize("up", ["Y", "Z"])
-def test_smpl_rig_reproduces_smpl_kinematics(up):
+@pytest.mark.parametrize("up, upright", [("Y", False), ("Z", False), ("Z", True), ("-X", True)])
+def test_smpl_rig_reproduces_smpl_kinematics(up, upright):
     rng = np.random.default_rng(9)
     T = 40
     poses, trans = rng.normal(0, 0.5, (T, 24, 3)), rng.normal(0, 1, (T, 3))
     C, s = K.up_axis_matrix(up), 0.5
+    M = K.up_axis_matrix("Y") if upright else C  # rest pose standing in Blender, whatever the file's world
     rest = S.GENERIC_SMPL_REST_JOINTS
-    rig = S.smpl_rig(s * rest @ C.T)
-    q, loc = S.smpl_animation(rig, poses, trans, rest, C, s)
+    rig = S.smpl_rig(s * rest @ M.T)
+    q, loc = S.smpl_animation(rig, poses, trans, rest, C, s, rest_axes=M)
     _, Y = K.forward_kinematics(rig, q, loc)
     assert np.abs(Y - s * S.smpl_joints(rest, poses, trans) @ C.T).max() < 1e-9
 
