@@ -205,6 +205,7 @@ def tiny_capture(tmp_path_factory):
     return out
 
 
+@pytest.mark.blender
 def test_tiny_capture_files_and_shapes(tiny_capture):
     cap = load_capture(tiny_capture)
     assert cap.camera_names == ["cam00", "cam01"] and cap.frames == [0, 1, 2] and cap.heldout_frames == [2]
@@ -226,6 +227,7 @@ def test_tiny_capture_files_and_shapes(tiny_capture):
             assert person.std(0).max() > 0.05
 
 
+@pytest.mark.blender
 def test_tiny_capture_joints_inside_masks(tiny_capture):
     from scipy.ndimage import binary_dilation
 
@@ -243,6 +245,7 @@ def test_tiny_capture_joints_inside_masks(tiny_capture):
             assert not outside, f"{cam.name} frame {f}: joints outside the mask: {outside}"
 
 
+@pytest.mark.blender
 def test_tiny_capture_cameras_round_trip(tiny_capture):
     cams = load_cameras_json(tiny_capture / "cameras.json")
     expected, _, _ = build_rig(RigSpec(count=2, width=64, height=64))
@@ -255,6 +258,7 @@ def test_tiny_capture_cameras_round_trip(tiny_capture):
         np.testing.assert_allclose(back.P, a.P)
 
 
+@pytest.mark.blender
 def test_tiny_capture_triangulates_to_ground_truth(tiny_capture):
     cap = load_capture(tiny_capture)
     for f in cap.frames:
@@ -264,6 +268,7 @@ def test_tiny_capture_triangulates_to_ground_truth(tiny_capture):
             assert np.linalg.norm(X - cap.joints3d(f)[j]) < 0.005
 
 
+@pytest.mark.blender
 def test_tiny_capture_rendered_body_matches_cameras(tiny_capture):
     """The Blender cameras and the cameras.json agree: the mask's bounding box is where the
     projected joints say the body is (a 0.5 px convention slip or a flipped axis would fail)."""
@@ -295,3 +300,43 @@ def test_make_capture_bad_inputs(tmp_path, capsys):
     assert main(["make-capture", "-o", str(out), "--motion", str(motion)]) == 1
     assert "cannot drive" in capsys.readouterr().err
     assert not out.exists() and not partial_path(out).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.blender
+def test_capture_from_skeleton_file_and_determinism(tmp_path, tiny_capture):
+    """A Y-up COCO-17 skeleton file drives the body (mapped, gap-filled, looped); the same
+    command twice gives the same pixels."""
+    from engine.cli import main
+
+    body = build_body(look_from_seed(0))
+    walk = procedural_walk(body.rest_joints, 10)
+    coco_idx = [BODY_25B.index(n) for n in ("Nose", "LEye", "REye", "LEar", "REar", "LShoulder", "RShoulder",
+                                            "LElbow", "RElbow", "LWrist", "RWrist", "LHip", "RHip", "LKnee",
+                                            "RKnee", "LAnkle", "RAnkle")]
+    coco = walk[:, coco_idx]
+    y_up = np.stack([coco[..., 0], coco[..., 2], -coco[..., 1]], -1)
+    y_up[3, 5] = np.nan  # a gap to fill
+    motion = tmp_path / "coco.npz"
+    save_skeleton(motion, SkeletonSequence(y_up, COCO_17, fps=25.0, up_axis="Y"))
+    out = tmp_path / "from_file"
+    assert main(["make-capture", "-o", str(out), "--motion", str(motion), "--cameras", "1", "--frames", "12",
+                 "--resolution", "48", "--samples", "2"]) == 0
+    cap = load_capture(out)
+    assert cap.fps == 25.0 and len(cap.frames) == 12
+    knee = cap.skeleton.joints[:, BODY_25B.index("LKnee")]
+    assert np.ptp(knee[:, 1]) > 0.05  # it moves
+    for f in cap.frames:
+        m = cap.load_mask("cam00", f) > 0.5
+        kp = cap.load_keypoints("cam00", f)
+        x, y = np.round(kp[kp[:, 2] > 0, :2]).astype(int).T
+        from scipy.ndimage import binary_dilation
+        assert binary_dilation(m, iterations=2)[y, x].all()
+    again = tmp_path / "again"
+    assert main(["make-capture", "-o", str(again), "--cameras", "2", "--frames", "3", "--resolution", "64",
+                 "--samples", "2", "--seed", "0", "--heldout-every", "3"]) == 0
+    a, b = load_capture(tiny_capture), load_capture(again)
+    np.testing.assert_array_equal(a.skeleton.joints, b.skeleton.joints)
+    for cam in a.camera_names:
+        for f in a.frames:
+            assert np.abs(a.load_rgba(cam, f) - b.load_rgba(cam, f)).max() <= 2 / 255
