@@ -874,38 +874,40 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
 
     # 1) pinned points for every leg, from the uncorrected pose
     canon = _rig_canonical(target, world, heads)
+
+    def spread(mask, pin_of, dst, wdst):
+        """Write each contact run's pin into dst (weight 1 inside, easing to 0 over nb frames outside)."""
+        for a, b in _runs_of(mask):
+            pin = pin_of(a, b)
+            for t in range(max(0, a - nb), min(T, b + nb)):
+                w = 1.0 if a <= t < b else (1.0 - (a - t) / (nb + 1) if t < a else 1.0 - (t - b + 1) / (nb + 1))
+                if w > wdst[t]:
+                    dst[t] = pin(t)
+                    wdst[t] = w
+
+    def own_pin(jc):
+        # the target's own standing height of this joint plus the source's (scaled) lift above its
+        # standing height, so differing foot shapes do not sink; horizontally the target's mean
+        # position over the run ("keep"), or no horizontal pin ("in_place")
+        P = canon[jc]
+        src_h = sget(jc) @ up
+        src_stand = np.nanpercentile(src_h, 5)
+        tgt_stand = rest[jc] @ up
+
+        def pin_of(a, b):
+            hh = tgt_stand + s * (np.nanmean(src_h[a:b]) - src_stand)
+            if root == "keep":
+                hz = np.nanmean(P[a:b] - (P[a:b] @ up)[:, None] * up, axis=0)
+                return lambda t: hz + hh * up
+            return lambda t: P[t] - (P[t] @ up) * up + hh * up
+        return pin_of
+
     for leg in legs:
-        side, ball_c = leg["side"], leg["ball_c"]
+        side, ball_c, ankle = leg["side"], leg["ball_c"], leg["ankle"]
         leg["l1"] = np.linalg.norm(target.heads[leg["shin"]] - target.heads[leg["thigh"]])
         leg["l2"] = np.linalg.norm(rest[f"{side}_ankle"] - target.heads[leg["shin"]])
-        goal = np.full((T, 3), np.nan)
-        weight = np.zeros(T)
-        pin_ball = np.full((T, 3), np.nan)
-        w_ball = np.zeros(T)
-        for mask, jc, dst, wdst in ((leg["c_ankle"], f"{side}_ankle", goal, weight),
-                                    (leg["c_ball"], ball_c, pin_ball, w_ball)):
-            if jc is None or not mask.any():
-                continue
-            P = canon[jc]
-            # pinned height: the target's own standing height of this joint plus the source's
-            # (scaled) lift above its standing height, so differing foot shapes do not sink
-            src_h = sget(jc) @ up
-            src_stand = np.nanpercentile(src_h, 5)
-            tgt_stand = rest[jc] @ up
-            for a, b in _runs_of(mask):
-                hz = P[a:b] - (P[a:b] @ up)[:, None] * up
-                hz = np.nanmean(hz, axis=0) if root == "keep" else None
-                hh = tgt_stand + s * (np.nanmean(src_h[a:b]) - src_stand)
-                for t in range(max(0, a - nb), min(T, b + nb)):
-                    w = 1.0 if a <= t < b else (1.0 - (a - t) / (nb + 1) if t < a else 1.0 - (t - b + 1) / (nb + 1))
-                    if w <= wdst[t]:
-                        continue
-                    hor = hz if hz is not None else P[t] - (P[t] @ up) * up
-                    dst[t] = hor + hh * up
-                    wdst[t] = w
         # the ball is pinned by turning the foot bone about the ankle: the ankle's own bone when
         # joints sit at bone heads, the bone running from the ankle to the ball when they sit at tails
-        ankle = leg["ankle"]
         ball = target.joint(ball_c) if ball_c else None
         if ball is not None and not ball[1] and not ankle[1]:
             foot_b = ankle[0]
@@ -915,22 +917,28 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
             ball_ok = target.parents[foot_b] == leg["shin"]
         else:
             foot_b, ball_ok = None, False
-        if not ball_ok:
-            w_ball[:] = 0.0
-        elif leg["c_ball"].any() and (weight >= 1).any():
-            # where the ankle is pinned too, place the ball's pin one (rigid) foot away from the ankle's
-            # pin, as the target's own foot lies over those frames; otherwise rotating the foot from
-            # one pin toward the other could not reach it and the ball would jump
-            A0, B0 = canon[f"{side}_ankle"], canon[ball_c]
-            for a, b in _runs_of(leg["c_ball"]):
+        goal = np.full((T, 3), np.nan)
+        weight = np.zeros(T)
+        pin_ball = np.full((T, 3), np.nan)
+        w_ball = np.zeros(T)
+        if ball_ok and leg["c_ball"].any():
+            spread(leg["c_ball"], own_pin(ball_c), pin_ball, w_ball)
+        if leg["c_ankle"].any():
+            ankle_pin = own_pin(f"{side}_ankle")
+            A0 = canon[f"{side}_ankle"]
+            B0 = canon[ball_c] if ball_ok else None
+
+            def pin_of(a, b, ankle_pin=ankle_pin, A0=A0, B0=B0):
+                # where the ball is pinned as well, the ankle's pin sits one (rigid) foot away from the
+                # ball's, as the target's own foot lies over the shared frames: the ball is the steadier
+                # anchor (flat foot and toe-off), and the two pins stay reachable together
                 both = np.zeros(T, dtype=bool)
-                both[a:b] = weight[a:b] >= 1
-                if not both.any():
-                    continue
-                pin = np.mean(goal[both] + (B0[both] - A0[both]), axis=0)
-                span = (np.arange(T) >= max(0, a - nb)) & (np.arange(T) < min(T, b + nb))
-                same = span & np.isfinite(pin_ball).all(-1) & (np.linalg.norm(pin_ball - pin_ball[a], axis=-1) < 1e-12)
-                pin_ball[same] = pin
+                both[a:b] = w_ball[a:b] >= 1
+                if B0 is None or not both.any() or root != "keep":
+                    return ankle_pin(a, b)
+                pin = np.mean(pin_ball[both] - (B0[both] - A0[both]), axis=0)
+                return lambda t: pin
+            spread(leg["c_ankle"], pin_of, goal, weight)
         leg.update(goal=goal, weight=weight, pin_ball=pin_ball, w_ball=w_ball, foot_b=foot_b, ball_ok=ball_ok,
                    use_ball=w_ball > weight)
 
