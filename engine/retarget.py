@@ -957,7 +957,7 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         drop = np.zeros(T)
         for leg in legs:
             v = ankle_goals(leg, canon) - heads[:, leg["thigh"]]
-            R = leg["l1"] + leg["l2"] - 1e-4
+            R = leg["l1"] + leg["l2"] - 1e-6  # the IK clamp
             bq = v @ up
             disc = bq * bq - (np.sum(v * v, -1) - R * R)
             need = np.where((np.sum(v * v, -1) > R * R) & (disc >= 0), -bq - np.sqrt(np.maximum(disc, 0)), 0.0)
