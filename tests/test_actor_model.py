@@ -31,13 +31,23 @@ def test_decoder_shapes_any_size(upsample, H, W):
 def test_decoder_is_conditioned_on_code():
     cfg = DecoderConfig.preset("tiny", in_channels=3, code_dim=4)
     dec = Decoder(cfg)
-    for m in dec.modules():  # FiLM starts as identity; perturb it so the code matters
+    for m in dec.modules():  # FiLM starts as identity and the head at zero; perturb them so the code matters
         if isinstance(m, torch.nn.Linear):
             torch.nn.init.normal_(m.weight, std=0.5)
+    torch.nn.init.normal_(dec.head.weight, std=0.5)
     x = torch.randn(1, 3, 16, 16)
     a, _ = dec(x, torch.zeros(4))
     b, _ = dec(x, torch.ones(4))
     assert (a - b).abs().max() > 1e-4
+
+
+def test_decoder_starts_from_renderer_alpha():
+    dec = Decoder(DecoderConfig.preset("tiny", in_channels=3, code_dim=4, upsample=2))
+    x = torch.zeros(1, 3, 8, 8)
+    x[:, -1, :4] = 1.0  # renderer alpha: top half covered
+    rgb, alpha = dec(x, torch.randn(4))
+    assert torch.allclose(rgb, torch.full_like(rgb, 0.5))
+    assert float(alpha[0, 0, :6].min()) > 0.9 and float(alpha[0, 0, 10:].max()) < 0.1
 
 
 def test_decoder_config_validation():
@@ -76,6 +86,7 @@ def _small_actor(**kw):
 
 def test_actor_forward_and_gradients_reach_everything():
     actor = _small_actor(upsample=2)
+    torch.nn.init.normal_(actor.decoder.head.weight, std=0.1)  # zero at init (grey start); as after a first step
     cam = Camera.look_at("c", [0, -3, 1], [0, 0, 0.9], 30, 22)
     from engine.actor.toy_capture import walk_sequence
 

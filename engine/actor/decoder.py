@@ -5,7 +5,8 @@ on a per-actor code, so one network architecture serves any actor and the actor'
 identity lives in a vector rather than in an image encoder.
 
 Shapes: ``latent [B, C_in, H, W]`` + ``code [B, D]`` -> ``rgb [B, 3, sH, sW]``, ``alpha [B, 1, sH, sW]``
-with ``s = config.upsample`` (1 or 2). ``H`` and ``W`` need not be multiples of
+with ``s = config.upsample`` (1 or 2). The last input channel must be the renderer's alpha:
+it is added to the alpha logit, so training starts from the renderer's silhouette. ``H`` and ``W`` need not be multiples of
 ``2**levels``: the input is padded and the output cropped.
 """
 
@@ -18,6 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine import MarionetteError
+
+
+ALPHA_PRIOR_GAIN = 6.0  # logit span given to the renderer's alpha: 0 -> 0.05, 1 -> 0.95
 
 
 @dataclass
@@ -67,13 +71,27 @@ class DecoderConfig:
         return min(self.base_channels * 2 ** level, self.max_channels)
 
 
+def _groups(c: int) -> int:
+    for g in (8, 4, 2):
+        if c % g == 0:
+            return g
+    return 1
+
+
 class FiLMBlock(nn.Module):
-    """conv3x3 -> GroupNorm-free FiLM(scale, shift from code) -> LeakyReLU, twice."""
+    """(conv3x3 -> GroupNorm -> FiLM(scale, shift from the actor code) -> LeakyReLU) x 2, plus a skip.
+
+    The normalisation keeps activations at unit scale through the depth of the U-Net, so
+    Adam can use a useful learning rate without the sigmoids at the head saturating (a
+    saturated alpha head has zero gradient and never recovers).
+    """
 
     def __init__(self, cin: int, cout: int, code_dim: int):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.norm1 = nn.GroupNorm(_groups(cout), cout, affine=False)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout, affine=False)
         self.film = nn.Linear(code_dim, 4 * cout)
         # start as identity modulation: scale 1 (stored as 1 + delta), shift 0
         nn.init.zeros_(self.film.weight)
@@ -82,8 +100,8 @@ class FiLMBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         g1, b1, g2, b2 = self.film(code)[:, :, None, None].chunk(4, dim=1)
-        h = F.leaky_relu(self.conv1(x) * (1 + g1) + b1, 0.2)
-        h = F.leaky_relu(self.conv2(h) * (1 + g2) + b2, 0.2)
+        h = F.leaky_relu(self.norm1(self.conv1(x)) * (1 + g1) + b1, 0.2)
+        h = F.leaky_relu(self.norm2(self.conv2(h)) * (1 + g2) + b2, 0.2)
         return h + self.skip(x)
 
 
@@ -110,6 +128,9 @@ class Decoder(nn.Module):
         else:
             self.upsampler = nn.Identity()
         self.head = nn.Conv2d(c0, 4, 3, padding=1)
+        # start from grey RGB and the renderer's own silhouette (see forward); the network learns residuals
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, latent: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
@@ -134,8 +155,13 @@ class Decoder(nn.Module):
             x = blk(torch.cat([x, s], dim=1), code)
         x = self.upsampler(x)
         out = self.head(x)[:, :, : H * cfg.upsample, : W * cfg.upsample].float()
+        # alpha skip: the last input channel is the renderer's alpha; adding it (as a logit offset) to the
+        # alpha head gives a sensible silhouette from step 0 and keeps the sigmoid out of saturation
+        prior = latent[:, -1:].float()
+        if cfg.upsample != 1:
+            prior = F.interpolate(prior, scale_factor=cfg.upsample, mode="bilinear", align_corners=False)
         rgb = torch.sigmoid(out[:, :3])
-        alpha = torch.sigmoid(out[:, 3:4])
+        alpha = torch.sigmoid(out[:, 3:4] + ALPHA_PRIOR_GAIN * (prior - 0.5))
         return rgb, alpha
 
 

@@ -55,7 +55,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     log_dir: str | None = None
-    lr: float = 2e-3
+    lr: float = 1e-3
     preset: str = "small"
     upsample: int = 1
     latent_dim: int = 16
@@ -404,7 +404,7 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
                 for k, v in parts.items():
                     writer.add_scalar(f"train/{k}", float(v.detach()), step)
                 writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
-                writer.add_scalar("train/mean_width_m", float(actor.primitives.widths().mean()), step)
+                writer.add_scalar("train/mean_width_m", float(actor.primitives.widths().detach().mean()), step)
             out_of_time = cfg.max_minutes is not None and (time.time() - t_start) > cfg.max_minutes * 60
             stopped_for_time = _broadcast_flag(out_of_time, d, device)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_for_time:

@@ -34,7 +34,7 @@ def add_arguments(p):
     p.add_argument("--resume", action="store_true", help="continue from the folder's latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start over in a non-empty actor folder")
     p.add_argument("--log-dir", metavar="DIR", help="TensorBoard folder (default ACTOR_DIR/logs)")
-    p.add_argument("--lr", type=float, default=2e-3, help="decoder learning rate (default 2e-3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="decoder learning rate (default 1e-3)")
     p.add_argument("--decoder", choices=("tiny", "small", "large"), default="small",
                    help="decoder size: small = base 32 ch, 3 levels (CPU); large = base 64, 4 levels (GPU)")
     p.add_argument("--upsample", type=int, choices=(1, 2), default=1,
