@@ -11,6 +11,7 @@ holds exactly what the decoder produced. Other view transforms are honoured
 
 from __future__ import annotations
 
+import os
 import time
 
 import bpy
@@ -215,7 +216,8 @@ class MarionetteRenderEngine(bpy.types.RenderEngine):
             self.report({"INFO"}, "Marionette: view transform is not 'Standard' — saved colours differ from "
                                   "the decoder's output")
         prefs = _prefs()
-        device = getattr(prefs, "device", "AUTO").lower() if prefs is not None else "auto"
+        # preferences when enabled as an add-on; MARIONETTE_DEVICE for scripts on the bpy module
+        device = (prefs.device if prefs is not None else os.environ.get("MARIONETTE_DEVICE", "auto")).lower()
         self.update_stats("", f"Marionette | rendering {len(actors)} actor(s)")
         shot = render_shot(camera, actors, device=device, background=world_background(scene),
                            cancelled=self.test_break, progress=self.update_progress)

@@ -22,3 +22,14 @@ def demo_capture_paths() -> DemoCapture:
     root = DATA_DIR / "pose2sim_demo"
     return DemoCapture(pose_dir=root / "pose", calibration=root / "Calib.qca.txt", fps=60.0,
                        joint_set="BODY_25B", up_axis="Z")
+
+
+def demo_actor_path() -> Path:
+    """The shipped demo actor (trained with ``marionette train`` on a synthetic capture;
+    see ``demo_actor/README.md`` for the exact command)."""
+    from engine import MarionetteError
+
+    path = DATA_DIR / "demo_actor"
+    if not (path / "actor.json").is_file():
+        raise MarionetteError(f"{path}: the demo actor is missing from this installation")
+    return path
