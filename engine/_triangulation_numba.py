@@ -126,7 +126,7 @@ def _point(n, px, conf, fx, fy, cx, cy, skew, dist, undistort, R, t, G, min_conf
             err_out[c, n] = e
             mean += e
         else:
-            err_out[c, n] = _error(X, c, R, t, fx, fy, skew, xy_out[c, n, 0], xy_out[c, n, 1])
+            err_out[c, n] = np.nan  # only the errors of views used are reported
     mean /= nv
     if thr > 0:
         while not (mean <= thr) and nv > min_views:
@@ -158,8 +158,10 @@ def _point(n, px, conf, fx, fy, cx, cy, skew, dist, undistort, R, t, G, min_conf
             nv -= 1
             dropped[n] += 1
             mean = best_mean
-        for c in range(C):
-            err_out[c, n] = _error(X, c, R, t, fx, fy, skew, xy_out[c, n, 0], xy_out[c, n, 1])
+        if dropped[n] > 0:
+            for c in range(C):
+                err_out[c, n] = _error(X, c, R, t, fx, fy, skew, xy_out[c, n, 0], xy_out[c, n, 1]) \
+                    if used_out[c, n] else np.nan
         if not (mean <= thr):
             status[n] = 1
             for k in range(3):
