@@ -269,6 +269,25 @@ def test_tiny_capture_triangulates_to_ground_truth(tiny_capture):
 
 
 @pytest.mark.blender
+def test_tiny_capture_engine_triangulation_recovers_joints(tiny_capture, tmp_path):
+    """engine.triangulation on the keypoint files, and the triangulate CLI on the capture folder."""
+    from engine.cli import main
+    from engine.skeleton_io import load_skeleton
+    from engine.triangulation import triangulate
+
+    cap = load_capture(tiny_capture)
+    kp = np.stack([[cap.load_keypoints(c.name, f) for f in cap.frames] for c in cap.cameras])
+    kp = np.nan_to_num(kp, nan=0.0)
+    res = triangulate(kp, cap.cameras, reproj_threshold=None)
+    assert np.nanmax(np.linalg.norm(res.points - cap.skeleton.joints, axis=-1)) < 0.005
+    out = tmp_path / "tri.npz"
+    assert main(["triangulate", str(tiny_capture / "keypoints"), "--calib", str(tiny_capture / "cameras.json"),
+                 "--joint-set", "BODY_25B", "--cutoff", "0", "-o", str(out)]) == 0
+    tri = load_skeleton(out)
+    assert np.nanmax(np.linalg.norm(tri.joints - cap.skeleton.joints, axis=-1)) < 0.005
+
+
+@pytest.mark.blender
 def test_tiny_capture_rendered_body_matches_cameras(tiny_capture):
     """The Blender cameras and the cameras.json agree: the mask's bounding box is where the
     projected joints say the body is (a 0.5 px convention slip or a flipped axis would fail)."""
