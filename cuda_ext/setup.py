@@ -33,7 +33,7 @@ def src(name: str) -> str:
     return os.path.join("csrc", name)
 
 
-cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+cxx_flags = ["-O3", "-fopenmp"]  # torch picks the C++ standard its headers need
 sources = [src("ops.cpp"), src("raycast_cpu.cpp")]
 if want_cuda():
     ext = CUDAExtension(
@@ -41,7 +41,7 @@ if want_cuda():
         sources + [src("raycast_cuda.cu"), src("raycast_cuda_binding.cpp")],
         include_dirs=[os.path.join(HERE, "csrc")],
         define_macros=[("MARIONETTE_WITH_CUDA", "1")],
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
         extra_link_args=["-fopenmp"],
     )
 else:

@@ -33,15 +33,25 @@ except Exception as exc:  # ImportError, or OSError from a library built against
     IMPORT_ERROR = exc
 
 
+def _device_types() -> frozenset:
+    # Queried once at import: the dispatcher lookup is not traceable by torch.compile.
+    if _ext is None:
+        return frozenset()
+    try:
+        return frozenset(d for d in ("cpu", "cuda") if _ext.has_device(d))
+    except Exception:
+        return frozenset()
+
+
+_DEVICE_TYPES = _device_types()
+
+
 def available(device=None) -> bool:
     """Whether the compiled kernels can run on ``device`` (default CPU)."""
     if _ext is None:
         return False
     device = torch.device("cpu" if device is None else device)
-    try:
-        return bool(_ext.has_device(device.type))
-    except Exception:
-        return False
+    return device.type in _DEVICE_TYPES
 
 
 def unavailable_reason() -> str:
