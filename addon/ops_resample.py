@@ -139,6 +139,8 @@ class MARIONETTE_OT_resample_motion(bpy.types.Operator):
         by_key = {(fc.data_path, fc.array_index): fc for fc in fcs}
         for key, v in values.items():
             fcurves.write_keys(by_key[key], new_frames, v, interpolation="BEZIER")
+        if "marionette_fps" in obj:
+            obj["marionette_fps"] = fps_out  # the keyed frame rate (armatures imported by Marionette)
         if self.set_scene_fps:
             scene.render.fps = int(round(fps_out))
             scene.render.fps_base = scene.render.fps / fps_out

@@ -338,6 +338,8 @@ class MARIONETTE_OT_retarget(bpy.types.Operator):
                     tgt.animation_data_clear()
                 raise
         tgt["marionette_retarget_scale"] = float(res.scale)
+        if "marionette_fps" in tgt:
+            tgt["marionette_fps"] = float(res.fps)  # now keyed at the scene's rate, like the source
 
 
 # ----------------------------------------------------------------------------- panel
