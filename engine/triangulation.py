@@ -366,6 +366,15 @@ def reconstruct(pose_dir, calib_path, *, joint_set: str = "auto", fps: float = 3
     kp = kp.subset(keep)
     cameras = [calib.cameras[mapping[i]] for i in keep]
     kp = select_subject(kp, cameras, min_confidence=min_confidence, progress=progress)
+    for c, cam in enumerate(cameras):  # keypoints from a resized video would not fit the calibration
+        xy = kp.data[c, ..., :2][kp.data[c, ..., 2] > 0]
+        if xy.size:
+            outside = ((xy[:, 0] < -0.5) | (xy[:, 0] > cam.width - 0.5) | (xy[:, 1] < -0.5)
+                       | (xy[:, 1] > cam.height - 0.5)).mean()
+            if outside > 0.05:
+                lines.append(f"warning: {100 * outside:.0f}% of {kp.camera_names[c]}'s detections lie outside "
+                             f"camera {cam.name}'s {cam.width}x{cam.height} image: wrong camera pairing or "
+                             "keypoints from a resized video?")
     res = triangulate(kp.data, cameras, min_confidence=min_confidence, reproj_threshold=reproj_threshold,
                       min_views=min_views)
     joints = res.points
@@ -373,6 +382,9 @@ def reconstruct(pose_dir, calib_path, *, joint_set: str = "auto", fps: float = 3
     if max_gap > 0:
         joints, filled = fill_gaps(joints, max_gap=max_gap)
     if cutoff:
+        if not cutoff < fps / 2:
+            raise MarionetteError(f"--cutoff {cutoff} Hz must be below half the frame rate (--fps {fps}); "
+                                  "lower it or pass --cutoff 0 to disable filtering")
         joints = butterworth(joints, fps=fps, cutoff=cutoff)
     conf = res.confidence.copy()
     if filled.any():

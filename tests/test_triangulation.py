@@ -230,3 +230,22 @@ def test_backend_argument():
     cams, X = ring(3), points(2, 2)
     with pytest.raises(MarionetteError, match="backend"):
         triangulate(observe(cams, X), cams, backend="gpu")
+
+
+def test_cli_cutoff_above_nyquist_and_swapped_resolution(tmp_path, capsys):
+    rc = main(["triangulate", str(DEMO.pose_dir), "--calib", str(DEMO.calibration), "--fps", "10", "-o",
+               str(tmp_path / "s.npz")])
+    assert rc == 1 and "--cutoff 6.0 Hz must be below half the frame rate" in capsys.readouterr().err
+    # keypoints in landscape pixel coordinates against the portrait calibration: warned
+    root = _copy_demo(tmp_path, ["cam01_json", "cam02_json", "cam03_json", "cam04_json"])
+    for f in root.glob("*/*.json"):
+        text = f.read_text()
+        doc = __import__("json").loads(text)
+        for p in doc["people"]:
+            k = p["pose_keypoints_2d"]
+            for i in range(0, len(k), 3):
+                k[i], k[i + 1] = k[i + 1], k[i]
+        f.write_text(__import__("json").dumps(doc))
+    rc = main(["triangulate", str(root), "--calib", str(DEMO.calibration), "--fps", "60", "-o",
+               str(tmp_path / "s.npz")])
+    assert "lie outside camera cam_01's 1088x1920 image" in capsys.readouterr().out
