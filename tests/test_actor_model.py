@@ -45,7 +45,8 @@ def test_decoder_starts_from_renderer_alpha():
     dec = Decoder(DecoderConfig.preset("tiny", in_channels=3, code_dim=4, upsample=2))
     x = torch.zeros(1, 3, 8, 8)
     x[:, -1, :4] = 1.0  # renderer alpha: top half covered
-    rgb, alpha = dec(x, torch.randn(4))
+    with torch.no_grad():
+        rgb, alpha = dec(x, torch.randn(4))
     assert torch.allclose(rgb, torch.full_like(rgb, 0.5))
     assert float(alpha[0, 0, :6].min()) > 0.9 and float(alpha[0, 0, 10:].max()) < 0.1
 
@@ -205,3 +206,37 @@ def test_refuses_to_save_nan(tmp_path):
         actor.codes[0, 0] = float("nan")
     with pytest.raises(MarionetteError, match="NaN"):
         save_actor(tmp_path / "a", actor)
+
+
+def test_perceptual_weights_are_optional_and_never_fetched(monkeypatch, tmp_path):
+    from engine.actor.losses import find_perceptual_weights
+
+    monkeypatch.delenv("MARIONETTE_VGG_WEIGHTS", raising=False)
+    assert find_perceptual_weights(None) is None
+    monkeypatch.setenv("MARIONETTE_VGG_WEIGHTS", str(tmp_path / "absent.safetensors"))
+    assert find_perceptual_weights(None) is None  # an unset/missing default silently disables it
+    with pytest.raises(MarionetteError, match="perceptual-loss weights not found"):
+        find_perceptual_weights(tmp_path / "absent.safetensors")  # an explicit path must exist
+
+
+@pytest.mark.slow
+def test_perceptual_loss_loads_vgg_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    from engine.actor.losses import _LPIPS_CHANNELS, VGGPerceptual
+
+    cfg, cin, sd, i = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512], 3, {}, 0
+    for v in cfg:
+        if v == "M":
+            i += 1
+            continue
+        sd[f"features.{i}.weight"] = torch.randn(v, cin, 3, 3) * 0.05
+        sd[f"features.{i}.bias"] = torch.zeros(v)
+        cin, i = v, i + 2
+    for k, c in enumerate(_LPIPS_CHANNELS):
+        sd[f"lin{k}.model.1.weight"] = torch.rand(1, c, 1, 1)
+    save_file(sd, str(tmp_path / "vgg.safetensors"))
+    net = VGGPerceptual(tmp_path / "vgg.safetensors")
+    assert net.is_lpips
+    x = torch.rand(1, 3, 32, 32)
+    assert float(net(x, x)) < 1e-6 and float(net(x, torch.rand(1, 3, 32, 32))) > 0

@@ -153,3 +153,20 @@ def test_bad_captures_give_clear_errors(capture, tmp_path, capsys):
     Image.new("L", (16, 16)).save(broken / "masks" / "cam01" / "000000.png")
     assert main(["train", "--capture", str(broken), "-o", str(tmp_path / "x"), "--steps", "1", *TRAIN]) == 1
     assert "16x16" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_processes(capture, tmp_path):
+    """DistributedDataParallel on CPU (gloo): two processes, rank 0 writes the actor."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "engine", "train",
+           "--capture", str(capture), "-o", str(out), "--steps", "2", "--checkpoint-every", "2", *TRAIN]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, doc = load_actor(out)
+    assert doc["training"]["world_size"] == 2 and doc["training"]["steps"] == 2

@@ -66,6 +66,7 @@ def effective_command(args) -> str:
 
 def run(args) -> int:
     import json
+    import os
 
     from engine.actor.train import TrainConfig, train
 
@@ -77,5 +78,6 @@ def run(args) -> int:
                       eval_views=args.eval_views, threads=args.threads, progress=not args.quiet,
                       command=effective_command(args))
     summary = train(cfg)
-    print(json.dumps({"actor": args.output, **summary}, indent=1))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+        print(json.dumps({"actor": args.output, **summary}, indent=1))
     return 0
