@@ -22,7 +22,7 @@ import traceback
 
 import bpy
 import numpy as np
-from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from engine import MarionetteError
 
@@ -234,6 +234,11 @@ class MARIONETTE_OT_retarget(bpy.types.Operator):
     root_motion: EnumProperty(name="Root Motion", items=ROOT_ITEMS, default="KEEP")
     pin_feet: BoolProperty(name="Pin Feet", default=True,
                            description="Keep the target's feet planted where the source's feet touch the ground")
+    contact_height: FloatProperty(name="Contact Height", default=0.05, min=0.0, soft_max=0.3, unit="LENGTH",
+                                  description="A source foot joint this far above its standing height still "
+                                              "counts as touching the ground")
+    contact_speed: FloatProperty(name="Contact Speed", default=0.3, min=0.0, soft_max=2.0,
+                                 description="Metres per second below which a low source foot joint is planted")
     action_name: StringProperty(name="Action", default="",
                                 description="Name of the new action (empty: '<source action> on <target>')")
 
@@ -293,7 +298,7 @@ class MARIONETTE_OT_retarget(bpy.types.Operator):
         # the engine works in the target's armature space; its contact thresholds are in metres
         unit = float(np.mean(np.array(tgt.matrix_world.to_scale(), dtype=np.float64)))
         res = retarget(motion, rig, root="keep" if self.root_motion == "KEEP" else "in_place", feet=self.pin_feet,
-                       contact_height=0.05 / unit, contact_speed=0.3 / unit)
+                       contact_height=self.contact_height / unit, contact_speed=self.contact_speed / unit)
         wm.progress_update(80)
         if not np.isfinite(res.rotations).all() or not np.isfinite(res.location).all():
             raise MarionetteError("retargeting produced invalid rotations (the source motion has missing joints "
