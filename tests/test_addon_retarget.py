@@ -319,3 +319,47 @@ def test_motion_transfer_between_imported_skeletons(blender, tmp_path):
             da, db = ja[idx[c]] - ja[idx[p]], jb[idx[c]] - jb[idx[p]]
             cos = da @ db / np.linalg.norm(da) / np.linalg.norm(db)
             assert cos > np.cos(np.radians(1.0))
+
+
+@pytest.mark.slow
+def test_real_capture_onto_mixamo_armature_in_blender(blender, tmp_path):
+    """The bundled capture, triangulated, imported and retargeted onto a Mixamo-named armature in Blender:
+    where the source's feet are planted, the target's stay put."""
+    from engine.cli import main as cli_main
+    from engine.retarget import detect_contacts
+    from engine.skeleton_io import load_skeleton
+
+    bpy = blender
+    demo = ROOT / "engine" / "data" / "pose2sim_demo"
+    cap = tmp_path / "cap.npz"
+    assert cli_main(["triangulate", str(demo / "pose"), "--calib", str(demo / "Calib.qca.txt"), "--fps", "60",
+                     "-o", str(cap)]) == 0
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 60, 1.0
+    assert bpy.ops.marionette.import_skeleton(filepath=str(cap), object_name="Capture") == {"FINISHED"}
+    src = bpy.data.objects["Capture"]
+    tgt = make_armature(bpy, "Mixamo", 0, prefix="mixamorig:", a_pose=True)
+    select(bpy, src, tgt)
+    assert bpy.ops.marionette.retarget() == {"FINISHED"}
+    import importlib
+
+    from engine.retarget import _floor_height
+
+    pose_read = importlib.import_module(MODULE + ".pose_read")
+    js = load_skeleton(cap).joint_set
+    lo, hi = (int(v) for v in src.animation_data.action.frame_range)
+    ankle, joints = [], []
+    for f in range(lo, hi + 1):
+        scene.frame_set(f)
+        ev = tgt.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        ankle.append(np.array(ev.matrix_world @ ev.pose.bones["mixamorig:LeftFoot"].head))
+        joints.append(pose_read.evaluated_joints(src))
+    ankle, joints = np.array(ankle), np.array(joints)
+    # contacts as the operator detected them: on the source armature's evaluated joints
+    up = np.array([0.0, 0.0, 1.0])
+    floor = _floor_height({c: joints[:, j] for j, c in enumerate(js.canonical)}, up)
+    planted = detect_contacts(joints[:, js.index("LAnkle")], up, 60.0, floor)
+    both = planted[1:] & planted[:-1]
+    assert both.sum() > 10
+    step = np.linalg.norm(np.diff(ankle[:, :2], axis=0), axis=-1)[both]
+    assert np.mean(step) < 0.0005 and np.max(step) < 0.003  # metres per frame
