@@ -728,15 +728,18 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
     joints_of = target.bone_joints()
     head_bone = {c: target.names.index(b) for c, b in target.mapping.items()}
 
-    def source_head(b, canon):
-        """Source position of the joint at bone b's head; the nearest mapped ancestor's if the source lacks it."""
-        if canon is not None and sget(canon) is not None:
-            return sget(canon)
+    def anchor(b, canon):
+        """The joint a bone's aim starts from: its head joint, or, when the source lacks that (a
+        spine joint a capture does not have) or the head is unmapped, the nearest ancestor's joint
+        that both skeletons have. The same joint is used on both sides, so the rest vector and
+        the source vector compare like with like."""
+        if canon is not None and sget(canon) is not None and tget(canon) is not None:
+            return canon
         anc = target.parents[b]
         while anc >= 0:
             c = joints_of[anc][0]
-            if c is not None and sget(c) is not None:
-                return sget(c)
+            if c is not None and sget(c) is not None and tget(c) is not None:
+                return c
             anc = target.parents[anc]
         return None
 
@@ -762,14 +765,13 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
                           and head_bone.get(a) != b), None)
         else:
             continue
-        if aim_c is None or head_c is None and tail_c is None:
+        if aim_c is None:
             continue
-        h_src = source_head(b, head_c)
-        h_rest = tget(head_c) if head_c is not None and tget(head_c) is not None else target.heads[b]
-        if h_src is None:
+        start = anchor(b, head_c)
+        if start is None or start == aim_c:
             continue
-        v_rest = tget(aim_c) - h_rest
-        v_now = sget(aim_c) - h_src
+        v_rest = tget(aim_c) - tget(start)
+        v_now = sget(aim_c) - sget(start)
         if np.linalg.norm(v_rest) < 1e-9:
             continue
         q = quat_mul(quat_between(quat_rotate(qp, np.broadcast_to(v_rest, (T, 3))), v_now), qp)
@@ -780,7 +782,7 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         q[bad] = qp[bad]
         world[:, b] = quat_normalize(q)
         driven[b] = True
-        aims[target.names[b]] = (head_c, aim_c)
+        aims[target.names[b]] = (start, aim_c)
 
     # root placement: the moved bone is the pelvis bone, else the root of the pelvis joints' bones
     if "pelvis" in target.mapping:
