@@ -303,15 +303,23 @@ class MARIONETTE_OT_retarget(bpy.types.Operator):
         if not np.isfinite(res.rotations).all() or not np.isfinite(res.location).all():
             raise MarionetteError("retargeting produced invalid rotations (the source motion has missing joints "
                                   "in every frame?); nothing was changed")
+        bone = tgt.data.bones[res.root_bone]
+        if bone.use_connect:
+            raise MarionetteError(f"target {tgt.name!r}: the hips bone '{bone.name}' is connected to its parent, so "
+                                  "its location cannot be keyed; disconnect it (Edit Mode > Bone > Connected) first")
+        location = res.location
+        if not bone.use_local_location:
+            # Blender then reads the location in the armature's axes, not the bone's
+            location = location @ rig.rest_rot[rig.names.index(bone.name)].T
         name = self.action_name.strip() or f"{action.name} on {tgt.name}"
-        self._write(context, tgt, res, frames, name)
+        self._write(context, tgt, res, frames, name, location)
         wm.progress_update(100)
         pinned = int(sum(m.sum() for m in res.contacts.values())) if self.pin_feet else 0
         return (f"Retargeted {len(frames)} frames ({frames[0]}..{frames[-1]}) from '{src.name}' ({s_label}) onto "
                 f"'{tgt.name}' ({t_label}): {len(res.aims)} bones driven, root scale {res.scale:.3f}"
                 + (f", feet pinned in {pinned} joint-frames" if self.pin_feet else ""))
 
-    def _write(self, context, tgt, res, frames, name):
+    def _write(self, context, tgt, res, frames, name, location):
         ad = tgt.animation_data
         old_action = ad.action if ad is not None else None
         old_slot = getattr(ad, "action_slot", None) if ad is not None else None
@@ -331,7 +339,7 @@ class MARIONETTE_OT_retarget(bpy.types.Operator):
                 path = f'pose.bones["{_escape(res.root_bone)}"].location'
                 for k in range(3):
                     fc = fcurves.ensure_fcurve(act, tgt, path, k, group=res.root_bone)
-                    fcurves.write_keys(fc, frames, res.location[:, k])
+                    fcurves.write_keys(fc, frames, location[:, k])
             except Exception:
                 for bname, mode in old_modes.items():
                     tgt.pose.bones[bname].rotation_mode = mode

@@ -177,6 +177,12 @@ def test_retarget_onto_rotated_centimetre_rig(blender):
     d_src = hips(src, "mixamorig:Hips", 21) - hips(src, "mixamorig:Hips", 1)
     d_tgt = hips(tgt, "spine", 21) - hips(tgt, "spine", 1)
     assert np.linalg.norm(d_src) > 0.3 and np.allclose(d_tgt, s * d_src, atol=1e-3)
+    # a hips bone whose location is read in armature axes ("Local Location" off) moves the same way
+    tgt.data.bones["spine"].use_local_location = False
+    select(bpy, src, tgt)
+    assert bpy.ops.marionette.retarget(pin_feet=False) == {"FINISHED"}
+    d_tgt = hips(tgt, "spine", 21) - hips(tgt, "spine", 1)
+    assert np.allclose(d_tgt, s * d_src, atol=1e-3)
     assert bpy.ops.marionette.retarget(pin_feet=True) == {"FINISHED"}
 
 
@@ -203,6 +209,19 @@ def test_retarget_bad_input_changes_nothing(blender):
     tgt.pose.bones["thigh.L"].constraints.remove(c)
     assert data_counts(bpy) == before and tgt.animation_data is None
     assert all(pb.rotation_mode == "QUATERNION" for pb in tgt.pose.bones)  # the default, untouched
+    # hips connected to a parent bone: their location cannot be keyed
+    bpy.context.view_layer.objects.active = tgt
+    bpy.ops.object.mode_set(mode="EDIT")
+    eb = tgt.data.edit_bones
+    root = eb.new("root")
+    root.head, root.tail = (0.0, 0.0, 0.0), tuple(eb["spine"].head)
+    eb["spine"].parent = root
+    eb["spine"].use_connect = True
+    bpy.ops.object.mode_set(mode="OBJECT")
+    select(bpy, src, tgt)
+    before = data_counts(bpy)
+    fails(bpy.ops.marionette.retarget, "connected to its parent")
+    assert data_counts(bpy) == before and tgt.animation_data is None
     # no mapping: bones with meaningless names
     arm = bpy.data.armatures.new("Plain")
     plain = bpy.data.objects.new("Plain", arm)
