@@ -382,3 +382,25 @@ def test_real_capture_onto_mixamo_armature_in_blender(blender, tmp_path):
     assert both.sum() > 10
     step = np.linalg.norm(np.diff(ankle[:, :2], axis=0), axis=-1)[both]
     assert np.mean(step) < 0.0005 and np.max(step) < 0.003  # metres per frame
+
+
+def test_resample_object_euler_and_location_by_time(blender):
+    bpy = blender
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    obj = bpy.data.objects.new("Empty", None)
+    bpy.context.collection.objects.link(obj)
+    for f in range(1, 25):
+        t = (f - 1) / 24.0
+        obj.location = (np.sin(2 * t), t * t, 0.0)
+        obj.rotation_euler = (0.5 * t, 0.0, np.cos(t))
+        obj.keyframe_insert("location", frame=f)
+        obj.keyframe_insert("rotation_euler", frame=f)
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.marionette.resample_motion(fps=30) == {"FINISHED"}
+    assert scene.render.fps == 30 and scene.frame_end == 1 + int(23 / 24 * 30)  # keys on the grid within the span
+    for f30 in (1, 6, 11, 21):  # times k/30 s: compare with the analytic motion
+        t = (f30 - 1) / 30.0
+        scene.frame_set(f30)
+        assert np.allclose(obj.location[:], (np.sin(2 * t), t * t, 0.0), atol=2e-3)
+        assert np.allclose(obj.rotation_euler[:], (0.5 * t, 0.0, np.cos(t)), atol=2e-3)
