@@ -10,7 +10,6 @@ progress bar and a clear error. Everything is written into ``OUT.partial/`` and 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
