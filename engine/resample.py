@@ -511,7 +511,9 @@ def resample_skeleton(seq: SkeletonSequence, fps: float, max_gap: float | None =
     lengths at the neighbouring input frames, so rigid input stays exactly rigid),
     ``"median"`` (one constant length per bone) or an array [J]. Output rows lie on
     the grid ``k / fps`` within the input's time span (``times_out`` overrides the
-    grid). A joint is NaN where its bone, or any bone above it, could not be bridged.
+    grid). A joint cut off from the root (a parent never seen, or a gap too long in a
+    bone above it) follows its own position spline where it can be bridged, and its
+    children hang from it again; it is NaN where it cannot.
     """
     fps = _check_fps(fps)
     if max_gap is not None and not (np.isfinite(max_gap) and max_gap >= 0):
@@ -541,6 +543,18 @@ def resample_skeleton(seq: SkeletonSequence, fps: float, max_gap: float | None =
     tracks_out = resample_rotations(tracks, t_in, times_out, max_gap=max_gap)
     dirs_out = quat_rotate(tracks_out, refs[None])
     out = skeleton_from_directions(root, dirs_out, lengths, parents, js.topological_order())
+    lost = ~np.isfinite(out).all(-1)
+    if lost.any():
+        # a joint cut off from the root (its parent, or the bone to it, never bridged) that is
+        # itself observed follows its own position spline, and its children hang from it again
+        pos = resample_positions(joints, t_in, times_out, max_gap=max_gap)
+        for j in js.topological_order():
+            p = parents[j]
+            if p >= 0:
+                redo = ~np.isfinite(out[:, j]).all(-1) & np.isfinite(out[:, p]).all(-1) & np.isfinite(dirs_out[:, j]).all(-1)
+                out[redo, j] = out[redo, p] + lengths[redo, j, None] * dirs_out[redo, j]
+            gone = ~np.isfinite(out[:, j]).all(-1)
+            out[gone, j] = pos[gone, j]
 
     # confidence: linear between the bracketing valid keys, 0 where no output
     conf_in = np.where(seq.missing, np.nan, seq.confidence.astype(np.float64))
@@ -585,6 +599,7 @@ def fill_gaps(seq: SkeletonSequence, max_gap: float | None = 0.5, lengths="keys"
     tracks, refs = _direction_tracks(dirs)
     dirs_f = quat_rotate(resample_rotations(tracks, t, t, max_gap=max_gap), refs[None])
     out = joints.copy()
+    pos = None
     for j in js.topological_order():
         p = parents[j]
         need = missing[:, j]
@@ -592,6 +607,12 @@ def fill_gaps(seq: SkeletonSequence, max_gap: float | None = 0.5, lengths="keys"
             out[need, j] = root[need]
         else:
             out[need, j] = out[need, p] + lengths[need, j, None] * dirs_f[need, j]
+        gone = need & ~np.isfinite(out[:, j]).all(-1)
+        if gone.any():
+            # no bone to hang it from (parent never seen there): its own position spline
+            if pos is None:
+                pos = resample_positions(joints, t, t, max_gap=max_gap)
+            out[gone, j] = pos[gone, j]
     conf = seq.confidence.astype(np.float64).copy()
     filled = missing & np.isfinite(out).all(-1)
     for j in range(js.num_joints):

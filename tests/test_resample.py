@@ -192,3 +192,18 @@ def test_cli_resample_round_trip(tmp_path, capsys):
     assert "--fps is required" in capsys.readouterr().err
     assert cli_main(["resample", str(tmp_path / "nope.npz"), "--fps", "30", "-o", str(tmp_path / "y.npz")]) == 1
     assert not (tmp_path / "x.npz").exists() and not (tmp_path / "y.npz").exists()
+
+
+def test_joints_below_a_never_seen_joint_are_kept():
+    """COCO-17 hangs the arm and leg off the shoulders: a shoulder never seen must not lose them."""
+    js = get_joint_set("COCO_17")
+    X, _ = rigid_motion(js, T=30, fps=30.0)
+    X[:, js.index("left_shoulder")] = np.nan
+    up = resample_skeleton(SkeletonSequence(X, js, 30.0), 60.0)
+    missing = up.missing.any(0)
+    assert missing[js.index("left_shoulder")] and missing.sum() == 1
+    assert np.abs(up.joints[::2] - X[: up.num_frames // 2 + 1])[:, ~missing].max() < 1e-5
+    G = X.copy()
+    G[10:14, js.index("left_elbow")] = np.nan  # its parent (the shoulder) is never seen
+    filled = fill_gaps(SkeletonSequence(G, js, 30.0))
+    assert not filled.missing[:, js.index("left_elbow")].any()
