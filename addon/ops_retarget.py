@@ -100,11 +100,18 @@ def target_rig(obj, head: dict, tail: dict):
                tail_mapping=tail, up=up)
 
 
-def sample_source(context, obj, head: dict, tail: dict, frames, to_space: np.ndarray, wm=None, progress=(0, 50)):
-    """Canonical joint positions [T, 3] of ``obj`` at ``frames``, mapped by ``to_space`` (4x4)."""
+def _unit_columns(M: np.ndarray) -> np.ndarray:
+    return M / np.maximum(np.linalg.norm(M, axis=-2, keepdims=True), 1e-12)
+
+
+def sample_source(context, obj, head: dict, tail: dict, frames, to_space: np.ndarray, wm=None, progress=(0, 50),
+                  frame_bones=()):
+    """Canonical joint positions [T, 3] of ``obj`` at ``frames``, mapped by ``to_space`` (4x4), and the
+    orientation [T, 3, 3] (unit axes) of each bone in ``frame_bones`` in that space."""
     scene = context.scene
     T = len(frames)
     out = {c: np.zeros((T, 3)) for c in list(head) + list(tail)}
+    orient = {b: np.zeros((T, 3, 3)) for b in frame_bones}
     names = None
     for i, f in enumerate(frames):
         scene.frame_set(int(f))
@@ -117,9 +124,24 @@ def sample_source(context, obj, head: dict, tail: dict, frames, to_space: np.nda
         for c, b in tail.items():
             k = names[b]
             out[c][i] = P[k, :3, 3] + P[k, :3, 1] * lengths[k]
+        for b in frame_bones:
+            orient[b][i] = _unit_columns(P[names[b], :3, :3])
         if wm is not None and i % 10 == 0:
             wm.progress_update(progress[0] + (progress[1] - progress[0]) * i / max(T, 1))
-    return out
+    return out, orient
+
+
+def source_twist_data(src, s_head: dict, s_tail: dict, to_space: np.ndarray):
+    """The source's rest joint positions and the rest frames of its bones that start at a mapped
+    joint, in the target's armature space (for carrying bone roll over)."""
+    rig = target_rig(src, s_head, s_tail)
+    M = to_space @ np.array(src.matrix_world, dtype=np.float64)
+    rest_pos = {c: M[:3, :3] @ p + M[:3, 3] for c, p in rig.canonical_rest.items()}
+    bones = {}
+    for b, (hc, tc) in enumerate(rig.bone_joints()):
+        if hc is not None:
+            bones[rig.names[b]] = ((hc, tc), _unit_columns(M[:3, :3] @ rig.rest_rot[b]))
+    return rest_pos, bones
 
 
 def _check_target(obj) -> None:
@@ -292,9 +314,12 @@ class MARIONETTE_OT_retarget(bpy.types.Operator):
         t_head, t_tail, t_label = bone_map(tgt)
         rig = target_rig(tgt, t_head, t_tail)
         to_space = np.array(tgt.matrix_world.inverted_safe(), dtype=np.float64)
-        positions = sample_source(context, src, s_head, s_tail, frames, to_space, wm, (0, 60))
+        rest_pos, twist_bones = source_twist_data(src, s_head, s_tail, to_space)
+        positions, orient = sample_source(context, src, s_head, s_tail, frames, to_space, wm, (0, 60),
+                                          frame_bones=list(twist_bones))
         fps = context.scene.render.fps / context.scene.render.fps_base
-        motion = CanonicalMotion(positions, fps, up=rig.up)
+        bone_frames = {key: (rest_frame, orient[b]) for b, (key, rest_frame) in twist_bones.items()}
+        motion = CanonicalMotion(positions, fps, up=rig.up, rest=rest_pos, frames=bone_frames)
         # the engine works in the target's armature space; its contact thresholds are in metres
         unit = float(np.mean(np.array(tgt.matrix_world.to_scale(), dtype=np.float64)))
         res = retarget(motion, rig, root="keep" if self.root_motion == "KEEP" else "in_place", feet=self.pin_feet,

@@ -37,7 +37,7 @@ from engine.resample import (bone_lengths, fill_gaps, quat_between, quat_conj, q
 from engine.skeleton_io import SkeletonSequence
 from engine.skeletons import DERIVED, JointSet
 
-__all__ = ["Rig", "RigMotion", "CanonicalMotion", "RetargetResult", "retarget", "source_positions", "detect_contacts",
+__all__ = ["Rig", "RigMotion", "CanonicalMotion", "source_twist", "RetargetResult", "retarget", "source_positions", "detect_contacts",
            "foot_sliding", "direction_errors", "up_vector", "quat_to_matrix", "matrix_to_quat"]
 
 # Canonical joints reachable from others, beyond engine.skeletons.DERIVED (retargeting only).
@@ -387,11 +387,20 @@ class RigMotion:
 
 @dataclass
 class CanonicalMotion:
-    """Motion as canonical joint positions: {"left_knee": [T, 3], ...} (e.g. read from any posed armature)."""
+    """Motion as canonical joint positions: {"left_knee": [T, 3], ...} (e.g. read from any posed armature).
+
+    Optional, to carry bone twist (a forearm's roll) that positions alone cannot show:
+    ``rest`` {canonical: [3]} the source's rest joint positions, and ``frames``
+    {(head canonical, tail canonical or None): (rest frame [3, 3], frames [T, 3, 3])}, the
+    orientation (columns: unit axes) of the source bone that starts at that joint, at rest and
+    in every frame, in the same space as ``positions``.
+    """
 
     positions: dict
     fps: float
     up: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
+    rest: dict = field(default_factory=dict)
+    frames: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.positions:
@@ -437,6 +446,28 @@ def _get(positions: dict, canon: str):
 def seq_canonical(seq: SkeletonSequence) -> dict[str, np.ndarray]:
     js = seq.joint_set
     return {c: seq.joints[:, j].astype(np.float64) for j, c in enumerate(js.canonical)}
+
+
+def _bone_frames(rig: Rig, world: np.ndarray) -> dict:
+    """{(head canonical, tail canonical): (rest frame [3, 3], posed frames [T, 3, 3])} of a rig's mapped bones."""
+    out = {}
+    for b, (head, tail) in enumerate(rig.bone_joints()):
+        if head is None:
+            continue
+        rest = rig.rest_rot[b] / np.linalg.norm(rig.rest_rot[b], axis=0, keepdims=True)
+        out[(head, tail)] = (rest, quat_to_matrix(world[:, b]) @ rest)
+    return out
+
+
+def source_twist(source) -> tuple[dict, dict]:
+    """(rest joint positions, bone frames) of a rotation source (RigMotion / CanonicalMotion with
+    frames); empty for joint positions, which carry no twist."""
+    if isinstance(source, RigMotion):
+        world, _ = source.world()
+        return source.rig.canonical_rest, _bone_frames(source.rig, world)
+    if isinstance(source, CanonicalMotion) and source.frames:
+        return dict(source.rest), dict(source.frames)
+    return {}, {}
 
 
 def source_positions(source) -> tuple[dict, float, np.ndarray]:
@@ -622,6 +653,30 @@ def _twist_to_hint(q: np.ndarray, v_now: np.ndarray, u_rest: np.ndarray, u_now: 
     return quat_mul(quat_exp(vn * ang[..., None]), q)
 
 
+def _source_twist_hint(src_rest: dict, src_frames: dict, start: str, aim: str, v_rest_target: np.ndarray):
+    """(reference vector in the target's rest space [3], the same vector now [T, 3]) from the
+    source bone that runs from ``start`` toward ``aim``, or None.
+
+    The reference is the source bone's rest axis most perpendicular to its aim; rotating the
+    source's rest aim onto the target's (rest-pose alignment) maps it into the target's rest.
+    """
+    fr = src_frames.get((start, aim)) or next((v for (h, t), v in src_frames.items() if h == start and t is None), None)
+    if fr is None:
+        cands = [v for (h, _), v in src_frames.items() if h == start]
+        fr = cands[0] if len(cands) == 1 else None
+    if fr is None or start not in src_rest or aim not in src_rest:
+        return None
+    rest_frame, frames = fr
+    v_s = src_rest[aim] - src_rest[start]
+    if np.linalg.norm(v_s) < 1e-9:
+        return None
+    v_s = v_s / np.linalg.norm(v_s)
+    k = int(np.argmin(np.abs(rest_frame.T @ v_s)))  # the axis least aligned with the aim
+    u_s = rest_frame[:, k]
+    align = quat_between(v_s[None], np.asarray(v_rest_target, float)[None])[0]
+    return quat_rotate(align, u_s), frames[:, :, k]
+
+
 def _two_bone_ik(H, K, A, goal, l1, l2):
     """New knee and ankle for hip H, knee K, ankle A [T,3] reaching ``goal``, lengths kept, knee in its plane."""
     d_vec = goal - H
@@ -695,6 +750,12 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
     pos = {c: quat_rotate(q_up, v) for c, v in pos.items()}
     src_floor_h = float(src_floor)  # heights are along up, unchanged by the rotation
     rest = target.canonical_rest
+    # rotation sources also carry each bone's twist: bring their frames into the same space
+    src_rest, src_frames = source_twist(source)
+    R_up = quat_to_matrix(q_up)
+    src_rest = {c: R_up @ np.asarray(v, float) for c, v in src_rest.items()}
+    src_frames = {k: (R_up @ fr[0], np.einsum("ij,tjk->tik", R_up, fr[1][frames] if frames is not None else fr[1]))
+                  for k, fr in src_frames.items()}
 
     def sget(c):
         return _get(pos, c)
@@ -775,7 +836,11 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         if np.linalg.norm(v_rest) < 1e-9:
             continue
         q = quat_mul(quat_between(quat_rotate(qp, np.broadcast_to(v_rest, (T, 3))), v_now), qp)
-        if hint is not None and all(tget(h) is not None and sget(h) is not None for h in hint):
+        twist = _source_twist_hint(src_rest, src_frames, start, aim_c, v_rest)
+        if twist is not None:
+            # the source bone's own roll, carried over through the rest-aligned reference axis
+            q = _twist_to_hint(q, v_now, np.broadcast_to(twist[0], (T, 3)), twist[1])
+        elif hint is not None and all(tget(h) is not None and sget(h) is not None for h in hint):
             u_rest = np.broadcast_to(tget(hint[1]) - tget(hint[0]), (T, 3))
             q = _twist_to_hint(q, v_now, u_rest, sget(hint[1]) - sget(hint[0]))
         bad = ~np.isfinite(q).all(-1)

@@ -404,3 +404,24 @@ def test_resample_object_euler_and_location_by_time(blender):
         scene.frame_set(f30)
         assert np.allclose(obj.location[:], (np.sin(2 * t), t * t, 0.0), atol=2e-3)
         assert np.allclose(obj.rotation_euler[:], (0.5 * t, 0.0, np.cos(t)), atol=2e-3)
+
+
+def test_retarget_carries_forearm_roll(blender):
+    """A roll of the source forearm about its own axis moves no joint, yet reaches the target's forearm."""
+    from mathutils import Quaternion
+
+    bpy = blender
+    src = make_armature(bpy, "Src", 0, prefix="mixamorig:")
+    tgt = make_armature(bpy, "Tgt", 1, a_pose=True)
+    fore = src.pose.bones["mixamorig:LeftForeArm"]
+    fore.rotation_mode = "QUATERNION"
+    for f in range(1, 11):
+        fore.rotation_quaternion = Quaternion((0.0, 1.0, 0.0), 0.1 * f)  # about the bone's own Y axis
+        fore.keyframe_insert("rotation_quaternion", frame=f)
+    select(bpy, src, tgt)
+    assert bpy.ops.marionette.retarget(pin_feet=False) == {"FINISHED"}
+    for f in (3, 8):
+        bpy.context.scene.frame_set(f)
+        q = tgt.pose.bones["forearm.L"].rotation_quaternion
+        axis, angle = q.to_axis_angle()
+        assert abs(angle - 0.1 * f) < 1e-3 and abs(abs(axis[1]) - 1) < 1e-3

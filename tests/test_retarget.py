@@ -166,11 +166,10 @@ def test_up_axis_conversion():
     assert np.allclose(up_vector("-Y"), [0, -1, 0])
 
 
-def test_rig_motion_round_trip_and_canonical_source():
-    """Rotations baked for an armature (rest orientations, joints at heads) reproduce the posed joints."""
-    src = SkeletonSequence(squat(T=40), SMPL, 60.0)
+def mixamo_template_rig(arm_angle=0.6, rolls=None):
+    """Mixamo-named bones on the SMPL template (joints at bone heads, bones pointing to a child)."""
     mix = load_rig("mixamo")
-    rest = smpl_rest(arm_angle=0.6)
+    rest = smpl_rest(arm_angle=arm_angle)
     heads, names, parents = [], [], []
     for j, c in enumerate(SMPL.canonical):
         key = {"smpl_left_hip": "left_hip", "smpl_right_hip": "right_hip", "neck_base": "neck_base"}.get(c, c)
@@ -190,8 +189,16 @@ def test_rig_motion_round_trip_and_canonical_source():
             if p >= 0 else None
         parents.append(names.index(mix.joints[pc]) if pc else -1)
     heads = np.array(heads)
-    tails = heads + np.array([0.0, 0.0, 0.1])
-    rig = Rig.from_bones(names, parents, heads, tails, rolls=np.linspace(0, 1, len(names)))
+    kids = {p: i for i, p in enumerate(parents) if p >= 0 and not names[i].endswith(("UpLeg", "Shoulder"))}
+    tails = np.array([heads[kids[i]] if i in kids else heads[i] + [0.0, 0.0, 0.1] for i in range(len(names))])
+    return Rig.from_bones(names, parents, heads, tails,
+                          rolls=np.linspace(0, 1, len(names)) if rolls is None else np.full(len(names), rolls))
+
+
+def test_rig_motion_round_trip_and_canonical_source():
+    """Rotations baked for an armature (rest orientations, joints at heads) reproduce the posed joints."""
+    src = SkeletonSequence(squat(T=40), SMPL, 60.0)
+    rig = mixamo_template_rig()
     res = retarget(src, rig, feet=True)
     world, posed = RigMotion(rig, res.rotations, res.fps, location=res.location, root_bone=res.root_bone).world()
     assert np.abs(posed - res.heads).max() < 1e-9
@@ -276,3 +283,28 @@ def test_every_joint_set_as_source_and_target(name):
         got = {c: out.joints[:, j].astype(float) for j, c in enumerate(js.canonical)}
         src = {c: X[:, j] for j, c in enumerate(SMPL.canonical)}
         assert max(direction_errors(src, got, limbs).values()) < 2.0
+
+
+def test_twist_from_rotation_sources_is_carried_over():
+    """A forearm rolling about its own axis moves no joint; from a rotation source it still reaches the target."""
+    from engine.resample import quat_exp, quat_log
+
+    src_rig = mixamo_template_rig(arm_angle=0.0, rolls=0.0)  # T-pose
+    tgt_rig = mixamo_template_rig(arm_angle=0.7)  # A-pose, other rolls
+    T = 30
+    theta = 1.2 * np.sin(np.linspace(0, np.pi, T))
+    rot = np.tile([1.0, 0.0, 0.0, 0.0], (T, len(src_rig.names), 1))
+    fore = src_rig.names.index("LeftForeArm")
+    rot[:, fore] = quat_exp(theta[:, None] * np.array([0.0, 1.0, 0.0]))  # about the bone's own Y axis
+    motion = RigMotion(src_rig, rot, 30.0)
+    res = retarget(motion, tgt_rig, feet=False)
+    tb = tgt_rig.names.index("LeftForeArm")
+    local = quat_log(res.rotations[:, tb])
+    # the target forearm rolls by the same angle about its own (Y) axis
+    assert np.allclose(np.abs(local[:, 1]), np.abs(theta), atol=1e-6)
+    assert np.abs(local[:, [0, 2]]).max() < 1e-6
+    # joint positions alone carry no roll
+    _, heads = motion.world()
+    pos = {c: heads[:, src_rig.names.index(b)] for c, b in src_rig.mapping.items()}
+    flat = retarget(CanonicalMotion(pos, 30.0), tgt_rig, feet=False)
+    assert np.abs(quat_log(flat.rotations[:, tb])).max() < 1e-6
