@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _solve9(m, out):
     m00, m01, m02, m11, m12, m22, b0, b1, b2 = m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]
     c00 = m11 * m22 - m12 * m12
@@ -34,7 +34,7 @@ def _solve9(m, out):
     return True
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _error(X, c, R, t, fx, fy, skew, xn, yn):
     z = R[c, 2, 0] * X[0] + R[c, 2, 1] * X[1] + R[c, 2, 2] * X[2] + t[c, 2]
     if not z > 1e-9:
@@ -46,45 +46,45 @@ def _error(X, c, R, t, fx, fy, skew, xn, yn):
     return np.sqrt(ex * ex + ey * ey)
 
 
-@njit(cache=True, parallel=True)
-def triangulate_kernel(px, conf, fx, fy, cx, cy, skew, dist, undistort, R, t, G, min_conf, thr, min_views, tol,
-                       X_out, used_out, err_out, xy_out, w_out):
-    """px [C, N, 2], conf [C, N]; camera arrays [C, ...]; G [C, 9, 4] normal-matrix maps.
+@njit(cache=True, parallel=True, error_model="numpy")
+def triangulate_kernel(obs, fx, fy, cx, cy, skew, dist, undistort, R, t, G, min_conf, thr, min_views, tol,
+                       X_out, used_out, mean_out, conf_out):
+    """obs [C, N, 3] (x, y, confidence); camera arrays [C, ...]; G [C, 9, 4] normal-matrix maps.
 
-    Fills X_out [N, 3], used_out [C, N], err_out [C, N] (undistorted-pixel errors),
-    xy_out [C, N, 2] (normalised coords), w_out [C, N]; returns per-point status
-    (0 ok or missing with < 2 views, 1 = rejected after the loop) and views dropped.
+    Fills X_out [N, 3] (NaN = missing), used_out [C, N], mean_out [N] (mean undistorted-pixel
+    error over the views used, NaN = missing), conf_out [N] (mean confidence of the views
+    used, 0 = missing); returns per-point status (1 = rejected after the loop) and the
+    number of views dropped per point.
     """
-    C, N = conf.shape
+    C, N = obs.shape[0], obs.shape[1]
     status = np.zeros(N, np.int8)
     dropped = np.zeros(N, np.int32)
     chunk = 256
     for ch in prange((N + chunk - 1) // chunk):
         blocks = np.empty((C, 9))
+        xs = np.empty(C)
+        ys = np.empty(C)
+        ws = np.empty(C)
         total = np.empty(9)
         X = np.empty(3)
         Xd = np.empty(3)
         m9 = np.empty(9)
         for n in range(ch * chunk, min(N, (ch + 1) * chunk)):
-            _point(n, px, conf, fx, fy, cx, cy, skew, dist, undistort, R, t, G, min_conf, thr, min_views, tol,
-                   X_out, used_out, err_out, xy_out, w_out, status, dropped, blocks, total, X, Xd, m9)
+            _point(n, obs, fx, fy, cx, cy, skew, dist, undistort, R, t, G, min_conf, thr, min_views, tol,
+                   X_out, used_out, mean_out, conf_out, status, dropped, blocks, xs, ys, ws, total, X, Xd, m9)
     return status, dropped
 
 
-@njit(cache=True, inline="always")
-def _point(n, px, conf, fx, fy, cx, cy, skew, dist, undistort, R, t, G, min_conf, thr, min_views, tol,
-           X_out, used_out, err_out, xy_out, w_out, status, dropped, blocks, total, X, Xd, m9):
-    C = conf.shape[0]
+@njit(cache=True, error_model="numpy")
+def _point(n, obs, fx, fy, cx, cy, skew, dist, undistort, R, t, G, min_conf, thr, min_views, tol,
+           X_out, used_out, mean_out, conf_out, status, dropped, blocks, xs, ys, ws, total, X, Xd, m9):
+    C = obs.shape[0]
     total[:] = 0.0
     nv = 0
     for c in range(C):
-        u, v, w = px[c, n, 0], px[c, n, 1], conf[c, n]
-        ok = np.isfinite(u) and np.isfinite(v) and np.isfinite(w) and w > min_conf
-        if not ok:
+        u, v, w = obs[c, n, 0], obs[c, n, 1], obs[c, n, 2]
+        if not (w > min_conf and np.isfinite(u) and np.isfinite(v) and np.isfinite(w)):
             used_out[c, n] = False
-            w_out[c, n] = 0.0
-            xy_out[c, n, 0] = 0.0
-            xy_out[c, n, 1] = 0.0
             continue
         y0 = (v - cy[c]) / fy[c]
         x0 = (u - cx[c] - skew[c] * y0) / fx[c]
@@ -102,9 +102,7 @@ def _point(n, px, conf, fx, fy, cx, cy, skew, dist, undistort, R, t, G, min_conf
                 x, y = xn, yn
                 if step <= tol[c]:
                     break
-        xy_out[c, n, 0] = x
-        xy_out[c, n, 1] = y
-        w_out[c, n] = w
+        xs[c], ys[c], ws[c] = x, y, w
         used_out[c, n] = True
         w2 = w * w
         f0, f1, f2, f3 = w2 * (x * x + y * y), w2 * x, w2 * y, w2
@@ -113,58 +111,55 @@ def _point(n, px, conf, fx, fy, cx, cy, skew, dist, undistort, R, t, G, min_conf
             blocks[c, k] = b
             total[k] += b
         nv += 1
-    if nv < 2 or not _solve9(total, X):
+    ok = nv >= 2 and _solve9(total, X)
+    mean = 0.0
+    if ok:
+        for c in range(C):
+            if used_out[c, n]:
+                mean += _error(X, c, R, t, fx, fy, skew, xs[c], ys[c])
+        mean /= nv
+        if thr > 0:
+            while not (mean <= thr) and nv > min_views:
+                best_d, best_mean = -1, np.inf
+                for d in range(C):  # every leave-one-camera-out solution
+                    if not used_out[d, n]:
+                        continue
+                    for k in range(9):
+                        m9[k] = total[k] - blocks[d, k]
+                    if not _solve9(m9, Xd):
+                        continue
+                    s = 0.0
+                    for c in range(C):
+                        if used_out[c, n] and c != d:
+                            s += _error(Xd, c, R, t, fx, fy, skew, xs[c], ys[c])
+                    s /= nv - 1
+                    if s < best_mean:
+                        best_mean, best_d = s, d
+                if best_d < 0:
+                    break
+                used_out[best_d, n] = False
+                for k in range(9):
+                    total[k] -= blocks[best_d, k]
+                _solve9(total, X)
+                nv -= 1
+                dropped[n] += 1
+                mean = best_mean
+            if not (mean <= thr):
+                status[n] = 1
+                ok = False
+    if ok and np.isfinite(X[0]) and np.isfinite(X[1]) and np.isfinite(X[2]):
+        s = 0.0
+        for c in range(C):
+            if used_out[c, n]:
+                s += ws[c]
+        for k in range(3):
+            X_out[n, k] = X[k]
+        mean_out[n] = mean
+        conf_out[n] = s / nv
+    else:
         for k in range(3):
             X_out[n, k] = np.nan
         for c in range(C):
-            err_out[c, n] = np.nan
-        return
-    mean = 0.0
-    for c in range(C):
-        if used_out[c, n]:
-            e = _error(X, c, R, t, fx, fy, skew, xy_out[c, n, 0], xy_out[c, n, 1])
-            err_out[c, n] = e
-            mean += e
-        else:
-            err_out[c, n] = np.nan  # only the errors of views used are reported
-    mean /= nv
-    if thr > 0:
-        while not (mean <= thr) and nv > min_views:
-            best_d, best_mean = -1, np.inf
-            for d in range(C):
-                if not used_out[d, n]:
-                    continue
-                for k in range(9):
-                    blocks[d, k] = -blocks[d, k]  # temporarily: total - block_d
-                for k in range(9):
-                    m9[k] = total[k] + blocks[d, k]
-                for k in range(9):
-                    blocks[d, k] = -blocks[d, k]
-                if not _solve9(m9, Xd):
-                    continue
-                s = 0.0
-                for c in range(C):
-                    if used_out[c, n] and c != d:
-                        s += _error(Xd, c, R, t, fx, fy, skew, xy_out[c, n, 0], xy_out[c, n, 1])
-                s /= nv - 1
-                if s < best_mean:
-                    best_mean, best_d = s, d
-            if best_d < 0:
-                break
-            used_out[best_d, n] = False
-            for k in range(9):
-                total[k] -= blocks[best_d, k]
-            _solve9(total, X)
-            nv -= 1
-            dropped[n] += 1
-            mean = best_mean
-        if dropped[n] > 0:
-            for c in range(C):
-                err_out[c, n] = _error(X, c, R, t, fx, fy, skew, xy_out[c, n, 0], xy_out[c, n, 1]) \
-                    if used_out[c, n] else np.nan
-        if not (mean <= thr):
-            status[n] = 1
-            for k in range(3):
-                X[k] = np.nan
-    for k in range(3):
-        X_out[n, k] = X[k]
+            used_out[c, n] = False
+        mean_out[n] = np.nan
+        conf_out[n] = 0.0

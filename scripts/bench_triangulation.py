@@ -5,12 +5,14 @@ Both get the same input: the vendored Pose2Sim capture (4 cameras, 100 frames, B
 the same subject selection, detections with confidence <= 0.3 removed, and the same
 calibration (aniposelib's CameraGroup is loaded from a Pose2Sim/anipose TOML written
 from our cameras). Timed: the triangulation call itself, including undistortion
-(best of --repeat runs, after one warm-up run, which also absorbs aniposelib's JIT).
+(best of --repeat runs after one warm-up call each, which also absorbs aniposelib's and
+numba's JIT compilation; ours run before aniposelib because JAX's worker threads keep
+spinning after its calls and slow whatever runs next in the process).
 
 Prints frames per second of both, the ratio, the median reprojection error of both,
 and the standard deviation over time of thigh and shin lengths.
 
-    python scripts/bench_triangulation.py [--repeat 5] [--tile 10]
+    python scripts/bench_triangulation.py [--repeat 15] [--tile 10]
 
 --tile repeats the 100-frame capture in time to get a longer, more stable measurement.
 aniposelib 0.8 needs jax; with numpy 1.26 use  pip install --no-deps jax==0.4.30 jaxlib==0.4.30.
@@ -19,6 +21,7 @@ aniposelib 0.8 needs jax; with numpy 1.26 use  pip install --no-deps jax==0.4.30
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -57,7 +60,7 @@ def limb_stats(points, js):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--tile", type=int, default=10, help="repeat the capture this many times in time")
     ap.add_argument("--min-confidence", type=float, default=0.3)
     ap.add_argument("--threshold", type=float, default=25.0, help="view-rejection threshold in px (default 25)")
@@ -88,17 +91,38 @@ def main() -> int:
         write_pose2sim_toml(toml_path, cams)
         group = CameraGroup.load(str(toml_path))
 
-    def ours(backend, thr):
-        return best_time(lambda: triangulate(data, cams, min_confidence=args.min_confidence, reproj_threshold=thr,
-                                             backend=backend), args.repeat)
-
-    t_plain, res_plain = ours("numpy", None)
-    t_ours, res = ours("numpy", args.threshold)
-    t_p2s, res_p2s = ours("numpy", 15.0)
+    # Best of --repeat runs for each method after a warm-up call (JIT compilation, caches).
     have_numba = _numba_kernel() is not None
+    methods = {
+        "anipose": lambda: group.triangulate(p2d, undistort=True),
+        "plain": lambda: triangulate(data, cams, min_confidence=args.min_confidence, reproj_threshold=None,
+                                     backend="numpy"),
+        "default": lambda: triangulate(data, cams, min_confidence=args.min_confidence,
+                                       reproj_threshold=args.threshold, backend="numpy"),
+        "p2s": lambda: triangulate(data, cams, min_confidence=args.min_confidence, reproj_threshold=15.0,
+                                   backend="numpy"),
+    }
     if have_numba:
-        t_nb, res_nb = ours("numba", args.threshold)  # warm-up call inside compiles (or loads the cache)
-    t_anipose, p3_anipose = best_time(lambda: group.triangulate(p2d, undistort=True), args.repeat)
+        import numba
+
+        methods["numba"] = lambda: triangulate(data, cams, min_confidence=args.min_confidence,
+                                               reproj_threshold=args.threshold, backend="numba")
+        nb_threads = max(1, min(numba.get_num_threads(), T * J // 250_000))
+    outputs, best = {}, {}
+    order = [k for k in methods if k != "anipose"] + ["anipose"]
+    for k in order:  # ours first: JAX's worker threads keep spinning after its calls and slow what follows
+        outputs[k] = methods[k]()
+        best[k] = np.inf
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            methods[k]()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    t_anipose, p3_anipose = best["anipose"], outputs["anipose"]
+    t_plain, res_plain = best["plain"], outputs["plain"]
+    t_ours, res = best["default"], outputs["default"]
+    t_p2s, res_p2s = best["p2s"], outputs["p2s"]
+    if have_numba:
+        t_nb, res_nb = best["numba"], outputs["numba"]
 
     js = kp.joint_set
     p3_ours = res.points.reshape(-1, 3)
@@ -127,13 +151,14 @@ def main() -> int:
             (f"marionette numpy, rejection {args.threshold:g} px (default)", t_ours, res),
             ("marionette numpy, rejection 15 px (Pose2Sim)", t_p2s, res_p2s)]
     if have_numba:
-        rows.append((f"marionette numba, rejection {args.threshold:g} px", t_nb, res_nb))
+        rows.append((f"marionette numba ({nb_threads} thr), rejection {args.threshold:g} px", t_nb, res_nb))
     for name, t, r in rows:
         ea, eu = ours_errors(r)
         print(f"{name:44s} {t:8.4f} {T / t:10.0f} {ea:10.2f} {eu:13.2f}")
     print(f"throughput ratio marionette/aniposelib: numpy {t_anipose / t_ours:.1f}x (default settings), "
           f"{t_anipose / t_plain:.1f}x without rejection, {t_anipose / t_p2s:.1f}x with 15 px rejection"
           + (f"; numba kernel {t_anipose / t_nb:.1f}x" if have_numba else "; numba not installed"))
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (timings scale with it)")
     print(f"3D points: aniposelib {int(np.isfinite(p3_anipose).all(-1).sum())}, marionette default "
           f"{int(np.isfinite(res.points).all(-1).sum())} of {T * J}")
     print("limb length over time (first 100 frames, no filtering), mean / std in mm:")
