@@ -127,7 +127,8 @@ def read_pose2sim_toml(path, text: str | None = None) -> list[Camera]:
         elif rvec.shape == (3,):
             R = _rodrigues(rvec)
         else:
-            raise MarionetteError(f"{where} field 'rotation': expected a Rodrigues vector of 3 numbers, got {rvec.shape}")
+            raise MarionetteError(f"{where} field 'rotation': expected a Rodrigues vector of 3 numbers, "
+                                  f"got shape {rvec.shape}")
         try:
             cams.append(Camera(name=str(table.get("name", section)), K=_get(table, "matrix", where), R=R,
                                t=_get(table, "translation", where), width=round(float(size[0])),

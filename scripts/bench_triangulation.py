@@ -37,17 +37,6 @@ from engine.keypoints import match_cameras, read_keypoints, select_subject  # no
 from engine.triangulation import _numba_kernel, triangulate  # noqa: E402
 
 
-def best_time(fn, repeat):
-    fn()  # warm-up (JIT, caches)
-    times = []
-    out = None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
-
-
 def limb_stats(points, js):
     rows = []
     for name, a, b in (("left thigh", "left_hip", "left_knee"), ("right thigh", "right_hip", "right_knee"),
@@ -67,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
 
     try:
-        import jax  # noqa: F401
+        import jax  # noqa: F401  (aniposelib imports it inside triangulate)
         from aniposelib.cameras import CameraGroup
     except Exception as exc:  # report the exact fix instead of a traceback
         print(f"aniposelib cannot be imported/run here ({type(exc).__name__}: {exc}).\n"
@@ -125,7 +114,6 @@ def main() -> int:
         t_nb, res_nb = best["numba"], outputs["numba"]
 
     js = kp.joint_set
-    p3_ours = res.points.reshape(-1, 3)
 
     def anipose_error(p3):
         err = np.linalg.norm(group.reprojection_error(p3, p2d), axis=-1)  # [C, N]
@@ -163,7 +151,8 @@ def main() -> int:
           f"{int(np.isfinite(res.points).all(-1).sum())} of {T * J}")
     print("limb length over time (first 100 frames, no filtering), mean / std in mm:")
     n0 = kp.data.shape[1]
-    tables = [limb_stats(p3_anipose.reshape(T, J, 3)[:n0], js)] + [limb_stats(r.points[:n0], js) for _, _, r in rows[:3]]
+    tables = [limb_stats(p3_anipose.reshape(T, J, 3)[:n0], js)]
+    tables += [limb_stats(r.points[:n0], js) for _, _, r in rows[:3]]
     print(f"  {'bone':12s} {'aniposelib':>15s} {'ours, none':>15s} {'ours, default':>15s} {'ours, 15 px':>15s}")
     for i in range(4):
         cells = "".join(f"{tab[i][1]:8.1f} /{tab[i][2]:5.1f}" for tab in tables)

@@ -184,7 +184,8 @@ def test_to_blender_round_trip(bpy_scene, size):
     scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = W, H, 100
     scene.render.pixel_aspect_x, scene.render.pixel_aspect_y = p["pixel_aspect_x"], p["pixel_aspect_y"]
     d = obj.data
-    d.lens, d.sensor_width, d.sensor_height, d.sensor_fit = p["lens"], p["sensor_width"], p["sensor_height"], p["sensor_fit"]
+    d.lens, d.sensor_width, d.sensor_height = p["lens"], p["sensor_width"], p["sensor_height"]
+    d.sensor_fit = p["sensor_fit"]
     d.shift_x, d.shift_y = p["shift_x"], p["shift_y"]
     from mathutils import Matrix
 
