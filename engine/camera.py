@@ -10,8 +10,8 @@ Conventions (used everywhere in Marionette):
 * Distortion is OpenCV's ``(k1, k2, p1, p2[, k3[, k4, k5, k6]])``.
 * Units are metres.
 
-Functions take numpy arrays or torch tensors (``project_points_torch``) and
-broadcast over any leading batch shape.
+Functions take numpy arrays or torch tensors (``project_points_torch``,
+``undistort_pixels_torch``) and broadcast over any leading batch shape.
 """
 
 from __future__ import annotations
@@ -299,6 +299,29 @@ def project_points_torch(points, K, R, t, dist=None):
     u = K[..., 0:1, 0] * xy[..., 0] + K[..., 0:1, 1] * xy[..., 1] + K[..., 0:1, 2]
     v = K[..., 1:2, 1] * xy[..., 1] + K[..., 1:2, 2]
     return torch.stack([u, v], dim=-1), z
+
+
+def undistort_pixels_torch(pixels, K, dist, iterations: int = 20):
+    """Batched torch undistortion: distorted pixels [..., N, 2] -> normalised coordinates
+    [..., N, 2] (x/z, y/z), inverting OpenCV's model by fixed-point iteration (as
+    ``undistort_normalized``). K [..., 3, 3], dist [..., 4|5|8]. Differentiable.
+    """
+    import torch
+
+    fx, fy = K[..., 0:1, 0], K[..., 1:2, 1]
+    cx, cy, skew = K[..., 0:1, 2], K[..., 1:2, 2], K[..., 0:1, 1]
+    y0 = (pixels[..., 1] - cy) / fy
+    x0 = (pixels[..., 0] - cx - skew * y0) / fx
+    d = torch.nn.functional.pad(dist, (0, 8 - dist.shape[-1]))
+    k1, k2, p1, p2, k3, k4, k5, k6 = (d[..., i: i + 1] for i in range(8))
+    x, y = x0, y0
+    for _ in range(iterations):
+        r2 = x * x + y * y
+        icdist = (1 + r2 * (k4 + r2 * (k5 + r2 * k6))) / (1 + r2 * (k1 + r2 * (k2 + r2 * k3)))
+        dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        x, y = (x0 - dx) * icdist, (y0 - dy) * icdist
+    return torch.stack([x, y], dim=-1)
 
 
 # ---------------------------------------------------------------------- Blender conversion

@@ -5,7 +5,7 @@ import pytest
 
 from engine import MarionetteError
 from engine.camera import (Camera, distort_normalized, from_blender, load_cameras_json, project_points_torch,
-                           save_cameras, to_blender, undistort_normalized)
+                           save_cameras, to_blender, undistort_normalized, undistort_pixels_torch)
 
 
 def _camera(dist=(0.0,) * 5, name="cam"):
@@ -66,6 +66,19 @@ def test_torch_projection_matches_numpy():
                                      torch.tensor(cam.dist))
     np.testing.assert_allclose(px.numpy(), cam.project(X), atol=1e-6)
     np.testing.assert_allclose(depth.numpy(), cam.world_to_camera(X)[:, 2], atol=1e-9)
+
+
+def test_torch_undistortion_matches_numpy_and_batches():
+    torch = pytest.importorskip("torch")
+    cams = [_camera(dist=(-0.12, 0.09, 0.001, -0.0007, 0.01)), _camera(dist=(0.05, -0.02, 0.0, 0.0, 0.0))]
+    X = _points(40)
+    pix = np.stack([c.project(X) for c in cams])  # [2, N, 2]
+    out = undistort_pixels_torch(torch.tensor(pix), torch.tensor(np.stack([c.K for c in cams])),
+                                 torch.tensor(np.stack([c.dist for c in cams])))
+    ref = np.stack([c.pixels_to_normalized(p) for c, p in zip(cams, pix)])
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-10)
+    np.testing.assert_allclose(out.numpy(), np.stack([c.world_to_camera(X)[:, :2] / c.world_to_camera(X)[:, 2:]
+                                                      for c in cams]), atol=1e-8)
 
 
 def test_json_round_trip(tmp_path):
