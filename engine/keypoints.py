@@ -12,8 +12,9 @@ Readers keep *every* detected person (``people`` [C, T, P, J, 3], NaN-padded).
 
 * a seed frame: for each pair of cameras and each pair of their people, the pair is
   triangulated, projected into the other cameras, and each other camera adopts its
-  person nearest to that projection; the assignment with the lowest mean reprojection
-  error (with the most joints) wins;
+  person nearest to that projection; the assignment seen by the most cameras wins, then
+  the one with the most joints, then the one with the lowest mean reprojection error (so
+  a bystander seen by fewer cameras loses even when their fewer views agree better);
 * later and earlier frames are tracked from there by proximity: the previous frame's
   3D skeleton is projected into every camera and each camera takes its nearest person
   (if nearer than ``max_distance_px``), after which the assignment is re-triangulated;
