@@ -170,3 +170,14 @@ def test_torchrun_ddp_two_processes(capture, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     _, doc = load_actor(out)
     assert doc["training"]["world_size"] == 2 and doc["training"]["steps"] == 2
+
+
+def test_mismatched_cameras_give_clear_error(capture, tmp_path, capsys):
+    broken = tmp_path / "cams"
+    shutil.copytree(capture, broken)
+    doc = json.loads((broken / "cameras.json").read_text())
+    doc["cameras"][1]["name"] = "somebody_else"
+    (broken / "cameras.json").write_text(json.dumps(doc))
+    assert main(["train", "--capture", str(broken), "-o", str(tmp_path / "x"), "--steps", "1", *TRAIN]) == 1
+    err = capsys.readouterr().err
+    assert "cameras.json" in err and "cam01" in err
