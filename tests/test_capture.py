@@ -359,3 +359,31 @@ def test_capture_from_skeleton_file_and_determinism(tmp_path, tiny_capture):
     for cam in a.camera_names:
         for f in a.frames:
             assert np.abs(a.load_rgba(cam, f) - b.load_rgba(cam, f)).max() <= 2 / 255
+
+
+@pytest.mark.blender
+def test_failure_while_rendering_leaves_nothing(tmp_path, monkeypatch):
+    """A crash half way through (here: reading joints of the 2nd frame) removes OUT.partial/
+    and never creates OUT."""
+    pytest.importorskip("bpy")
+    from addon.synthetic import make_capture as mc
+    from addon.synthetic import scene as S
+    from engine.commands.make_capture import build_parser, config_from_args
+
+    calls = {"n": 0}
+    real = S.read_joints
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return real(*a, **k)
+
+    monkeypatch.setattr(S, "read_joints", flaky)
+    out = tmp_path / "cap"
+    args = build_parser().parse_args(["-o", str(out), "--cameras", "1", "--frames", "3", "--resolution", "32",
+                                      "--samples", "1"])
+    with pytest.raises(RuntimeError, match="simulated"):
+        mc.make_capture(config_from_args(args), args)
+    assert calls["n"] == 2
+    assert not out.exists() and not partial_path(out).exists()

@@ -74,7 +74,8 @@ def configure_render(scene, samples: int, seed: int, threads: int = 0) -> dict:
 # ---------------------------------------------------------------------- materials
 def _principled(name, colour, roughness=0.5):
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # 5.0 always uses nodes and deprecates the switch
+        mat.use_nodes = True
     nt = mat.node_tree
     bsdf = nt.nodes.get("Principled BSDF")
     bsdf.inputs["Base Color"].default_value = (*_srgb_to_linear(colour), 1.0)
@@ -249,7 +250,8 @@ def read_joints(mesh_obj, arm_obj, body: Body) -> np.ndarray:
 # ---------------------------------------------------------------------- lights and cameras
 def add_lights(scene) -> None:
     world = bpy.data.worlds.new("world")
-    world.use_nodes = True
+    if bpy.app.version < (5, 0, 0):
+        world.use_nodes = True
     bg = world.node_tree.nodes.get("Background")
     bg.inputs["Color"].default_value = (0.55, 0.6, 0.68, 1.0)
     bg.inputs["Strength"].default_value = 0.45
