@@ -18,6 +18,8 @@ $PY -m pip install --no-deps "anny==0.6.2"
 # breaks bpy; it runs fine with what is already installed plus these.
 $PY -m pip install --no-deps "aniposelib==0.8.0" || true
 $PY -m pip install "pandas==2.2.3" "toml" "numba>=0.59" "numpy<2" || true
+# aniposelib's triangulate imports jax; the newest jax needs numpy 2, this one does not.
+$PY -m pip install --no-deps "jax==0.4.30" "jaxlib==0.4.30" "ml_dtypes>=0.2,<0.5" "opt_einsum" || true
 # Optional kernels (issue 9): a failed build leaves the PyTorch reference in charge.
 if [ -f cuda_ext/setup.py ] && [ "${MARIONETTE_SKIP_KERNELS:-0}" != "1" ]; then
     $PY -m pip install wheel ninja
