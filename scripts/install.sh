@@ -22,6 +22,8 @@ $PY -m pip install "pandas==2.2.3" "toml" "numba>=0.59" "numpy<2" || true
 $PY -m pip install --no-deps "jax==0.4.30" "jaxlib==0.4.30" "ml_dtypes>=0.2,<0.5" "opt_einsum" || true
 # Optional kernels (issue 9): a failed build leaves the PyTorch reference in charge.
 if [ -f cuda_ext/setup.py ] && [ "${MARIONETTE_SKIP_KERNELS:-0}" != "1" ]; then
-    $PY -m pip install wheel ninja
+    # the build runs without isolation (an isolated build would fetch a multi-GB CUDA torch);
+    # a complete setuptools is needed for that (a half-upgraded one lacks bdist_wheel)
+    $PY -m pip install --force-reinstall --no-deps "setuptools>=70,<85" wheel ninja
     $PY -m pip install --no-build-isolation ./cuda_ext || echo "marionette: cuda_ext kernels not built; using the PyTorch reference renderer"
 fi
