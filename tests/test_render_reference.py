@@ -21,6 +21,12 @@ raycast_module = importlib.import_module("engine.render.raycast")
 MODES = ("transmittance", "rochette")
 
 
+@pytest.fixture(autouse=True)
+def _reference_backend(monkeypatch):
+    """These tests are about the PyTorch reference, even where compiled kernels are installed."""
+    monkeypatch.setenv("MARIONETTE_RENDER_BACKEND", "reference")
+
+
 # ---------------------------------------------------------------------- helpers
 def _cam_tensors(cam: Camera, dtype=torch.float64, batch: int = 1):
     K = torch.as_tensor(cam.K, dtype=dtype)[None].repeat(batch, 1, 1)
@@ -351,6 +357,7 @@ def test_backend_dispatch(monkeypatch):
             calls.append(args)
             return raycast_reference(*args[:10], mode=args[10])
 
+    monkeypatch.delenv("MARIONETTE_RENDER_BACKEND")
     # no kernels installed (or broken): auto falls back silently, "kernel" is a clear error
     monkeypatch.setattr(raycast_module, "_kernels", lambda: None)
     torch.testing.assert_close(render_latent(joints, BODY_25B, cam, feats)["latent"], reference["latent"])
