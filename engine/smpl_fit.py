@@ -506,6 +506,34 @@ def fit_smpl(joints, joint_set: JointSet, model: SMPLModelData, confidence=None,
     )
 
 
+FIT_FORMAT = "marionette.smpl_fit"
+
+
+def save_fit(path, result: FitResult, model: SMPLModelData, seq, extras: dict | None = None) -> None:
+    """Write an AMASS-style fit ``.npz`` atomically (poses, trans, betas, gender, mocap_framerate, up_axis,
+    plus fit_error, failed, failure_reason, joints, keypoints, joint_set)."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = dict(
+        format=np.array(FIT_FORMAT), version=np.array(1),
+        poses=result.poses.astype(np.float32), trans=result.trans.astype(np.float32),
+        betas=result.betas.astype(np.float32), gender=np.array(model.gender),
+        mocap_framerate=np.array(float(seq.fps)), up_axis=np.array(seq.up_axis),
+        fit_error=result.fit_error.astype(np.float32), failed=result.failed.astype(bool),
+        failure_reason=np.array(result.failure_reason, dtype=str),
+        joints=result.joints.astype(np.float32), keypoints=result.keypoints.astype(np.float32),
+        joint_set=np.array(seq.joint_set.name), hip_offset_correction=result.offsets.astype(np.float32),
+        messages=np.array(result.messages, dtype=str),
+    )
+    arrays.update(extras or {})
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 # ------------------------------------------------------------------------------------------
 # Levenberg-Marquardt over the whole sequence with analytic per-frame Jacobians
 #
