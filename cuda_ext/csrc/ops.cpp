@@ -10,11 +10,15 @@
 // Python (engine/render/kernels.py) with torch.library.
 #include <Python.h>
 
-#include <ATen/ATen.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/stack.h>
 #include <torch/library.h>
 
 #include "raycast_math.h"
 #include "raycast_ops.h"
+
+#include <vector>
 
 namespace mk {
 
@@ -65,19 +69,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish_ra
   //   dP = GA + GB m^T + GC m m^T,   dmean = P^T GB + (P + P^T) m GC.
   const auto dtype = means.scalar_type();
   at::Tensor g = geo.to(dtype);
-  at::Tensor o = -at::matmul(R.transpose(1, 2), t.unsqueeze(-1)).squeeze(-1);  // [B,3]
+  at::Tensor o = -R.transpose(1, 2).matmul(t.unsqueeze(-1)).squeeze(-1);  // [B,3]
   at::Tensor m = means - o.unsqueeze(1);                                      // [B,N,3]
-  at::Tensor sym_index = at::tensor({0, 1, 2, 1, 3, 4, 2, 4, 5}, at::TensorOptions().dtype(at::kLong)).to(geo.device());
   auto sizes = means.sizes().vec();  // [B,N,3]
-  at::Tensor ga = g.slice(-1, 0, 6).index_select(-1, sym_index).reshape({sizes[0], sizes[1], 3, 3});
+  const int sym[9] = {0, 1, 2, 1, 3, 4, 2, 4, 5};  // 3x3 entry -> unique accumulator
+  std::vector<at::Tensor> entries;
+  for (int i = 0; i < 9; ++i) entries.push_back(g.select(-1, sym[i]));
+  at::Tensor ga = at::stack(entries, -1).reshape({sizes[0], sizes[1], 3, 3});
   at::Tensor gb = g.slice(-1, 6, 9);
   at::Tensor gc = g.select(-1, 9);
   at::Tensor grho = g.select(-1, 10).contiguous();
   at::Tensor mm = m.unsqueeze(-1) * m.unsqueeze(-2);
   at::Tensor grad_prec = ga + gb.unsqueeze(-1) * m.unsqueeze(-2) + gc.unsqueeze(-1).unsqueeze(-1) * mm;
   at::Tensor pt = precisions.transpose(-1, -2);
-  at::Tensor grad_means = at::matmul(pt, gb.unsqueeze(-1)).squeeze(-1) +
-                          at::matmul(precisions + pt, m.unsqueeze(-1)).squeeze(-1) * gc.unsqueeze(-1);
+  at::Tensor grad_means = pt.matmul(gb.unsqueeze(-1)).squeeze(-1) +
+                          (precisions + pt).matmul(m.unsqueeze(-1)).squeeze(-1) * gc.unsqueeze(-1);
   return {grad_means, grad_prec, grho, grad_features.to(dtype), grad_background.to(dtype)};
 }
 

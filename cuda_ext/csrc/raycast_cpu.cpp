@@ -4,9 +4,11 @@
 // a small per-thread buffer (insertion-sorted by depth), so nothing of size [pixels, N] is ever
 // materialised.  Backward recomputes the pixel's forward and walks back-to-front; gradients go to
 // per-thread buffers that are summed at the end (no atomics).
-#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <atomic>

@@ -1,8 +1,10 @@
 // CUDA implementations of marionette::raycast_fwd / raycast_bwd: checks, allocation on the
 // current stream's device, launch of the raw-pointer kernels in raycast_cuda.cu, and the shared
 // gradient finishing.  Compiled only for CUDA builds (setup.py, MARIONETTE_WITH_CUDA).
-#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>

@@ -95,6 +95,7 @@ template <typename T> struct PrimGeom {
   T p00, p01, p02, p11, p12, p22;
   T pm0, pm1, pm2;
   T c, rho, rho_hat;
+  T h_cut;        // beyond this squared Mahalanobis distance the primitive is below the cull bound
   int32_t index;  // primitive index in [0, N)
 };
 
@@ -143,6 +144,7 @@ MK_HD void setup_prim(const T* mean, const T* P, T rho, const Cam<T>& cam, T eps
   g.rho = rho;
   g.rho_hat = mk_max(mk_abs(rho), T(1));
   g.index = index;
+  g.h_cut = T(1e30);
 
   // Along any line: a >= lam and h >= lam * dist(mean, line)^2, so
   // tau/rho <= sqrt(2 pi/lam) exp(-lam dist^2/2); below eps/rho_hat beyond distance r.
@@ -160,6 +162,8 @@ MK_HD void setup_prim(const T* mean, const T* P, T rho, const Cam<T>& cam, T eps
     cull.theta = T(kNeverTheta);
     return;
   }
+  // Per pixel, h > h_cut already bounds tau/rho by eps/rho_hat (a >= lam), without exp or erfc.
+  g.h_cut = T(2) * mk_log(peak / eps) * T(1.0001);
   const T r = mk_sqrt(T(2) * mk_log(peak / eps) / lam) * T(1.01) + T(1e-6);
   cull.theta = dist <= r ? T(-1) : mk_asin(r / dist);
 }
@@ -205,6 +209,7 @@ template <typename T> MK_HD bool eval_prim(const PrimGeom<T>& g, const T d[3], T
   const T b = g.pm0 * d[0] + g.pm1 * d[1] + g.pm2 * d[2];
   const T s = b / a;
   T h = g.c - b * s;
+  if (h > g.h_cut) return false;
   h = h > T(0) ? h : T(0);
   const T ge = mk_sqrt(T(2.0 * kPi) / a) * mk_exp(T(-0.5) * h) * T(0.5) * mk_erfc(-s * mk_sqrt(T(0.5) * a));
   if (g.rho_hat * ge < eps) return false;  // NaN stays in, as in the reference

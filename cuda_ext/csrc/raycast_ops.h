@@ -2,7 +2,7 @@
 // and the CUDA binding.  Needs ATen; the CUDA kernels themselves live behind raycast_cuda.h.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <tuple>
 
 namespace mk {
