@@ -60,6 +60,8 @@ class FitOptions:
     learn_offsets: bool = True
     min_joint_fraction: float = 0.4  # a frame needs this fraction of the usable joints (and >= 4)
     divergence_threshold: float = 0.10  # metres of mean joint error beyond which a frame is diverged
+    cpu_threads: int = 1             # torch threads during the fit on CPU (0: leave torch's setting); the
+                                     # many small batched ops lose badly to threading on a busy machine
     gmm: object = None               # engine.smpl_prior.GMMPosePrior
     extra_terms: list = field(default_factory=list)  # callables(state dict) -> scalar loss (e.g. silhouettes)
 
@@ -414,6 +416,18 @@ def fit_smpl(joints, joint_set: JointSet, model: SMPLModelData, confidence=None,
     import torch
 
     opts = options or FitOptions()
+    before = torch.get_num_threads()
+    if opts.cpu_threads > 0 and str(opts.device).startswith("cpu"):
+        torch.set_num_threads(opts.cpu_threads)
+    try:
+        return _fit_smpl(joints, joint_set, model, confidence, opts, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit_smpl(joints, joint_set, model, confidence, opts: FitOptions, progress) -> FitResult:
+    import torch
+
     joints = np.asarray(joints, dtype=np.float64)
     if joints.ndim != 3 or joints.shape[1:] != (joint_set.num_joints, 3):
         raise MarionetteError(f"joints: expected shape [T, {joint_set.num_joints}, 3] for {joint_set.name}, "
