@@ -212,6 +212,36 @@ def total_step(scene, decoder, size, mode, backend, device, backward):
     return run
 
 
+def agreement(device) -> list[str]:
+    """Max abs differences vs a float64 reference render (kernels and float32), 2 frames at 64x48."""
+    lines = []
+    joints = torch.tensor([POSE[n] for n in BODY_25B.names], dtype=torch.float64, device=device)[None].repeat(2, 1, 1)
+    cams = [Camera.look_at(f"c{i}", eye=eye, target=(0.0, 0.0, 0.9), width=48, height=64, fov_deg=40)
+            for i, eye in enumerate([(0.6, -3.2, 1.2), (3.0, 0.8, 1.4)])]
+    K, R, t = cameras_to_tensors(cams, device=device, dtype=torch.float64)
+    prims = BonePrimitives(BODY_25B).to(device)
+    n = prims.num_bones
+    feats = torch.randn(1, n, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device)
+    bg = torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=torch.float64, device=device).expand(2, -1)
+    backends = ["reference"] + (["kernel"] if kernel_available(device) else [])
+    for mode in ("transmittance", "rochette"):
+        def render(dtype, backend):
+            means, P = bone_gaussians(joints.to(dtype), prims.bones, prims.widths().detach().to(dtype))
+            dens = prims.densities().detach().to(dtype)[None].expand(2, -1)
+            return raycast(means, P, dens, feats.to(dtype), bg.to(dtype), K, R, t, 64, 48, mode=mode,
+                           backend=backend)
+        truth = render(torch.float64, "reference")
+        for backend in backends:
+            for dtype in (torch.float64, torch.float32):
+                if backend == "reference" and dtype == torch.float64:
+                    continue
+                out = render(dtype, backend)
+                diffs = ", ".join(f"{name} {float((o.double() - r).abs().max()):.1e}"
+                                  for name, o, r in zip(("latent", "alpha", "depth"), out, truth))
+                lines.append(f"{mode:13} {backend:9} {str(dtype).replace('torch.', ''):7}: {diffs}")
+    return lines
+
+
 class _Null:
     def __enter__(self):
         return self
@@ -231,6 +261,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1, help="frames per call; times are reported per frame")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per row (median), after one warm-up")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--no-agreement", action="store_true", help="skip the kernel/float32 agreement check")
     ap.add_argument("--no-unchunked", action="store_true", help="skip the unchunked reference comparison rows")
     args = ap.parse_args()
     if args.threads:
@@ -243,6 +274,7 @@ def main() -> int:
     print(f"scene: BODY_25B standing pose, {len(BODY_25B.bones)} bones, {args.channels} channels, "
           f"batch {args.batch}, float32; times are medians of {args.repeats} runs, per frame")
     rows = []
+    rows_agree = []
     notes = set()
     for dev_name in devices:
         device = torch.device(dev_name)
@@ -283,6 +315,13 @@ def main() -> int:
                                      bwd_ms / args.batch, fwd_mem, bwd_mem))
                 print(f"  done: {dev_name} {size}² {mode}", file=sys.stderr, flush=True)
 
+    for dev_name in ([] if args.no_agreement else devices):
+        if dev_name == "cuda" and not torch.cuda.is_available():
+            continue
+        print(f"agreement with the float64 reference on {dev_name} (max abs difference):", file=sys.stderr)
+        for line in agreement(torch.device(dev_name)):
+            rows_agree.append(f"{dev_name}: {line}")
+
     def mem(x):
         return "n/a" if x is None else f"{x:8.1f}"
 
@@ -294,6 +333,10 @@ def main() -> int:
     for dev, size, mode, stage, f, b, fm, bm in rows:
         print(f"| {dev:6} | {size:4d} | {mode:13} | {stage:32} | {f:8.1f} | {b:10.1f} | {mem(fm):>12} | "
               f"{mem(bm):>16} |")
+    print()
+    print("agreement with a float64 reference render (2 frames, 64x48, max abs difference):")
+    for line in rows_agree:
+        print("  " + line)
     print()
     for n in sorted(notes):
         print(f"note: {n}")

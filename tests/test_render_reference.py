@@ -379,3 +379,15 @@ def test_backend_dispatch(monkeypatch):
     lat = raycast(means, P, dens, feats, torch.zeros(1, 3, dtype=torch.float64), K, R, t, 10, 12, backend="auto")[0]
     assert len(calls) == 3
     torch.testing.assert_close(lat, reference["latent"])
+
+
+def test_autocast_does_not_lower_precision():
+    joints, bones, widths, densities, features, background, cam = _small_scene(dtype=torch.float32)
+    K, R, t = _cam_tensors(cam, dtype=torch.float32)
+    means, P = bone_gaussians(joints, bones, widths)
+    plain = raycast_reference(means, P, densities[None], features, background, K, R, t, 5, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = raycast_reference(means, P, densities[None], features, background, K, R, t, 5, 6)
+    for a, b in zip(plain, mixed):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(a, b)

@@ -141,6 +141,15 @@ def raycast_reference(means, precisions, densities, features, background, K, R, 
     chunk_rays: rays per chunk summed over the batch (memory ~ chunk_rays * N * a dozen values).
     use_checkpoint: recompute chunk intermediates in backward (default: when grads are needed).
     """
+    # exp/erfc of large Mahalanobis distances need full precision: an enclosing autocast region
+    # must not run these matmuls in half precision
+    with torch.autocast(device_type=means.device.type, enabled=False):
+        return _raycast_reference(means, precisions, densities, features, background, K, R, t, height, width, mode,
+                                  ray_dirs, chunk_rays, use_checkpoint)
+
+
+def _raycast_reference(means, precisions, densities, features, background, K, R, t, height, width, mode, ray_dirs,
+                       chunk_rays, use_checkpoint):
     B, N = means.shape[:2]
     C = features.shape[2]
     HW = int(height) * int(width)
