@@ -108,11 +108,4 @@ def draw_preferences(prefs, layout) -> None:
 CLASSES = (MARIONETTE_OT_install_torch,)
 
 
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
