@@ -42,6 +42,14 @@ def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | N
     from engine.actor.dataset import ViewSet, split_views
 
     device = device or next(actor.parameters()).device
+    if cap.joint_set.name != actor.joint_set.name:
+        from engine.skeletons import mapping_matrix
+
+        M = mapping_matrix(cap.joint_set, actor.joint_set)
+        missing = [actor.joint_set.names[j] for j in actor.needed_joints() if not (M[j] != 0).any()]
+        if missing:
+            raise MarionetteError(f"{cap.root / 'joints3d.npz'}: the capture's joints are {cap.joint_set.name} but the "
+                                  f"actor was trained on {actor.joint_set.name}; joints {missing} cannot be obtained")
     lpips_net = None
     wpath = find_perceptual_weights(None)
     if wpath is not None:
