@@ -26,6 +26,7 @@ Units in the objective: residuals in centimetres (so 1 cm error costs 1), angles
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -44,7 +45,8 @@ class FitOptions:
     num_betas: int = 10
     iters: int = 20                  # iterations of the joint stage (LM; or L-BFGS with optimizer="lbfgs")
     optimizer: str = "lm"            # "lm": Levenberg-Marquardt, analytic Jacobians; "lbfgs": autograd + L-BFGS
-    refine_iters: int = 20           # L-BFGS iterations after LM when extra terms (silhouettes) are given
+    refine_iters: int = 30           # Adam iterations after LM when extra terms (silhouettes) are given
+    refine_lr: float = 0.003         # Adam step (radians / metres / betas)
     device: str = "cpu"
     robust_sigma: float = 0.05       # metres: Geman-McClure scale (residuals beyond this saturate)
     w_data: float = 1.0
@@ -53,7 +55,7 @@ class FitOptions:
     w_pose: float = 1.0              # L2 on body pose (rad^2): keeps unobserved twists near rest
     w_gmm: float = 0.05              # used only when ``gmm`` is given
     w_shape: float = 1.0             # |betas|^2
-    w_smooth: float = 0.0            # keypoint acceleration, (cm / frame^2)^2 (slows convergence; for noisy input)
+    w_smooth: float = 0.05           # keypoint acceleration, (cm / frame^2)^2
     w_smooth_root: float = 0.01      # translation acceleration, (cm / frame^2)^2
     w_pose_vel: float = 0.01         # pose-parameter velocity, (rad / frame)^2
     w_offset: float = 0.05           # learnable hip offsets: |delta in cm|^2 towards the prior
@@ -367,6 +369,41 @@ def _scalar_problem(pb: _Problem, pose0, trans0, betas0, offsets0, opts: FitOpti
     return objective, pose, trans, betas, offsets, n_off
 
 
+def _run_adam(objective, params, total, progress, messages, lr=0.003) -> list:
+    """Plain Adam (a refinement from the LM solution; written out to keep torch.optim's import cost away)."""
+    import torch
+
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    b1, b2, history = 0.9, 0.999, []
+    best = None
+    for it in range(1, total + 1):
+        for p in params:
+            p.grad = None
+        loss, _, _, _ = objective()
+        if not torch.isfinite(loss):
+            messages.append(f"refinement diverged at iteration {it}; kept the best solution")
+            break
+        value = float(loss.detach())
+        if best is None or value < best[0]:
+            best = (value, [p.detach().clone() for p in params])
+        loss.backward()
+        with torch.no_grad():
+            for p, mi, vi in zip(params, m, v):
+                g = torch.nan_to_num(p.grad)
+                mi.mul_(b1).add_(g, alpha=1 - b1)
+                vi.mul_(b2).addcmul_(g, g, value=1 - b2)
+                p -= lr * (mi / (1 - b1 ** it)) / ((vi / (1 - b2 ** it)).sqrt() + 1e-8)
+        history.append(float(loss.detach()))
+        if progress is not None:
+            progress(it, total)
+    if best is not None:
+        with torch.no_grad():
+            for p, b in zip(params, best[1]):
+                p.copy_(b)
+    return history
+
+
 def _run_lbfgs(objective, params, total, progress, messages) -> list:
     import torch
 
@@ -460,11 +497,32 @@ def _fit_smpl(joints, joint_set, model, confidence, opts: FitOptions, progress) 
 
     betas0 = _shape_from_limbs(pb, messages)
     pose0, trans0 = _initial_pose(pb, betas0, messages)
+    if too_few.any():  # frames without data start from a neighbour's pose
+        pose0 = _fill_from_neighbours(pose0, ~too_few)
+        trans0 = _fill_from_neighbours(trans0, ~too_few)
 
     history: list[float] = []
     offsets0 = None
     if opts.optimizer == "lm":
-        pose_t, trans_t, betas_t, offsets_t, history = _solve_lm(pb, pose0, trans0, betas0, opts, progress, messages)
+        if opts.w_smooth > 0 and opts.iters >= 4:
+            # keypoint smoothing reaches each frame through a conservative majoriser that slows
+            # convergence: converge without it first, then smooth from there
+            first = dataclasses.replace(opts, w_smooth=0.0, iters=opts.iters // 2)
+            half = lambda done, total: progress(done, opts.iters) if progress else None  # noqa: E731
+            pose_t, trans_t, betas_t, offsets_t, history = _solve_lm(pb, pose0, trans0, betas0, first, half,
+                                                                     messages)
+            # frames the first pass could not fit are left out of the smoothing (they are replaced later)
+            err = _frame_errors(pb, pose_t, trans_t, betas_t, offsets_t)
+            outliers = ~(err <= opts.divergence_threshold)
+            second = dataclasses.replace(opts, iters=opts.iters - first.iters)
+            shift = lambda done, total: progress(first.iters + done, opts.iters) if progress else None  # noqa: E731
+            pose_t, trans_t, betas_t, offsets_t, h2 = _solve_lm(pb, pose_t.cpu().numpy(), trans_t.cpu().numpy(),
+                                                                betas_t.cpu().numpy(), second, shift, messages,
+                                                                offsets0=offsets_t, exclude=outliers)
+            history += h2
+        else:
+            pose_t, trans_t, betas_t, offsets_t, history = _solve_lm(pb, pose0, trans0, betas0, opts, progress,
+                                                                     messages)
         pose0, trans0, betas0 = (x.cpu().numpy() for x in (pose_t, trans_t, betas_t))
         offsets0 = offsets_t.cpu().numpy()
         refine = opts.refine_iters if opts.extra_terms else 0
@@ -474,8 +532,11 @@ def _fit_smpl(joints, joint_set, model, confidence, opts: FitOptions, progress) 
         raise MarionetteError(f"optimizer {opts.optimizer!r}: expected 'lm' or 'lbfgs'")
     objective, pose, trans, betas, offsets, n_off = _scalar_problem(pb, pose0, trans0, betas0, offsets0, opts)
     if refine > 0:
-        history += _run_lbfgs(objective, [pose, trans, betas] + ([offsets] if n_off else []), refine,
-                              progress, messages)
+        params = [pose, trans, betas] + ([offsets] if n_off else [])
+        if opts.optimizer == "lm":
+            history += _run_adam(objective, params, refine, progress, messages, lr=opts.refine_lr)
+        else:
+            history += _run_lbfgs(objective, params, refine, progress, messages)
     with torch.no_grad():
         loss, terms, kp, out = objective()
     kp_np = kp.cpu().numpy()
@@ -816,11 +877,14 @@ def _block_jinv(aa):
     return _inv_right_jacobian(aa.reshape(aa.shape[0], NUM_JOINTS, 3))
 
 
-def _d2(y):
-    """D2^T D2 y for second differences along frames (same shape as y)."""
+def _d2(y, m=None):
+    """D2^T W D2 y for second differences along frames (same shape as y); W masks out the
+    differences that touch a frame with ``m`` false (frames without data)."""
     import torch
 
     a = y[2:] - 2 * y[1:-1] + y[:-2]
+    if m is not None:
+        a = a * (m[2:] & m[1:-1] & m[:-2]).to(y.dtype)[:, None]
     out = torch.zeros_like(y)
     out[2:] += a
     out[1:-1] -= 2 * a
@@ -828,18 +892,36 @@ def _d2(y):
     return out
 
 
-def _d1(y):
-    """D1^T D1 y for first differences along frames."""
+def _d1(y, m=None):
+    """D1^T W D1 y for first differences along frames (masked like ``_d2``)."""
     import torch
 
     a = y[1:] - y[:-1]
+    if m is not None:
+        a = a * (m[1:] & m[:-1]).to(y.dtype)[:, None]
     out = torch.zeros_like(y)
     out[1:] += a
     out[:-1] -= a
     return out
 
 
-def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress, messages):
+def _frame_errors(pb: "_Problem", pose, trans, betas, offsets) -> np.ndarray:
+    """Mean distance (m) of fitted to observed keypoints per frame (NaN without observations)."""
+    import torch
+
+    T = pb.T
+    with torch.no_grad():
+        t = lambda x: torch.as_tensor(x, dtype=pb.dtype, device=pb.device)  # noqa: E731
+        out = pb.smpl(t(betas), t(pose).reshape(T, NUM_JOINTS, 3), t(trans), vertex_ids=pb.ev.vertex_ids)
+        kp = pb.ev.keypoints(out["joints"], out["rot"], out["vertices"],
+                             t(offsets) if len(offsets) else None).cpu().numpy()
+    err = np.linalg.norm(kp - pb.target_np, axis=-1)
+    n = pb.valid.sum(1)
+    return np.where(n > 0, (err * pb.valid).sum(1) / np.maximum(n, 1), np.nan)
+
+
+def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress, messages, offsets0=None,
+              exclude=None):
     import torch
 
     dev, dt = pb.device, pb.dtype
@@ -857,6 +939,11 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
     # temporal terms: (weight, curvature bound of D^T D, which quantity)
     w_j, w_r, w_v = (opts.w_smooth, opts.w_smooth_root, opts.w_pose_vel) if temporal else (0.0, 0.0, 0.0)
     c_j, c_r, c_v = 32 * w_j, 32 * w_r, 8 * w_v
+    # frames without data take no part in the temporal terms (they are replaced afterwards)
+    keep = pb.valid.any(1) if exclude is None else pb.valid.any(1) & ~np.asarray(exclude, bool)
+    fm = torch.as_tensor(keep, device=dev)
+    d2 = lambda y: _d2(y, fm)  # noqa: E731
+    d1 = lambda y: _d1(y, fm)  # noqa: E731
 
     def evaluate(aa, trans, betas, offsets, jac=True):
         out = model.forward(aa.reshape(T, NUM_JOINTS, 3), trans, betas, offsets if nl else None, jac=jac)
@@ -880,9 +967,9 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
     def temporal_cost(out):
         if not temporal:
             return 0.0
-        j, tr, p = out["kp"], out["trans"] * 100, out["aa"][:, 3:]
-        d2 = lambda y: ((y[2:] - 2 * y[1:-1] + y[:-2]) ** 2).sum()  # noqa: E731
-        return float(w_j * d2(j) + w_r * d2(tr) + w_v * ((p[1:] - p[:-1]) ** 2).sum())
+        j, tr, p = out["kp"].reshape(T, -1), out["trans"] * 100, out["aa"][:, 3:]
+        # y^T D^T W D y = sum of squared (masked) differences
+        return float(w_j * (j * d2(j)).sum() + w_r * (tr * d2(tr)).sum() + w_v * (p * d1(p)).sum())
 
     def total(out, betas, offsets):
         return (float(out["data_cost"].sum() + out["prior_cost"].sum()) + temporal_cost(out)
@@ -893,9 +980,9 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
         c = out["data_cost"] + out["prior_cost"]
         if not temporal:
             return c
-        for w, cc, y, y0, op in ((w_j, c_j, out["kp"].reshape(T, -1), ref["kp"].reshape(T, -1), _d2),
-                                 (w_r, c_r, out["trans"] * 100, ref["trans"] * 100, _d2),
-                                 (w_v, c_v, out["aa"][:, 3:], ref["aa"][:, 3:], _d1)):
+        for w, cc, y, y0, op in ((w_j, c_j, out["kp"].reshape(T, -1), ref["kp"].reshape(T, -1), d2),
+                                 (w_r, c_r, out["trans"] * 100, ref["trans"] * 100, d2),
+                                 (w_v, c_v, out["aa"][:, 3:], ref["aa"][:, 3:], d1)):
             if w > 0:
                 g = 2 * w * op(y0)
                 dy = y - y0
@@ -906,6 +993,8 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
     trans = torch.as_tensor(trans0, dtype=dt, device=dev).clone()
     betas = torch.as_tensor(betas0, dtype=dt, device=dev).clone()
     offsets = torch.zeros(max(nl, 1), 3, dtype=dt, device=dev)
+    if offsets0 is not None and nl:
+        offsets[:nl] = torch.as_tensor(offsets0, dtype=dt, device=dev)
     lam = torch.full((T,), 1e-3, dtype=dt, device=dev)
     nu = torch.full((T,), 2.0, dtype=dt, device=dev)
     lam_g = 1e-3
@@ -923,23 +1012,23 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
         Bk = Bk.reshape(T, -1, ng)
         # data (IRLS-weighted) and the keypoint-acceleration majoriser share the keypoint Jacobian:
         # H = J^T diag(omega^2 + c/2) J, g = J^T (omega^2 res + w D^T D kp)
-        diag = (omega ** 2)[..., None].expand(T, -1, 3).reshape(T, -1) + 0.5 * c_j
-        gk = ((omega ** 2)[..., None] * cur["res"]).reshape(T, -1)
-        if w_j > 0:
-            gk = gk + w_j * _d2(cur["kp"].reshape(T, -1))
+        # (the smoothing does not reach the shared unknowns: shrinking the body must not become a
+        # way to lower accelerations)
+        diag_d = (omega ** 2)[..., None].expand(T, -1, 3).reshape(T, -1)
+        g_d = ((omega ** 2)[..., None] * cur["res"]).reshape(T, -1)
+        gk = g_d + w_j * d2(cur["kp"].reshape(T, -1)) if w_j > 0 else g_d
         Jkt = Jk.transpose(1, 2)
-        JktD = Jkt * diag[:, None, :]
-        Hff = JktD @ Jk
-        Hfg = JktD @ Bk
+        Hff = (Jkt * (diag_d + 0.5 * c_j)[:, None, :]) @ Jk
+        Hfg = (Jkt * diag_d[:, None, :]) @ Bk
         bf = (Jkt @ gk[..., None])[..., 0]
-        Hgg = (Bk.transpose(1, 2) @ (diag[..., None] * Bk)).sum(0)
-        bg = (Bk.transpose(1, 2) @ gk[..., None]).sum(0)[:, 0]
+        Hgg = (Bk.transpose(1, 2) @ (diag_d[..., None] * Bk)).sum(0)
+        bg = (Bk.transpose(1, 2) @ g_d[..., None]).sum(0)[:, 0]
         # pose terms live on axis-angle: map to rotation increments with the inverse right Jacobian
         Ji = _block_jinv(cur["aa"])  # [T,24,3,3]
         g_aa = cur["prior_g"].clone()
         h_aa = cur["prior_h"].clone()
         if w_v > 0:
-            g_aa[:, 3:] += 0.5 * 2 * w_v * _d1(cur["aa"][:, 3:])
+            g_aa[:, 3:] += 0.5 * 2 * w_v * d1(cur["aa"][:, 3:])
             h_aa[:, 3:] += 0.5 * c_v
         hj = h_aa.reshape(T, NUM_JOINTS, 3)
         Hblk = Ji.transpose(-1, -2) @ (hj[..., None] * Ji)  # [T,24,3,3]
@@ -954,7 +1043,7 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
             Hff[:, :72, :72] += Jb.transpose(1, 2) @ cur["prior_dense"] @ Jb
         if w_r > 0:
             Hff[:, 72:, 72:] += 0.5 * c_r * 1e4 * torch.eye(3, dtype=dt, device=dev)
-            bf[:, 72:] += 100 * w_r * _d2(cur["trans"] * 100)
+            bf[:, 72:] += 100 * w_r * d2(cur["trans"] * 100)
         # shared-unknown priors
         gdiag = torch.cat([torch.full((nb,), opts.w_shape, dtype=dt, device=dev),
                            torch.full((3 * nl,), opts.w_offset * 1e4, dtype=dt, device=dev)])

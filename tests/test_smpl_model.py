@@ -87,11 +87,11 @@ def _fake_chumpy():
     return mod
 
 
-@pytest.mark.parametrize("protocol,size", [(0, "small"), (2, "full"), (4, "small")])
-def test_pkl_with_chumpy_and_sparse(model, small, tmp_path, monkeypatch, protocol, size):
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_pkl_with_chumpy_and_sparse(small, tmp_path, monkeypatch, protocol):
     import scipy.sparse as sp
 
-    model = model if size == "full" else small
+    model = small
     mod = _fake_chumpy()
     monkeypatch.setitem(sys.modules, "chumpy", types.ModuleType("chumpy"))
     monkeypatch.setitem(sys.modules, "chumpy.ch", mod)
@@ -109,8 +109,15 @@ def test_pkl_with_chumpy_and_sparse(model, small, tmp_path, monkeypatch, protoco
     assert back.gender == "male"
     assert np.allclose(back.shapedirs, model.shapedirs)
     assert np.allclose(back.J_regressor, model.J_regressor)
-    # 6890 vertices: the real SMPL topology's landmarks apply; other sizes have none
-    assert back.landmarks == (SMPL_LANDMARKS if size == "full" else {})
+    assert back.landmarks == {}  # not SMPL's topology: no vertex landmarks
+
+
+def test_real_topology_gets_smpl_landmarks(model):
+    from engine.smpl_model import _from_dict
+
+    arrays = {k: getattr(model, k) for k in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights",
+                                             "kintree_table", "f")}
+    assert _from_dict(arrays, "x", "neutral", None).landmarks == SMPL_LANDMARKS
 
 
 class _Evil:

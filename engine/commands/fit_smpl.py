@@ -38,12 +38,16 @@ def add_arguments(p):
     p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--iters", type=int, default=20, help="Levenberg-Marquardt iterations (default 20)")
     p.add_argument("--num-betas", type=int, default=10, help="shape components to fit (default 10)")
-    p.add_argument("--smooth", type=float, default=0.0,
-                   help="weight of keypoint-acceleration smoothing, for noisy input (default 0; try 0.05)")
+    p.add_argument("--smooth", type=float, default=0.05,
+                   help="weight of keypoint-acceleration smoothing (default 0.05; 0 disables, larger for noisier input)")
     p.add_argument("--gmm", metavar="FILE", default=None,
                    help="optional GMM pose prior (.npz or .pkl with means [K,69], covars [K,69,69], weights [K])")
     p.add_argument("--silhouettes", metavar="CAPTURE_DIR", default=None,
                    help="capture folder with masks/ (marionette make-capture layout): refine with a silhouette term")
+    p.add_argument("--silhouette-iters", type=int, default=30,
+                   help="refinement iterations with the silhouette term (default 30)")
+    p.add_argument("--silhouette-frames", type=int, default=8,
+                   help="frames (evenly spread) whose masks are compared (default 8)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch during the fit (default 1: its small batched ops lose to threading)")
 
@@ -77,8 +81,10 @@ def run(args) -> int:
     model = load_smpl_model(args.model, gender=args.gender)
     if not (1 <= args.num_betas <= model.num_betas):
         raise MarionetteError(f"--num-betas must be 1..{model.num_betas} for this model, got {args.num_betas}")
+    if args.smooth < 0 or args.silhouette_iters < 0 or args.silhouette_frames < 1:
+        raise MarionetteError("--smooth and --silhouette-iters must be >= 0, --silhouette-frames >= 1")
     opts = FitOptions(iters=args.iters, device=str(device), num_betas=args.num_betas, w_smooth=args.smooth,
-                      cpu_threads=args.threads)
+                      cpu_threads=args.threads, refine_iters=args.silhouette_iters)
     if args.gmm:
         from engine.smpl_prior import GMMPosePrior
 
@@ -88,12 +94,14 @@ def run(args) -> int:
         from engine.silhouette import SilhouetteTerm
 
         capture = load_capture(args.silhouettes, require_masks=True)
-        opts.extra_terms.append(SilhouetteTerm.from_capture(capture, seq.num_frames, device=device))
+        opts.extra_terms.append(SilhouetteTerm.from_capture(capture, seq.num_frames, device=device,
+                                                            max_frames=args.silhouette_frames))
 
     T = seq.num_frames
     print(f"fitting SMPL ({model.gender}, {model.num_vertices} vertices) to {T} frames of {seq.joint_set.name} "
           f"on {device}")
     bar = tqdm(total=max(args.iters, 1), desc="fit-smpl", unit="it")
+    # (the bar restarts for the silhouette refinement, whose total differs)
 
     def progress(done, total):
         bar.total = total
