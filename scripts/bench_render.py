@@ -113,8 +113,7 @@ def _sync(device):
 
 
 def timed(fn, device, repeats: int) -> tuple[float, float | None]:
-    """Median milliseconds of ``fn()`` over ``repeats`` runs after one warm-up, and peak memory of one run."""
-    fn()
+    """Median milliseconds of ``fn()`` over ``repeats`` runs, and the peak memory of a first (warm-up) run."""
     _sync(device)
     with PeakMemory(device) as mem:
         fn()
@@ -272,67 +271,68 @@ def main() -> int:
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, "
           f"CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
     print(f"scene: BODY_25B standing pose, {len(BODY_25B.bones)} bones, {args.channels} channels, "
-          f"batch {args.batch}, float32; times are medians of {args.repeats} runs, per frame")
-    rows = []
-    rows_agree = []
+          f"batch {args.batch}, float32; times are medians of {args.repeats} runs after a warm-up, per frame")
+    header = f"| {'device':6} | {'size':>4} | {'mode':13} | {'stage':32} | {'fwd ms':>8} | {'fwd+bwd ms':>10} " \
+             f"| {'peak MiB fwd':>12} | {'peak MiB fwd+bwd':>16} |"
+    print()
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
+
+    def mem(x):
+        return "n/a" if x is None else f"{x:8.1f}"
+
+    def row(dev, size, mode, stage, fwd, bwd):
+        (f, fm), (b, bm) = fwd, bwd
+        print(f"| {dev:6} | {size:4d} | {mode:13} | {stage:32} | {f / args.batch:8.1f} | {b / args.batch:10.1f} "
+              f"| {mem(fm):>12} | {mem(bm):>16} |", flush=True)
+
     notes = set()
     for dev_name in devices:
         device = torch.device(dev_name)
         if device.type == "cuda" and not torch.cuda.is_available():
-            print("cuda requested but not available; skipped")
+            notes.add("cuda requested but not available; skipped")
             continue
         decoder, note = load_decoder(args.channels, device)
         notes.add(note)
         backends = ["reference"] + (["kernel"] if kernel_available(device) else [])
         if not kernel_available(device):
             notes.add(f"compiled kernels not available on {dev_name} (engine.render.kernels missing or not built)")
+        best = backends[-1]  # what backend="auto" picks for a pinhole camera
+        # one-time initialisation (lazy kernels, autograd machinery) must not count as a step's memory
+        tiny = make_scene(16, args.channels, args.batch, device)
+        for mode in args.modes:
+            for backend in backends:
+                for bwd in (False, True):
+                    renderer_step(tiny, 16, mode, backend, bwd, False)()
+                    renderer_step(tiny, 16, mode, backend, bwd, True)()
+                    if decoder is not None:
+                        total_step(tiny, decoder, 16, mode, backend, device, bwd)()
         for size in args.sizes:
             scene = make_scene(size, args.channels, args.batch, device)
             for mode in args.modes:
-                variants = [(b, False) for b in backends]
-                if not args.no_unchunked:
-                    variants.append(("reference", True))
+                variants = [(b, False) for b in backends] + ([] if args.no_unchunked else [("reference", True)])
                 for backend, unchunked in variants:
                     label = "reference, unchunked" if unchunked else backend
-                    fwd_ms, fwd_mem = timed(renderer_step(scene, size, mode, backend, False, unchunked), device,
-                                            args.repeats)
-                    bwd_ms, bwd_mem = timed(renderer_step(scene, size, mode, backend, True, unchunked), device,
-                                            args.repeats)
-                    rows.append((dev_name, size, mode, f"renderer ({label})", fwd_ms / args.batch,
-                                 bwd_ms / args.batch, fwd_mem, bwd_mem))
+                    row(dev_name, size, mode, f"renderer ({label})",
+                        timed(renderer_step(scene, size, mode, backend, False, unchunked), device, args.repeats),
+                        timed(renderer_step(scene, size, mode, backend, True, unchunked), device, args.repeats))
                 if decoder is not None:
-                    shape = (args.batch, args.channels + 1, size, size)
-                    fwd_ms, fwd_mem = timed(decoder_step(decoder, shape, device, False), device, args.repeats)
-                    bwd_ms, bwd_mem = timed(decoder_step(decoder, shape, device, True), device, args.repeats)
-                    rows.append((dev_name, size, mode, "decoder", fwd_ms / args.batch, bwd_ms / args.batch,
-                                 fwd_mem, bwd_mem))
-                    for backend in backends:
-                        fwd_ms, fwd_mem = timed(total_step(scene, decoder, size, mode, backend, device, False),
-                                                device, args.repeats)
-                        bwd_ms, bwd_mem = timed(total_step(scene, decoder, size, mode, backend, device, True),
-                                                device, args.repeats)
-                        rows.append((dev_name, size, mode, f"total ({backend} + decoder)", fwd_ms / args.batch,
-                                     bwd_ms / args.batch, fwd_mem, bwd_mem))
-                print(f"  done: {dev_name} {size}² {mode}", file=sys.stderr, flush=True)
+                    row(dev_name, size, mode, f"total ({best} + decoder)",
+                        timed(total_step(scene, decoder, size, mode, best, device, False), device, args.repeats),
+                        timed(total_step(scene, decoder, size, mode, best, device, True), device, args.repeats))
+            if decoder is not None:  # the decoder does not depend on the renderer's mode
+                shape = (args.batch, args.channels + 1, size, size)
+                row(dev_name, size, "-", "decoder",
+                    timed(decoder_step(decoder, shape, device, False), device, args.repeats),
+                    timed(decoder_step(decoder, shape, device, True), device, args.repeats))
 
+    rows_agree = []
     for dev_name in ([] if args.no_agreement else devices):
         if dev_name == "cuda" and not torch.cuda.is_available():
             continue
-        print(f"agreement with the float64 reference on {dev_name} (max abs difference):", file=sys.stderr)
         for line in agreement(torch.device(dev_name)):
             rows_agree.append(f"{dev_name}: {line}")
 
-    def mem(x):
-        return "n/a" if x is None else f"{x:8.1f}"
-
-    header = f"| {'device':6} | {'size':>4} | {'mode':13} | {'stage':32} | {'fwd ms':>8} | {'fwd+bwd ms':>10} " \
-             f"| {'peak MiB fwd':>12} | {'peak MiB fwd+bwd':>16} |"
-    print()
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for dev, size, mode, stage, f, b, fm, bm in rows:
-        print(f"| {dev:6} | {size:4d} | {mode:13} | {stage:32} | {f:8.1f} | {b:10.1f} | {mem(fm):>12} | "
-              f"{mem(bm):>16} |")
     print()
     print("agreement with a float64 reference render (2 frames, 64x48, max abs difference):")
     for line in rows_agree:
