@@ -391,3 +391,14 @@ def test_autocast_does_not_lower_precision():
     for a, b in zip(plain, mixed):
         assert b.dtype == torch.float32
         torch.testing.assert_close(a, b)
+
+
+def test_pixel_directions_match_camera_rays():
+    cam = Camera(name="skew", K=[[40.0, 1.5, 9.3], [0, 38.0, 6.1], [0, 0, 1]],
+                 R=Camera.look_at("x", eye=(1, -2, 1), target=(0, 0, 0.5), width=4, height=4).R,
+                 t=[0.1, -0.2, 2.5], width=17, height=11)
+    origin, rays = cam.pixel_rays(undistort=False)
+    K, R, t = _cam_tensors(cam)
+    d = pixel_directions(K, R, cam.height, cam.width)[0].reshape(cam.height, cam.width, 3)
+    np.testing.assert_allclose(d.numpy(), rays, atol=1e-12)
+    np.testing.assert_allclose(camera_origins(R, t)[0].numpy(), origin, atol=1e-12)
