@@ -201,7 +201,7 @@ def test_cli_bad_inputs_give_one_line_errors(tmp_path, capsys):
 
 
 def test_demo_command(tmp_path, capsys):
-    rc = main(["demo", "-o", str(tmp_path / "out")])
+    rc = main(["demo", "-o", str(tmp_path / "out"), "--no-render"])  # the full demo: tests/test_demo.py
     assert rc == 0
     assert (tmp_path / "out" / "skeleton.npz").is_file() and (tmp_path / "out" / "skeleton_preview.png").is_file()
     out = capsys.readouterr().out
