@@ -201,6 +201,25 @@ def test_torch_compile_fullgraph():
 
 
 @needs_ext
+@pytest.mark.slow
+def test_torch_compile_inductor_fullgraph():
+    """The default backend generates C++ around the ops (a minute or so on 2 cores)."""
+    scene = _tiny_scene()
+    inputs = [x.detach().clone().requires_grad_(True) for x in scene[:5]]
+
+    def loss_fn(means, precisions, densities, features, background):
+        latent, alpha, depth = kernels.raycast_kernel(means * 1.0, precisions, densities.exp().log(), features,
+                                                      background, *scene[5:], mode="rochette")
+        return (latent.tanh() ** 2).sum() + alpha.sum() + 0.1 * depth.sum()
+
+    compiled = torch.compile(loss_fn, fullgraph=True)
+    eager_grads = torch.autograd.grad(loss_fn(*inputs), inputs)
+    comp_grads = torch.autograd.grad(compiled(*inputs), inputs)
+    for a, b in zip(eager_grads, comp_grads):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+@needs_ext
 def test_unused_outputs_and_partial_requires_grad():
     scene = _random_scene(4, B=1, N=4, C=3, H=10, W=12)
     feats = scene[3].clone().requires_grad_(True)
