@@ -43,7 +43,7 @@ TORSO = ("left_hip", "right_hip", "left_shoulder", "right_shoulder", "neck", "pe
 @dataclass
 class FitOptions:
     num_betas: int = 10
-    iters: int = 20                  # iterations of the joint stage (LM; or L-BFGS with optimizer="lbfgs")
+    iters: int = 12                  # iterations of the joint stage (LM; or L-BFGS with optimizer="lbfgs")
     optimizer: str = "lm"            # "lm": Levenberg-Marquardt, analytic Jacobians; "lbfgs": autograd + L-BFGS
     refine_iters: int = 30           # Adam iterations after LM when extra terms (silhouettes) are given
     refine_lr: float = 0.003         # Adam step (radians / metres / betas)
@@ -1098,7 +1098,15 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
             return ok, aa_m, tr_m, rho
 
         # first with the new shared unknowns (each frame judged against its old pose at those)
-        ref = evaluate(cur["aa"], trans_cur, betas_new, offsets_new, jac=False)
+        # (points are affine in the shared unknowns at a fixed pose: shift the current evaluation exactly)
+        ref = dict(cur)
+        dpts = cur["B_pts"] @ step_g[:nb, None]
+        if nl:
+            dpts = dpts + cur["O_pts"] @ step_g[nb:, None]
+        ref["kp"] = cur["kp"] + torch.einsum("jp,tpc->tjc", A, dpts[..., 0]) * 100
+        ref["res"] = ref["kp"] - target
+        ref["r2"] = (ref["res"] ** 2).sum(-1)
+        ref["data_cost"] = (wc * s2 * ref["r2"] / (ref["r2"] + s2)).sum(1)
         accept, aa_m, tr_m, rho = accept_frames(ref, betas_new, offsets_new)
         cur_new = evaluate(aa_m, tr_m, betas_new, offsets_new)
         tot = total(cur_new, betas_new, offsets_new)

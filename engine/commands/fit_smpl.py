@@ -36,7 +36,7 @@ def add_arguments(p):
     p.add_argument("--gender", choices=("neutral", "male", "female"), default=None,
                    help="model gender (default: from the model file or its name, else neutral)")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
-    p.add_argument("--iters", type=int, default=20, help="Levenberg-Marquardt iterations (default 20)")
+    p.add_argument("--iters", type=int, default=12, help="Levenberg-Marquardt iterations (default 12)")
     p.add_argument("--num-betas", type=int, default=10, help="shape components to fit (default 10)")
     p.add_argument("--smooth", type=float, default=0.05,
                    help="weight of keypoint-acceleration smoothing (default 0.05; 0 disables, larger for noisier input)")
