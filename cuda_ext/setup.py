@@ -12,8 +12,12 @@ import os
 
 from setuptools import setup
 
-import torch
-from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension, CUDA_HOME
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension, CUDA_HOME
+except ImportError as exc:  # pip's isolated build env has no torch (and must not fetch another one)
+    raise SystemExit("marionette_kernels must be built against the installed torch: "
+                     "pip install --no-build-isolation ./cuda_ext") from exc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
