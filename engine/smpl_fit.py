@@ -525,6 +525,20 @@ def _fit_smpl(joints, joint_set, model, confidence, opts: FitOptions, progress) 
                                                                      messages)
         pose0, trans0, betas0 = (x.cpu().numpy() for x in (pose_t, trans_t, betas_t))
         offsets0 = offsets_t.cpu().numpy()
+        # frames stuck in a wrong minimum (a limb flipped): restart them from a good neighbour's solution
+        err = _frame_errors(pb, pose0, trans0, betas0, offsets0)
+        stuck = ~too_few & ~(err <= opts.divergence_threshold)
+        if stuck.any() and (~stuck & ~too_few).any() and opts.iters > 0:
+            good = ~stuck & ~too_few
+            pose0 = _fill_from_neighbours(pose0, good)
+            trans0 = _fill_from_neighbours(trans0, good)
+            again = dataclasses.replace(opts, iters=max(4, opts.iters // 3))
+            pose_t, trans_t, betas_t, offsets_t, h3 = _solve_lm(pb, pose0, trans0, betas0, again, None, messages,
+                                                                offsets0=offsets0, exclude=stuck)
+            pose0, trans0, betas0 = (x.cpu().numpy() for x in (pose_t, trans_t, betas_t))
+            offsets0 = offsets_t.cpu().numpy()
+            history += h3
+            messages.append(f"re-fitted {int(stuck.sum())} frame(s) from a neighbour's solution after a poor first fit")
         refine = opts.refine_iters if opts.extra_terms else 0
     elif opts.optimizer == "lbfgs":
         refine = opts.iters
