@@ -268,7 +268,9 @@ def main() -> int:
     _fast_malloc()
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, "
+    load = ", load average %.1f on %d cores" % (os.getloadavg()[0], os.cpu_count() or 0) \
+        if hasattr(os, "getloadavg") else ""
+    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}{load}, "
           f"CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
     print(f"scene: BODY_25B standing pose, {len(BODY_25B.bones)} bones, {args.channels} channels, "
           f"batch {args.batch}, float32; times are medians of {args.repeats} runs after a warm-up, per frame")
@@ -340,6 +342,8 @@ def main() -> int:
     print()
     for n in sorted(notes):
         print(f"note: {n}")
+    if hasattr(os, "getloadavg"):
+        print(f"note: load average at the end {os.getloadavg()[0]:.1f} (other processes slow the CPU timings)")
     print("note: CPU peak memory = peak RSS increase during one step (see the script's docstring); "
           "CUDA = max_memory_allocated increase")
     return 0
