@@ -332,7 +332,6 @@ def _scalar_problem(pb: _Problem, pose0, trans0, betas0, offsets0, opts: FitOpti
     if offsets0 is not None and n_off:
         offsets[:n_off] = torch.as_tensor(offsets0, dtype=dt, device=dev)
     offsets.requires_grad_(bool(n_off))
-    params = [pose, trans, betas] + ([offsets] if n_off else [])
     wc = pb.t(pb.wc_np)
     target = pb.target
     s2 = (opts.robust_sigma * 100) ** 2

@@ -178,3 +178,15 @@ def test_gmm_prior_file(model, motion, tmp_path):
     kp, _ = synthetic_observations(model, js, poses[:6], trans[:6], betas)
     res = fit_smpl(kp, js, model, options=FitOptions(iters=8, gmm=gmm))
     assert np.isfinite(res.poses).all() and _mpjpe(res.keypoints, kp) < 0.03
+
+
+@pytest.mark.slow
+def test_lbfgs_optimizer_path(model, motion):
+    """The autograd + L-BFGS alternative (slow: torch.optim's first import alone takes seconds)."""
+    poses, trans, betas = motion
+    js = get_joint_set("BODY_25")
+    kp, _ = synthetic_observations(model, js, poses[:6], trans[:6], betas)
+    res = fit_smpl(kp, js, model, options=FitOptions(iters=30, optimizer="lbfgs"))
+    assert np.isfinite(res.poses).all() and _mpjpe(res.keypoints, kp) < 0.05
+    with pytest.raises(MarionetteError, match="optimizer"):
+        fit_smpl(kp, js, model, options=FitOptions(optimizer="adam"))
