@@ -11,15 +11,20 @@ Pipeline (``fit_smpl``):
 4. **Limb initialisation** by analytic inverse kinematics: each hip / shoulder is turned so that
    the thigh / upper arm points at the knee / elbow and the knee / elbow bending plane matches the
    data; knees and elbows then swing onto the ankle / wrist.
-5. **Joint optimisation** of pose, shape, translation (and the learnable hip offsets) with L-BFGS
-   over the whole sequence: a Geman-McClure data term weighted by confidence and per-joint weight,
-   joint-angle limits, knee/elbow bending priors, a small pose L2 (and a GMM prior if given),
-   shape regularisation, and temporal smoothness of the joints (acceleration), the root
-   (translation acceleration) and the pose parameters (velocity).
-6. **Failure handling**: frames with too few joints are fitted by smoothness only and then marked
-   failed; frames whose fit error exceeds a threshold, or that turn non-finite, are marked
-   diverged. Both fall back to the previous good frame's solution (the next one at the start).
-   A non-finite loss during optimisation restores the last finite parameters and stops.
+5. **Joint optimisation** of pose, shape, translation (and the learnable hip offsets) with
+   Levenberg-Marquardt over the whole sequence (``_solve_lm``): analytic Jacobians, per-frame
+   normal equations plus the shared unknowns solved by a Schur complement, per-frame damping and
+   step acceptance. Terms: a Geman-McClure data term weighted by confidence and per-joint weight,
+   joint-angle limits, knee/elbow bending priors, a pose L2 (and a GMM prior if given), shape
+   regularisation, and temporal smoothness of the keypoints (acceleration, from the second half of
+   the iterations on), the root (translation acceleration) and the joint angles (velocity).
+   ``optimizer="lbfgs"`` uses autograd + L-BFGS instead; extra terms (silhouettes) are added by an
+   Adam refinement of the same objective.
+6. **Failure handling**: frames with too few joints take no part in the data and temporal terms
+   and are marked failed; frames left above the error threshold are restarted from a good
+   neighbour and re-fitted, and marked diverged if they stay there or turn non-finite. Failed
+   frames take the previous good frame's solution (the next one at the start). A non-finite
+   iteration is undone.
 
 Units in the objective: residuals in centimetres (so 1 cm error costs 1), angles in radians.
 """
