@@ -223,6 +223,8 @@ def raycast(means, precisions, densities, features, background, K, R, t, height:
     means [B,N,3], precisions [B,N,3,3], densities [B,N], features [B|1,N,C], background [B,C],
     K [B,3,3], R [B,3,3], t [B,3] (OpenCV, x_cam = R x + t, integer pixel centres)
     -> latent [B,C,H,W], alpha [B,1,H,W], depth [B,1,H,W] (distance along the ray, metres).
+    The reference returns ``latent`` in channels_last layout (a permuted view), which convolutional
+    decoders prefer; call ``.contiguous()`` before ``.view()``.
 
     backend: "auto" (kernels when installed for this device and no ``ray_dirs``), "reference"
     or "kernel"; None reads ``$MARIONETTE_RENDER_BACKEND``.
