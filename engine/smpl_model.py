@@ -342,11 +342,18 @@ def load_smpl_model(path, gender: str | None = None) -> SMPLModelData:
     raw = path.read_bytes()
     landmarks = None
     if raw[:4] == b"PK\x03\x04":  # .npz (zip)
+        d = {}
         try:
             with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-                d = {k: z[k] for k in z.files}
+                for k in z.files:
+                    try:
+                        d[k] = z[k]
+                    except ValueError as exc:  # a pickled (object) entry: refused; fatal only if we need it
+                        if k in _FIELDS:
+                            raise MarionetteError(f"{where}: field '{k}' is a pickled object array ({exc}); "
+                                                  "expected a numeric array") from None
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-            raise MarionetteError(f"{where}: not a readable .npz model file ({exc}); arrays must not be pickled") from None
+            raise MarionetteError(f"{where}: not a readable .npz model file ({exc})") from None
         file_gender = str(d["gender"]) if "gender" in d else None
         if "landmark_names" in d and "landmark_ids" in d:
             landmarks = {str(n): int(i) for n, i in zip(d["landmark_names"], d["landmark_ids"])}

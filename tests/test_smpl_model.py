@@ -176,3 +176,19 @@ def test_bad_model_files(small, tmp_path):
         load_smpl_model(tmp_path / "nan.npz")
     with pytest.raises(MarionetteError, match="gender"):
         load_smpl_model(tmp_path / "nan.npz", gender="robot")
+
+
+def test_npz_with_pickled_extras_loads_without_unpickling(small, tmp_path):
+    arrays = {k: getattr(small, k) for k in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights",
+                                             "kintree_table", "f")}
+    extra = np.empty(1, dtype=object)
+    extra[0] = {"bs_style": "lbs"}
+    np.savez(tmp_path / "extras.npz", bs_style=extra, **arrays)  # an object entry we do not need
+    assert load_smpl_model(tmp_path / "extras.npz").num_vertices == 1000
+    bad = dict(arrays)
+    obj = np.empty(1, dtype=object)
+    obj[0] = arrays["weights"]
+    bad["weights"] = obj
+    np.savez(tmp_path / "objweights.npz", **bad)
+    with pytest.raises(MarionetteError, match="'weights' is a pickled object array"):
+        load_smpl_model(tmp_path / "objweights.npz")
