@@ -76,7 +76,13 @@ def main() -> int:
         rows[mode] = {"train_s": round(train_s, 1), "train_psnr": summary["train_psnr"], **ev["overall"],
                       "splits": ev["splits"]}
 
+    from engine.render.raycast import kernel_available, resolve_backend
+
+    backend = resolve_backend()
+    if backend == "auto":
+        backend = "kernel" if kernel_available(device) else "reference"
     print(f"\ncapture: {source}")
+    print(f"renderer backend: {backend}")
     print(f"budget: {args.steps} steps, batch {args.batch}, {args.resolution}px, decoder {args.decoder}, "
           f"upsample {args.upsample}, device {device}, torch threads {torch.get_num_threads()}")
     cols = ["psnr", "psnr_person", "ssim", "mask_iou", "train_psnr", "train_s"]
