@@ -55,6 +55,8 @@ def test_resume_continues_exactly(trained, capture, tmp_path):
     a, doc = load_actor(work)
     b, _ = load_actor(trained)
     assert doc["training"]["steps"] == 4
+    assert doc["training"]["previous_runs"][0]["until_step"] == 2
+    assert "--resume" in doc["training"]["command"]
     for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.allclose(v, w, atol=1e-5), k
 

@@ -339,13 +339,18 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
 
     start_step = 0
     prev_elapsed = 0.0
+    history: list[dict] = []  # earlier runs of this actor (provenance survives --resume)
     if cfg.resume:
         ck = latest_checkpoint(out)
         if ck is None:
             raise MarionetteError(f"{out}: --resume given but there is no checkpoint in {out / 'checkpoints'}")
         doc = load_checkpoint(ck, actor, opt)
         start_step = int(doc["checkpoint"]["step"])
-        prev_elapsed = float(doc.get("training", {}).get("time_s", 0.0))
+        prev = doc.get("training", {}) if isinstance(doc.get("training"), dict) else {}
+        prev_elapsed = float(prev.get("time_s", 0.0))
+        history = list(prev.get("previous_runs", [])) + [
+            {"command": prev.get("command"), "until_step": start_step, "time_s": prev.get("time_s"),
+             "device": prev.get("device")}]
         if start_step >= cfg.steps:
             if d.main:
                 print(f"{ck}: already at step {start_step} >= --steps {cfg.steps}; nothing to do", file=sys.stderr)
@@ -366,6 +371,8 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     writer = _tensorboard(cfg, out) if d.main else None
     H, W = ds.size[1], ds.size[0]
     train_doc = _train_doc(cfg, cap, d, device, H, W)
+    if history:
+        train_doc["previous_runs"] = history
     bar = _bar(cfg, d, cfg.steps, "training", initial=start_step)
     recent: list[tuple[float, float]] = []
     last_ck_step = start_step if cfg.resume else None
