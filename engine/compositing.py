@@ -22,25 +22,28 @@ def composite_layers(rgba_layers: list[np.ndarray], depth_layers: list[np.ndarra
         raise ValueError("one depth map per layer is required")
     if not rgba_layers:
         raise ValueError("nothing to composite")
-    rgba = np.stack([np.asarray(x, dtype=np.float32) for x in rgba_layers])  # [L, H, W, 4]
-    depth = np.stack([np.asarray(d, dtype=np.float32) for d in depth_layers])  # [L, H, W]
-    depth = np.where(np.isfinite(depth), depth, np.inf)
-    order = np.argsort(depth, axis=0, kind="stable")
-    rgba = np.take_along_axis(rgba, order[..., None], axis=0)
-    premult_rgb = np.zeros(rgba.shape[1:3] + (3,), dtype=np.float32)
-    transmittance = np.ones(rgba.shape[1:3], dtype=np.float32)
-    for layer in rgba:  # nearest first
-        a = np.clip(layer[..., 3], 0.0, 1.0)
-        premult_rgb += (transmittance * a)[..., None] * layer[..., :3]
+    layers = [np.asarray(x, dtype=np.float32) for x in rgba_layers]
+    if len(layers) > 1:  # order per pixel by depth, nearest first
+        depth = np.stack([np.asarray(d, dtype=np.float32) for d in depth_layers])  # [L, H, W]
+        depth = np.where(np.isfinite(depth), depth, np.inf)
+        order = np.argsort(depth, axis=0, kind="stable")
+        layers = list(np.take_along_axis(np.stack(layers), order[..., None], axis=0))
+    H, W = layers[0].shape[:2]
+    premult_rgb = np.zeros((H, W, 3), dtype=np.float32)
+    transmittance = np.ones((H, W, 1), dtype=np.float32)
+    for layer in layers:
+        a = np.clip(layer[..., 3:4], 0.0, 1.0)
+        premult_rgb += (transmittance * a) * layer[..., :3]
         transmittance *= 1.0 - a
     if background is not None:
-        bg = np.broadcast_to(np.asarray(background, dtype=np.float32), rgba.shape[1:])
-        a = np.clip(bg[..., 3], 0.0, 1.0)
-        premult_rgb += (transmittance * a)[..., None] * bg[..., :3]
-        transmittance = transmittance * (1.0 - a)
+        bg = np.broadcast_to(np.asarray(background, dtype=np.float32), (H, W, 4))
+        a = np.clip(bg[..., 3:4], 0.0, 1.0)
+        premult_rgb += (transmittance * a) * bg[..., :3]
+        transmittance *= 1.0 - a
     alpha = 1.0 - transmittance
-    rgb = np.where(alpha[..., None] > 1e-8, premult_rgb / np.maximum(alpha, 1e-8)[..., None], 0.0)
-    return np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
+    rgb = premult_rgb / np.maximum(alpha, 1e-8)
+    rgb[alpha[..., 0] <= 1e-8] = 0.0
+    return np.concatenate([rgb, alpha], axis=-1)
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:
