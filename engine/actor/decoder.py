@@ -99,10 +99,21 @@ class FiLMBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        g1, b1, g2, b2 = self.film(code)[:, :, None, None].chunk(4, dim=1)
-        h = F.leaky_relu(self.norm1(self.conv1(x)) * (1 + g1) + b1, 0.2)
-        h = F.leaky_relu(self.norm2(self.conv2(h)) * (1 + g2) + b2, 0.2)
+        g1, b1, g2, b2 = self.film(code).chunk(4, dim=1)  # [1 or B, C] each
+        h = F.leaky_relu(_film_norm(self.conv1(x), self.norm1, g1, b1), 0.2)
+        h = F.leaky_relu(_film_norm(self.conv2(h), self.norm2, g2, b2), 0.2)
         return h + self.skip(x)
+
+
+def _film_norm(y: torch.Tensor, norm: nn.GroupNorm, gain: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """GroupNorm then FiLM: ``norm(y) * (1 + gain) + shift``.
+
+    With one code for the whole batch (the usual case: one actor) the FiLM scale and shift
+    are GroupNorm's own affine parameters, so the whole thing is one pass over the image
+    instead of three (the decoder is memory-bound on CPU)."""
+    if gain.shape[0] == 1:
+        return F.group_norm(y, norm.num_groups, 1 + gain[0], shift[0], norm.eps)
+    return norm(y) * (1 + gain[:, :, None, None]) + shift[:, :, None, None]
 
 
 class Decoder(nn.Module):
@@ -138,7 +149,9 @@ class Decoder(nn.Module):
             raise MarionetteError(f"decoder input: expected [B, {cfg.in_channels}, H, W], got {list(latent.shape)}")
         B, _, H, W = latent.shape
         if code.dim() == 1:
-            code = code.expand(B, -1)
+            code = code[None]  # one code for the batch (broadcast by FiLM)
+        elif code.shape[0] not in (1, B):
+            raise MarionetteError(f"decoder code: expected [D], [1, D] or [{B}, D], got {list(code.shape)}")
         m = 2 ** cfg.levels
         ph, pw = (-H) % m, (-W) % m
         x = F.pad(latent, (0, pw, 0, ph), mode="replicate") if (ph or pw) else latent
