@@ -78,6 +78,29 @@ class MARIONETTE_OT_bind_actor(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
+class MARIONETTE_OT_bind_demo_actor(bpy.types.Operator):
+    """Render the active armature as the demo actor that ships with Marionette"""
+
+    bl_idname = "marionette.bind_demo_actor"
+    bl_label = "Bind Demo Actor"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and obj.type == "ARMATURE"
+
+    def execute(self, context):
+        from engine.data import demo_actor_path
+
+        try:
+            path = str(demo_actor_path())
+        except MarionetteError as exc:
+            self.report({"ERROR"}, f"Marionette: {exc}")
+            return {"CANCELLED"}
+        return bpy.ops.marionette.bind_actor(filepath=path)
+
+
 class MARIONETTE_OT_unbind_actor(bpy.types.Operator):
     """Stop rendering the active armature as an actor"""
 
@@ -137,12 +160,14 @@ class OBJECT_PT_marionette_actor(bpy.types.Panel):
             ok, message = check_binding(obj, obj.marionette_actor)
             layout.label(text=message, icon="CHECKMARK" if ok else "ERROR")
             layout.operator(MARIONETTE_OT_unbind_actor.bl_idname, icon="X")
-        layout.operator(MARIONETTE_OT_bind_actor.bl_idname, icon="FILEBROWSER")
+        row = layout.row()
+        row.operator(MARIONETTE_OT_bind_actor.bl_idname, icon="FILEBROWSER")
+        row.operator(MARIONETTE_OT_bind_demo_actor.bl_idname, icon="USER")
         if context.scene.render.engine != "MARIONETTE":
             layout.operator(MARIONETTE_OT_setup_render.bl_idname, icon="RENDER_STILL")
 
 
-CLASSES = (MARIONETTE_OT_bind_actor, MARIONETTE_OT_unbind_actor, MARIONETTE_OT_setup_render,
+CLASSES = (MARIONETTE_OT_bind_actor, MARIONETTE_OT_bind_demo_actor, MARIONETTE_OT_unbind_actor, MARIONETTE_OT_setup_render,
            OBJECT_PT_marionette_actor)
 
 

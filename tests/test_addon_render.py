@@ -200,3 +200,17 @@ def test_render_batch_script_resumes_and_chunks(blender, tmp_path, actor_dir, sk
     again = subprocess.run([sys.executable, str(script), str(blend), "--frames", "1-3", "-o", str(out)],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "rendered 0, skipped 3" in again.stdout
+
+
+def test_bind_demo_actor_ships_with_the_extension(blender, blender_sandbox, skeleton_file):
+    import zipfile
+    from pathlib import Path
+
+    bpy = blender
+    names = zipfile.ZipFile(blender_sandbox.zip_path).namelist()
+    assert any(n.endswith("demo_actor/actor.safetensors") for n in names)
+    skel_path, _ = skeleton_file
+    bpy.ops.marionette.import_skeleton(filepath=str(skel_path))
+    arm = bpy.context.active_object
+    assert bpy.ops.marionette.bind_demo_actor() == {"FINISHED"}
+    assert Path(arm.marionette_actor, "actor.json").is_file() and Path(arm.marionette_actor).name == "demo_actor"
