@@ -141,7 +141,7 @@ def ensure_torch(context=None) -> None:
     if folder:
         add_site_packages(bpy.path.abspath(folder))
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  (only: is it importable?)
     except ImportError:
         raise MarionetteError("PyTorch is not available to Blender: set a folder holding it in Preferences > "
                               "Add-ons > Marionette, or use the 'Install PyTorch' button there") from None

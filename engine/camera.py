@@ -16,15 +16,14 @@ Functions take numpy arrays or torch tensors (``project_points_torch``,
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from engine import MarionetteError
+from engine.jsonio import read_json, write_json_atomic
 
 CAMERA_JSON_FORMAT = "marionette.cameras"
 CAMERA_JSON_VERSION = 1
@@ -413,20 +412,13 @@ def save_cameras(path, cameras: list[Camera], up_axis: str = "Z") -> None:
     doc = {"format": CAMERA_JSON_FORMAT, "version": CAMERA_JSON_VERSION, "units": "metres",
            "convention": "opencv: x_cam = R x_world + t, pixel centres at integers",
            "up_axis": up_axis, "cameras": [c.to_dict() for c in cameras]}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(path, doc)
 
 
 def load_cameras_json(path) -> list[Camera]:
     """Read the project's own camera JSON (see ``save_cameras``)."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MarionetteError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MarionetteError(f"{path}: not valid JSON ({exc})") from None
+    doc = read_json(path, "camera file", expect_object=False)
     if isinstance(doc, dict) and doc.get("format") not in (None, CAMERA_JSON_FORMAT):
         raise MarionetteError(f"{path}: field 'format' is {doc.get('format')!r}, expected {CAMERA_JSON_FORMAT!r}")
     if isinstance(doc, dict) and int(doc.get("version", 1)) > CAMERA_JSON_VERSION:

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
+from engine.jsonio import read_json, write_text_atomic
 from engine.camera import Camera, load_cameras_json, save_cameras
 from engine.skeleton_io import SkeletonSequence, load_skeleton, save_skeleton
 
@@ -87,18 +88,13 @@ def openpose_document(keypoints: np.ndarray) -> dict:
 
 def write_openpose_json(path, keypoints: np.ndarray) -> None:
     """Write one OpenPose keypoint file atomically."""
-    _atomic_write_text(Path(path), json.dumps(openpose_document(keypoints)))
+    write_text_atomic(Path(path), json.dumps(openpose_document(keypoints)))
 
 
 def read_openpose_json(path, num_joints: int) -> np.ndarray:
     """Read the first person of an OpenPose JSON file -> [J, 3] (x, y, c); NaN x/y where c == 0."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MarionetteError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MarionetteError(f"{path}: not valid JSON ({exc})") from None
+    doc = read_json(path, "keypoint file", expect_object=False)
     people = doc.get("people") if isinstance(doc, dict) else None
     if not isinstance(people, list):
         raise MarionetteError(f"{path}: field 'people' must be a list")
@@ -118,12 +114,6 @@ def read_openpose_json(path, num_joints: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- writing
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def partial_path(out) -> Path:
     out = Path(out)
     return out.with_name(out.name + PARTIAL_SUFFIX)
@@ -179,7 +169,7 @@ def finish_capture(partial, out, meta: dict, cameras: list[Camera], skeleton: Sk
     save_skeleton(partial / "joints3d.npz", skeleton)
     doc = {"format": CAPTURE_FORMAT, "version": CAPTURE_VERSION, "complete": True}
     doc.update({k: v for k, v in meta.items() if k not in doc})
-    _atomic_write_text(partial / "capture.json", json.dumps(doc, indent=1))
+    write_text_atomic(partial / "capture.json", json.dumps(doc, indent=1))
     load_capture(partial)  # refuse to publish something our own reader rejects
     if out.exists():
         if not overwrite:
@@ -330,14 +320,7 @@ def load_capture(path, require_masks: bool = True, check_files: bool = True) -> 
             raise MarionetteError(f"{root}: not found; {partial_path(root)} exists but is an unfinished capture")
         raise MarionetteError(f"{root}: capture folder not found")
     meta_path = root / "capture.json"
-    try:
-        doc = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise MarionetteError(f"{meta_path}: file not found (an unfinished or not a capture folder)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MarionetteError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise MarionetteError(f"{meta_path}: expected a JSON object")
+    doc = read_json(meta_path, "capture description (an unfinished or not a capture folder)")
     if doc.get("format") != CAPTURE_FORMAT:
         raise MarionetteError(f"{meta_path}: field 'format' is {doc.get('format')!r}, expected {CAPTURE_FORMAT!r}")
     try:

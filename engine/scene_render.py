@@ -45,7 +45,7 @@ class ShotResult:
 
 def read_actor_header(actor_path) -> dict:
     """The validated JSON of an actor folder (cheap: does not read the weights or import torch)."""
-    import json
+    from engine.jsonio import read_json
 
     path = Path(actor_path)
     if path.is_file():
@@ -54,11 +54,8 @@ def read_actor_header(actor_path) -> dict:
     if not json_path.is_file():
         raise MarionetteError(f"{path}: not an actor folder (no actor.json; expected a folder written by "
                               "'marionette train')")
-    try:
-        doc = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MarionetteError(f"{json_path}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != "marionette.actor":
+    doc = read_json(json_path, "actor description")
+    if doc.get("format") != "marionette.actor":
         raise MarionetteError(f"{json_path}: field 'format' is not 'marionette.actor'")
     if "joint_set" not in doc:
         raise MarionetteError(f"{json_path}: missing field 'joint_set'")

@@ -1,6 +1,5 @@
 """The README's main job, end to end: keypoints -> skeleton -> armature -> neural frames."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -6,14 +6,11 @@ the CUDA source compile checks need only nvcc / g++ and run either way.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

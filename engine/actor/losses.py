@@ -12,7 +12,6 @@ its ``lin0..lin4`` layer weights). Nothing is ever downloaded.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 

@@ -20,7 +20,6 @@ ever pickled. Checkpoints (``engine.actor.train``) use the same two-file layout.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from engine import MarionetteError
+from engine.jsonio import read_json, write_json_atomic
 from engine.actor.decoder import DecoderConfig
 from engine.actor.model import Actor, ActorConfig
 from engine.skeletons import JointSet, get_joint_set
@@ -84,10 +84,7 @@ def read_tensors(path: Path, info: dict | None, where: str) -> dict[str, torch.T
 
 
 def write_json(path: Path, doc: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=_json_default))
-    os.replace(tmp, path)
+    write_json_atomic(path, doc, default=_json_default)
 
 
 def _json_default(o):
@@ -100,19 +97,6 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def read_json(path: Path, what: str = "file") -> dict:
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MarionetteError(f"{path}: {what} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MarionetteError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise MarionetteError(f"{path}: expected a JSON object")
-    return doc
 
 
 def actor_header(actor: Actor) -> dict:

@@ -21,13 +21,12 @@ the last good checkpoint and actor stay in place.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -459,7 +458,7 @@ def _mean(rows, i):
 def _nan_message(out: Path, step: int, what: str, last: int | None) -> str:
     keep = (f"the last good checkpoint (step {last}) and actor are kept in {out}; continue with --resume, "
             "perhaps with a lower --lr" if last is not None else
-            f"no checkpoint had been written yet (first one at --checkpoint-every); nothing was saved")
+            "no checkpoint had been written yet (first one at --checkpoint-every); nothing was saved")
     return f"training stopped at step {step}: {what} became NaN or infinite; {keep}"
 
 
