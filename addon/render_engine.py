@@ -140,11 +140,13 @@ def ensure_torch(context=None) -> None:
     folder = getattr(prefs, "torch_path", "") if prefs is not None else ""
     if folder:
         add_site_packages(bpy.path.abspath(folder))
-    try:
-        import torch  # noqa: F401  (only: is it importable?)
-    except ImportError:
-        raise MarionetteError("PyTorch is not available to Blender: set a folder holding it in Preferences > "
-                              "Add-ons > Marionette, or use the 'Install PyTorch' button there") from None
+    for module in ("torch", "safetensors"):  # the renderer and the actor files
+        try:
+            __import__(module)
+        except ImportError:
+            raise MarionetteError(f"{module} is not available to Blender: set a folder holding PyTorch and "
+                                  "safetensors in Preferences > Add-ons > Marionette, or use the 'Install PyTorch' "
+                                  "button there") from None
 
 
 class MarionetteRenderEngine(bpy.types.RenderEngine):

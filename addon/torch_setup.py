@@ -47,8 +47,9 @@ class MARIONETTE_OT_install_torch(bpy.types.Operator):
     bl_label = "Install PyTorch"
     bl_options = {"REGISTER"}
 
-    spec: StringProperty(name="Requirement", default="torch",
-                         description="pip requirement, e.g. 'torch' or 'torch --index-url https://download.pytorch.org/whl/cu124'")
+    spec: StringProperty(name="Requirements", default="torch safetensors",
+                         description="pip requirements; the renderer needs torch and safetensors. For a CUDA build: "
+                                     "'torch safetensors --extra-index-url https://download.pytorch.org/whl/cu124'")
 
     _proc = None
     _timer = None
