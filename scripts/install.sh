@@ -27,3 +27,6 @@ if [ -f cuda_ext/setup.py ] && [ "${MARIONETTE_SKIP_KERNELS:-0}" != "1" ]; then
     $PY -m pip install --force-reinstall --no-deps "setuptools>=70,<85" wheel ninja
     $PY -m pip install --no-build-isolation ./cuda_ext || echo "marionette: cuda_ext kernels not built; using the PyTorch reference renderer"
 fi
+# pyenv only sees new console scripts (marionette) after a rehash
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+echo "marionette: installed; try 'marionette demo -o out' (or 'python3 -m engine demo -o out')"
