@@ -14,7 +14,6 @@ Marionette engine into OUT/frames/, assembles OUT/demo.gif and saves OUT/demo.bl
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -77,10 +76,11 @@ def build_scene(bpy, skeleton: str, actor: str, resolution: int = 256, fps: floa
     track.target = target
     track.track_axis = "TRACK_NEGATIVE_Z"
     track.up_axis = "UP_Y"
-    n = len(frames)
-    for i, f in enumerate(frames):  # a quarter orbit over the clip
-        a = -math.pi / 2 + 0.5 * math.pi * i / max(1, n - 1)
-        cam.location = (cx + radius * math.cos(a), cy + radius * math.sin(a), height + 0.3 * (cz - 1.0))
+    from engine.rig import orbit_path
+
+    # a quarter orbit over the clip
+    for f, eye in zip(frames, orbit_path((cx, cy), radius, height + 0.3 * (cz - 1.0), len(frames))):
+        cam.location = tuple(eye)
         cam.keyframe_insert("location", frame=f)
     scene.camera = cam
     scene.render.resolution_x = scene.render.resolution_y = int(resolution)

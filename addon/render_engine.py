@@ -46,6 +46,12 @@ def _prefs(context=None):
         return None
 
 
+def output_resolution(scene) -> tuple[int, int]:
+    """Final pixel size: resolution times percentage, as Blender computes it."""
+    r = scene.render
+    return r.resolution_x * r.resolution_percentage // 100, r.resolution_y * r.resolution_percentage // 100
+
+
 def camera_from_scene(scene, depsgraph):
     """The scene camera as an ``engine.camera.Camera`` at the final output resolution."""
     from engine.camera import from_blender
@@ -60,8 +66,7 @@ def camera_from_scene(scene, depsgraph):
         raise MarionetteError(f"camera {cam_obj.name!r} is {data.type.lower()}; the neural renderer supports "
                               "perspective cameras only (Camera Properties > Lens > Type)")
     r = scene.render
-    W = r.resolution_x * r.resolution_percentage // 100
-    H = r.resolution_y * r.resolution_percentage // 100
+    W, H = output_resolution(scene)
     if W <= 0 or H <= 0:
         raise MarionetteError(f"the output resolution is {W}x{H}; set a positive resolution (Output Properties)")
     ev = cam_obj.evaluated_get(depsgraph)
@@ -170,9 +175,7 @@ class MarionetteRenderEngine(bpy.types.RenderEngine):
 
     def render(self, depsgraph):
         scene = depsgraph.scene
-        r = scene.render
-        W = r.resolution_x * r.resolution_percentage // 100
-        H = r.resolution_y * r.resolution_percentage // 100
+        W, H = output_resolution(scene)
         if W <= 0 or H <= 0:
             self._fail(f"the output resolution is {W}x{H}; set a positive resolution")
             return

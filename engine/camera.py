@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
-from engine.jsonio import read_json, write_json_atomic
+from engine.fileio import read_json, write_json_atomic
 
 CAMERA_JSON_FORMAT = "marionette.cameras"
 CAMERA_JSON_VERSION = 1

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
-from engine.jsonio import read_json, write_text_atomic
+from engine.fileio import read_json, write_text_atomic
 from engine.camera import Camera, load_cameras_json, save_cameras
 from engine.skeleton_io import SkeletonSequence, load_skeleton, save_skeleton
 

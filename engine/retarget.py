@@ -34,6 +34,7 @@ import numpy as np
 from engine import MarionetteError
 from engine.resample import (bone_lengths, fill_gaps, quat_between, quat_conj, quat_exp, quat_mul,
                              quat_normalize, quat_rotate, skeleton_times)
+from engine.kinematics import matrix_to_quat, quat_to_matrix
 from engine.skeleton_io import SkeletonSequence
 from engine.skeletons import DERIVED, JointSet
 
@@ -104,41 +105,6 @@ def up_vector(up) -> np.ndarray:
     if not np.isfinite(n) or n < 1e-9:
         raise MarionetteError(f"up vector: expected a non-zero 3-vector, got {up!r}")
     return v / n
-
-
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    q = quat_normalize(q)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
-
-
-def matrix_to_quat(m: np.ndarray) -> np.ndarray:
-    """Rotation matrices [..., 3, 3] -> quaternions (w, x, y, z), w >= 0."""
-    m = np.asarray(m, dtype=np.float64)
-    flat = m.reshape(-1, 3, 3)
-    out = np.empty((len(flat), 4))
-    for i, r in enumerate(flat):
-        tr = np.trace(r)
-        if tr > 0:
-            s = 2.0 * np.sqrt(tr + 1.0)
-            q = [0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
-        else:
-            k = int(np.argmax(np.diag(r)))
-            i1, i2 = (k + 1) % 3, (k + 2) % 3
-            s = 2.0 * np.sqrt(max(1.0 + r[k, k] - r[i1, i1] - r[i2, i2], 1e-300))
-            q = np.zeros(4)
-            q[0] = (r[i2, i1] - r[i1, i2]) / s
-            q[1 + k] = 0.25 * s
-            q[1 + i1] = (r[i1, k] + r[k, i1]) / s
-            q[1 + i2] = (r[i2, k] + r[k, i2]) / s
-        out[i] = q
-    out = quat_normalize(out)
-    out = np.where(out[:, :1] < 0, -out, out)
-    return out.reshape(m.shape[:-2] + (4,))
 
 
 def _rotation_between_up(src_up: np.ndarray, dst_up: np.ndarray) -> np.ndarray:

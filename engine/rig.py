@@ -90,3 +90,13 @@ def build_rig(spec: RigSpec) -> tuple[list[Camera], list[str], list[str]]:
 def ring_positions(cams: list[Camera]) -> np.ndarray:
     """Camera centres [N, 3] (handy for plots and checks)."""
     return np.stack([c.center for c in cams])
+
+
+def orbit_path(centre, radius: float, height: float, frames: int, start_deg: float = -90.0,
+               sweep_deg: float = 90.0) -> np.ndarray:
+    """Eye positions [frames, 3] of a camera circling ``centre`` (Z up) at ``height``,
+    sweeping ``sweep_deg`` degrees from ``start_deg`` over the clip."""
+    cx, cy = float(centre[0]), float(centre[1])
+    t = np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1)
+    a = np.radians(start_deg + sweep_deg * t)
+    return np.stack([cx + radius * np.cos(a), cy + radius * np.sin(a), np.full_like(a, height)], axis=-1)

@@ -45,7 +45,7 @@ class ShotResult:
 
 def read_actor_header(actor_path) -> dict:
     """The validated JSON of an actor folder (cheap: does not read the weights or import torch)."""
-    from engine.jsonio import read_json
+    from engine.fileio import read_json
 
     path = Path(actor_path)
     if path.is_file():
@@ -136,6 +136,12 @@ def resolve_device(name: str):
     return _resolve(name)
 
 
+def _to_output(x: np.ndarray, factor: int, H: int, W: int) -> np.ndarray:
+    if x.shape == (H, W):
+        return x
+    return np.repeat(np.repeat(x, factor, axis=0), factor, axis=1)[:H, :W]
+
+
 def render_shot(camera: Camera, actors: list[BoundActor], device: str = "auto",
                 background: np.ndarray | None = None, cancelled=None, progress=None,
                 cache: ActorCache | None = None) -> ShotResult:
@@ -177,14 +183,10 @@ def render_shot(camera: Camera, actors: list[BoundActor], device: str = "auto",
             rgb = out["rgb"][0].permute(1, 2, 0).float().cpu().numpy()
             alpha = out["alpha"][0, 0].float().cpu().numpy()
             depth = out["depth"][0, 0].float().cpu().numpy()
-        if depth.shape != (H, W):  # the latent (and its depth) may be coarser than the output
-            s = actor.upsample
-            depth = np.repeat(np.repeat(depth, s, axis=0), s, axis=1)[:H, :W]
-        lat_alpha = out["latent_alpha"][0, 0].float().cpu().numpy()
-        if lat_alpha.shape != (H, W):
-            s = actor.upsample
-            lat_alpha = np.repeat(np.repeat(lat_alpha, s, axis=0), s, axis=1)[:H, :W]
-        depth = np.where(lat_alpha > 1e-3, depth, np.inf)
+            lat_alpha = out["latent_alpha"][0, 0].float().cpu().numpy()
+        # the latent (and its depth) may be coarser than the output: nearest-neighbour up to it
+        depth = _to_output(depth, actor.upsample, H, W)
+        depth = np.where(_to_output(lat_alpha, actor.upsample, H, W) > 1e-3, depth, np.inf)
         layers.append(np.concatenate([rgb, alpha[..., None]], axis=-1))
         depths.append(depth)
         rendered.append(bound.name)

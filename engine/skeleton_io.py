@@ -26,13 +26,13 @@ so hand-made files work.
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from engine import MarionetteError
+from engine.fileio import read_npz
 from engine.skeletons import JointSet, get_joint_set
 
 SKELETON_FORMAT = "marionette.skeleton"
@@ -103,13 +103,7 @@ def save_skeleton(path, seq: SkeletonSequence) -> None:
 def load_skeleton(path) -> SkeletonSequence:
     """Read and validate a skeleton ``.npz``; errors name the file and the field."""
     path = Path(path)
-    if not path.is_file():
-        raise MarionetteError(f"{path}: file not found")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise MarionetteError(f"{path}: not a readable .npz file ({exc})") from None
+    arrays = read_npz(path)
     fmt = str(arrays.get("format", SKELETON_FORMAT))
     if fmt != SKELETON_FORMAT:
         raise MarionetteError(f"{path}: field 'format' is {fmt!r}, expected {SKELETON_FORMAT!r}")

@@ -30,13 +30,13 @@ an approximate adult neutral skeleton defined here (not SMPL data).
 from __future__ import annotations
 
 import difflib
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine import MarionetteError
+from engine.fileio import read_npz
 from engine.kinematics import Rig, axis_angle_to_matrix, bone_frames, make_quats_continuous, matrix_to_quat
 from engine.skeletons import SMPL_24
 
@@ -108,13 +108,7 @@ def load_smpl_motion(path) -> SmplMotion:
     """Read and validate an AMASS-style SMPL motion ``.npz``; errors name the file and the field."""
     path = Path(path)
     where = str(path)
-    if not path.is_file():
-        raise MarionetteError(f"{where}: file not found")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise MarionetteError(f"{where}: not a readable .npz file ({exc})") from None
+    arrays = read_npz(path)
 
     poses = np.asarray(_require(arrays, "poses", where, "[T, 72] axis-angle (or [T, 156] SMPL-H)"))
     if not np.issubdtype(poses.dtype, np.number):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from engine import MarionetteError
-from engine.jsonio import read_json, write_json_atomic
+from engine.fileio import read_json, write_json_atomic
 from engine.actor.decoder import DecoderConfig
 from engine.actor.model import Actor, ActorConfig
 from engine.skeletons import JointSet, get_joint_set

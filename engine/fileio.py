@@ -1,10 +1,13 @@
-"""Reading user JSON with errors that name the file, and writing JSON/text atomically."""
+"""Reading user files (JSON, .npz) with errors that name the file, and writing JSON/text atomically."""
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from engine import MarionetteError
 
@@ -35,3 +38,15 @@ def write_text_atomic(path, text: str) -> None:
 
 def write_json_atomic(path, doc, indent: int | None = 1, default=None) -> None:
     write_text_atomic(path, json.dumps(doc, indent=indent, default=default))
+
+
+def read_npz(path) -> dict:
+    """All arrays of an ``.npz`` (never unpickling); missing or unreadable files are MarionetteErrors."""
+    path = Path(path)
+    if not path.is_file():
+        raise MarionetteError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise MarionetteError(f"{path}: not a readable .npz file ({exc})") from None
