@@ -339,8 +339,56 @@ SMPL_24 = _set(
     description="SMPL body model, 24 joints (kintree order)",
 )
 
+
+# ---------------------------------------------------------------------- BlazePose (MediaPipe Pose)
+# The 33 landmarks of MediaPipe's BlazePose in the model's own order (what ``marionette ingest``
+# detects). BlazePose has no pelvis or neck joint: the tree is rooted at the left hip, the
+# head hangs off the left shoulder, and extra bones close the shoulders and the head's
+# other side so the rendered primitives stay symmetric.
+BLAZEPOSE_33 = _set(
+    "BLAZEPOSE_33",
+    [
+        ("nose", "nose", "left_shoulder"),
+        ("left_eye_inner", "left_eye_inner", "nose"),
+        ("left_eye", "left_eye", "left_eye_inner"),
+        ("left_eye_outer", "left_eye_outer", "left_eye"),
+        ("right_eye_inner", "right_eye_inner", "nose"),
+        ("right_eye", "right_eye", "right_eye_inner"),
+        ("right_eye_outer", "right_eye_outer", "right_eye"),
+        ("left_ear", "left_ear", "left_eye_outer"),
+        ("right_ear", "right_ear", "right_eye_outer"),
+        ("mouth_left", "mouth_left", "nose"),
+        ("mouth_right", "mouth_right", "nose"),
+        ("left_shoulder", "left_shoulder", "left_hip"),
+        ("right_shoulder", "right_shoulder", "right_hip"),
+        ("left_elbow", "left_elbow", "left_shoulder"),
+        ("right_elbow", "right_elbow", "right_shoulder"),
+        ("left_wrist", "left_wrist", "left_elbow"),
+        ("right_wrist", "right_wrist", "right_elbow"),
+        ("left_pinky", "left_pinky_knuckle", "left_wrist"),
+        ("right_pinky", "right_pinky_knuckle", "right_wrist"),
+        ("left_index", "left_index_knuckle", "left_wrist"),
+        ("right_index", "right_index_knuckle", "right_wrist"),
+        ("left_thumb", "left_thumb", "left_wrist"),
+        ("right_thumb", "right_thumb", "right_wrist"),
+        ("left_hip", "left_hip", None),
+        ("right_hip", "right_hip", "left_hip"),
+        ("left_knee", "left_knee", "left_hip"),
+        ("right_knee", "right_knee", "right_hip"),
+        ("left_ankle", "left_ankle", "left_knee"),
+        ("right_ankle", "right_ankle", "right_knee"),
+        ("left_heel", "left_heel", "left_ankle"),
+        ("right_heel", "right_heel", "right_ankle"),
+        ("left_foot_index", "left_foot_index", "left_ankle"),
+        ("right_foot_index", "right_foot_index", "right_ankle"),
+    ],
+    extra=(("left_shoulder", "right_shoulder"), ("right_shoulder", "nose"), ("left_heel", "left_foot_index"),
+           ("right_heel", "right_foot_index")),
+    description="MediaPipe BlazePose, 33 landmarks (what marionette ingest detects); rooted at the left hip",
+)
+
 JOINT_SETS: dict[str, JointSet] = {
-    s.name: s for s in (BODY_25, BODY_25B, COCO_17, PANOPTIC_19, H36M_17, SMPL_24)
+    s.name: s for s in (BODY_25, BODY_25B, COCO_17, PANOPTIC_19, H36M_17, SMPL_24, BLAZEPOSE_33)
 }
 
 # Canonical joints that may be built from others when a set lacks them: name -> [(joint, weight)].
@@ -361,9 +409,18 @@ DERIVED: dict[str, list[tuple[str, float]]] = {
     "right_foot": [("right_big_toe", 0.5), ("right_small_toe", 0.5)],
     "spine": [("pelvis", 0.5), ("neck", 0.5)],
     "head": [("head_top", 0.5), ("nose", 0.5)],
+    # BlazePose's foot index is the tip of the foot, in front of the big and second toes;
+    # its hand points are the knuckles of the index and little fingers
+    "left_big_toe": [("left_foot_index", 1.0)],
+    "right_big_toe": [("right_foot_index", 1.0)],
+    "left_small_toe": [("left_foot_index", 1.0)],
+    "right_small_toe": [("right_foot_index", 1.0)],
+    "left_hand": [("left_index_knuckle", 0.5), ("left_pinky_knuckle", 0.5)],
+    "right_hand": [("right_index_knuckle", 0.5), ("right_pinky_knuckle", 0.5)],
 }
 # Derived entries that are approximations (a consumer that needs exactness can refuse them).
-APPROXIMATE = {"neck", "thorax", "left_hip", "right_hip", "smpl_left_hip", "smpl_right_hip", "neck_base", "upper_neck", "left_foot",
+APPROXIMATE = {"left_big_toe", "right_big_toe", "left_small_toe", "right_small_toe", "left_hand", "right_hand",
+               "neck", "thorax", "left_hip", "right_hip", "smpl_left_hip", "smpl_right_hip", "neck_base", "upper_neck", "left_foot",
                "right_foot", "spine", "head"}
 
 
@@ -371,7 +428,8 @@ def get_joint_set(name: str) -> JointSet:
     """Look up a joint set by name (case-insensitive; ``"body25b"`` works)."""
     key = name.upper().replace("-", "_")
     aliases = {"BODY25": "BODY_25", "BODY25B": "BODY_25B", "COCO": "COCO_17", "COCO17": "COCO_17",
-               "PANOPTIC": "PANOPTIC_19", "H36M": "H36M_17", "SMPL": "SMPL_24", "SMPL24": "SMPL_24"}
+               "PANOPTIC": "PANOPTIC_19", "H36M": "H36M_17", "SMPL": "SMPL_24", "SMPL24": "SMPL_24",
+               "BLAZEPOSE": "BLAZEPOSE_33", "MEDIAPIPE": "BLAZEPOSE_33", "BLAZEPOSE33": "BLAZEPOSE_33"}
     key = aliases.get(key, key)
     if key not in JOINT_SETS:
         raise MarionetteError(f"unknown joint set {name!r}; expected one of {', '.join(JOINT_SETS)}")
