@@ -61,7 +61,24 @@ def split_views(cap, split: str) -> list[View]:
     if split not in cams:
         raise MarionetteError(f"unknown split {split!r}; expected one of {', '.join(cams)}")
     cs, fs = cams[split]
-    return [View(c, f) for c in cs for f in fs]
+    excluded = excluded_views(cap)
+    return [View(c, f) for c in cs for f in fs if (c, f) not in excluded]
+
+
+def excluded_views(cap) -> set[tuple[str, int]]:
+    """(camera, frame) pairs the capture marks unusable (``capture.json`` ``excluded_views``:
+    e.g. frames where ingest's detector found nobody or the mask failed its checks)."""
+    doc = cap.meta.get("excluded_views") or {}
+    if not isinstance(doc, dict):
+        raise MarionetteError(f"{cap.root / 'capture.json'}: field 'excluded_views' must be an object "
+                              "{camera: [frames]}")
+    out = set()
+    for cam, frames in doc.items():
+        if not isinstance(frames, list) or not all(isinstance(f, int) and not isinstance(f, bool) for f in frames):
+            raise MarionetteError(f"{cap.root / 'capture.json'}: field 'excluded_views.{cam}' must be a list of "
+                                  "frame numbers")
+        out.update((str(cam), int(f)) for f in frames)
+    return out
 
 
 class ViewSet(torch.utils.data.Dataset):
@@ -83,6 +100,8 @@ class ViewSet(torch.utils.data.Dataset):
             joints = map_joints(joints, src, self.joint_set).astype(np.float32)
         self._joints = joints
         self.cameras: dict[str, Camera] = {}
+        # index of each training camera (the actor's per-camera colour correction); -1 = none
+        self.camera_index = {name: i for i, name in enumerate(cap.train_cameras)}
         for name in {v.camera for v in self.views}:
             cam = cap.camera(name)
             if cam.has_distortion:
@@ -137,6 +156,7 @@ class ViewSet(torch.utils.data.Dataset):
             "R": torch.as_tensor(cam.R, dtype=torch.float32),
             "t": torch.as_tensor(cam.t, dtype=torch.float32),
             "index": torch.tensor(i),
+            "camera_index": torch.tensor(self.camera_index.get(v.camera, -1)),
         }
 
     def batch(self, indices) -> dict:

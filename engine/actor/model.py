@@ -37,6 +37,13 @@ class ActorConfig:
     mode: str = "transmittance"
     density: float = 30.0
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    # Gaussians per bone: 1 = one Gaussian on the bone (the seed paper's actor, format v1);
+    # k > 1 = k Gaussians in the bone's frame, each with its own latent vector
+    # (engine.render.primitives.SurfacePrimitives)
+    per_bone: int = 1
+    # training cameras with a learned colour correction (gain, offset per RGB channel) that
+    # absorbs exposure and white-balance differences between real cameras; render never applies it
+    colour_cameras: int = 0
 
     def validate(self, where: str = "actor config") -> None:
         get_joint_set(self.joint_set)
@@ -47,6 +54,10 @@ class ActorConfig:
         if self.decoder.in_channels != self.latent_dim + 1:
             raise MarionetteError(f"{where}: decoder in_channels {self.decoder.in_channels} must be latent_dim + 1 "
                                   f"= {self.latent_dim + 1}")
+        if not (0 <= int(self.colour_cameras) <= 4096):
+            raise MarionetteError(f"{where}: 'colour_cameras' must be between 0 and 4096, got {self.colour_cameras}")
+        if not (1 <= int(self.per_bone) <= 64):
+            raise MarionetteError(f"{where}: 'per_bone' must be between 1 and 64, got {self.per_bone}")
         if not (self.density > 0 and math.isfinite(self.density)):
             raise MarionetteError(f"{where}: 'density' must be positive, got {self.density}")
         self.decoder.validate(f"{where}: decoder")
@@ -58,10 +69,11 @@ class ActorConfig:
 
 
 def make_config(joint_set: str, latent_dim: int = 16, mode: str = "transmittance", preset: str = "small",
-                upsample: int = 1, code_dim: int = 32, density: float = 30.0) -> ActorConfig:
+                upsample: int = 1, code_dim: int = 32, density: float = 30.0, per_bone: int = 1,
+                colour_cameras: int = 0) -> ActorConfig:
     dec = DecoderConfig.preset(preset, in_channels=latent_dim + 1, upsample=upsample, code_dim=code_dim)
     cfg = ActorConfig(joint_set=get_joint_set(joint_set).name, latent_dim=latent_dim, mode=mode,
-                      density=density, decoder=dec)
+                      density=density, decoder=dec, per_bone=int(per_bone), colour_cameras=int(colour_cameras))
     cfg.validate()
     return cfg
 
@@ -82,20 +94,26 @@ def latent_intrinsics(K: torch.Tensor, factor: int) -> torch.Tensor:
 class Actor(nn.Module):
     def __init__(self, config: ActorConfig, seed: int | None = 0):
         super().__init__()
-        from engine.render.primitives import BonePrimitives
+        from engine.render.primitives import BonePrimitives, SurfacePrimitives
 
         config.validate()
         self.config = config
         self.joint_set: JointSet = get_joint_set(config.joint_set)
-        n = len(self.joint_set.bones)
+        n = len(self.joint_set.bones) * int(config.per_bone)  # one latent vector per primitive
         gen = torch.Generator().manual_seed(int(seed or 0))
-        self.primitives = BonePrimitives(self.joint_set, density=config.density)
+        if config.per_bone == 1:
+            self.primitives = BonePrimitives(self.joint_set, density=config.density)
+        else:
+            self.primitives = SurfacePrimitives(self.joint_set, per_bone=config.per_bone, density=config.density)
         # small random codes break the symmetry between bones; the decoder learns their meaning
         self.codes = nn.Parameter(torch.randn(n, config.latent_dim, generator=gen) * 0.5)
         self.background = nn.Parameter(torch.zeros(config.latent_dim))
         # non-zero so the FiLM layers receive gradient from the first step
         self.actor_code = nn.Parameter(torch.randn(config.decoder.code_dim, generator=gen))
         self.decoder = Decoder(config.decoder)
+        if config.colour_cameras:
+            # [cameras, 2, 3]: log-gain and offset per RGB channel; zeros = identity
+            self.camera_colour = nn.Parameter(torch.zeros(int(config.colour_cameras), 2, 3))
         self.decoder.to(memory_format=torch.channels_last)
         self.backend: str | None = None  # renderer backend; None = engine default / env var
 
@@ -136,6 +154,13 @@ class Actor(nn.Module):
         rgb = rgb[:, :, :height, :width].float()
         alpha = alpha[:, :, :height, :width].float()
         return dict(rgb=rgb, alpha=alpha, latent=latent, latent_alpha=lat_alpha, depth=depth)
+
+    def colour_correct(self, rgb: torch.Tensor, camera_index: torch.Tensor) -> torch.Tensor:
+        """Training only: the rendered rgb [B,3,H,W] as training camera ``camera_index`` [B] saw it."""
+        if not self.config.colour_cameras:
+            return rgb
+        cc = self.camera_colour[camera_index]                      # [B, 2, 3]
+        return rgb * cc[:, 0, :, None, None].exp() + cc[:, 1, :, None, None]
 
     # ------------------------------------------------------------------ convenience
     @torch.no_grad()

@@ -34,7 +34,8 @@ from engine.actor.model import Actor, ActorConfig
 from engine.skeletons import JointSet, get_joint_set
 
 ACTOR_FORMAT = "marionette.actor"
-ACTOR_VERSION = 1
+ACTOR_VERSION = 2  # v2 adds several Gaussians per bone ('per_bone'); v1 actors (one per bone) still load
+READABLE_VERSIONS = (1, 2)
 TENSOR_FILE = "actor.safetensors"
 JSON_FILE = "actor.json"
 
@@ -103,11 +104,12 @@ def actor_header(actor: Actor) -> dict:
     cfg = actor.config
     js = actor.joint_set
     return {
-        "format": ACTOR_FORMAT, "version": ACTOR_VERSION,
+        # one-Gaussian-per-bone actors stay version 1 so older Marionettes keep reading them
+        "format": ACTOR_FORMAT, "version": ACTOR_VERSION if (cfg.per_bone > 1 or cfg.colour_cameras) else 1,
         "joint_set": js.name, "bones": [list(b) for b in js.bones], "bone_names": js.bone_names,
         "widths": [round(float(w), 6) for w in actor.primitives.widths().detach().cpu()],
         "latent_dim": cfg.latent_dim, "mode": cfg.mode, "density": cfg.density,
-        "decoder": cfg.decoder.to_dict(),
+        "decoder": cfg.decoder.to_dict(), "per_bone": cfg.per_bone, "colour_cameras": cfg.colour_cameras,
     }
 
 
@@ -135,10 +137,14 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
     version = doc.get("version")
     if not isinstance(version, int):
         raise MarionetteError(f"{where}: field 'version' must be an integer, got {version!r}")
-    if version != ACTOR_VERSION:
+    if version not in READABLE_VERSIONS:
         newer = "newer" if version > ACTOR_VERSION else "older"
-        raise MarionetteError(f"{where}: actor file version {version} is {newer} than the version this Marionette "
-                              f"reads ({ACTOR_VERSION}); use a matching Marionette or retrain the actor")
+        raise MarionetteError(f"{where}: actor file version {version} is {newer} than the versions this Marionette "
+                              f"reads ({', '.join(map(str, READABLE_VERSIONS))}); use a matching Marionette or "
+                              "retrain the actor")
+    for key in ("per_bone", "colour_cameras"):
+        if version < 2 and doc.get(key, 1 if key == "per_bone" else 0) != (1 if key == "per_bone" else 0):
+            raise MarionetteError(f"{where}: field {key!r} needs actor file version 2, the file says {version}")
     for key in ("joint_set", "bones", "latent_dim", "mode", "decoder"):
         if key not in doc:
             raise MarionetteError(f"{where}: missing field {key!r}")
@@ -151,7 +157,8 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
                               "Marionette (the actor was made with a different joint-set definition)")
     try:
         cfg = ActorConfig(joint_set=js.name, latent_dim=int(doc["latent_dim"]), mode=str(doc["mode"]),
-                          density=float(doc.get("density", 30.0)),
+                          density=float(doc.get("density", 30.0)), per_bone=int(doc.get("per_bone", 1)),
+                          colour_cameras=int(doc.get("colour_cameras", 0)),
                           decoder=DecoderConfig.from_dict(doc["decoder"], f"{where}: field 'decoder'"))
     except (TypeError, ValueError) as exc:
         raise MarionetteError(f"{where}: bad field value ({exc})") from None

@@ -46,7 +46,7 @@ class TrainConfig:
     capture: str
     out: str
     steps: int = 2000
-    resolution: int = 256
+    resolution: int | None = None  # None: the capture's own resolution
     batch: int = 4
     mode: str = "transmittance"
     device: str = "auto"
@@ -58,6 +58,8 @@ class TrainConfig:
     preset: str = "small"
     upsample: int = 1
     latent_dim: int = 16
+    per_bone: int = 4  # Gaussians per bone (1 = the seed paper's one-Gaussian-per-bone actor)
+    colour_correction: bool = True  # learn per-training-camera gain/offset (never applied at render)
     checkpoint_every: int = 250
     log_every: int = 10
     keep_checkpoints: int = 2
@@ -68,12 +70,15 @@ class TrainConfig:
     command: str = ""
     progress: bool = True
 
+    def colour_cameras_enabled(self) -> bool:
+        return bool(self.colour_correction)
+
     def validate(self) -> None:
         if self.steps < 1:
             raise MarionetteError(f"--steps must be at least 1, got {self.steps}")
         if self.batch < 1:
             raise MarionetteError(f"--batch must be at least 1, got {self.batch}")
-        if self.resolution < 16:
+        if self.resolution is not None and self.resolution < 16:
             raise MarionetteError(f"--resolution must be at least 16 pixels, got {self.resolution}")
         if self.mode not in RENDER_MODES:
             raise MarionetteError(f"--mode must be one of {RENDER_MODES}, got {self.mode!r}")
@@ -81,6 +86,8 @@ class TrainConfig:
             raise MarionetteError(f"--upsample must be 1 or 2, got {self.upsample}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise MarionetteError(f"--lr must be a positive number, got {self.lr}")
+        if not (1 <= self.per_bone <= 64):
+            raise MarionetteError(f"--per-bone must be between 1 and 64, got {self.per_bone}")
         if self.checkpoint_every < 1:
             raise MarionetteError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
 
@@ -270,12 +277,22 @@ def load_checkpoint(path: Path, actor: Actor, opt) -> dict:
 # ---------------------------------------------------------------------------- training
 def _param_groups(actor: Actor, lr: float) -> list[dict]:
     # widths/densities live in log space: a smaller step keeps the bones from collapsing early
-    return [
+    groups = [
         {"params": list(actor.decoder.parameters()) + [actor.actor_code], "lr": lr, "name": "decoder"},
         {"params": [actor.codes, actor.background], "lr": lr * 5, "name": "codes"},
-        {"params": [actor.primitives.log_widths, actor.primitives.log_densities], "lr": lr * 0.5,
-         "name": "primitives"},
+        {"params": list(actor.primitives.parameters()), "lr": lr * 0.5, "name": "primitives"},
     ]
+    if actor.config.colour_cameras:
+        groups.append({"params": [actor.camera_colour], "lr": lr, "name": "camera_colour"})
+    return groups
+
+
+def capture_resolution(cap) -> int:
+    """The capture's own image size (longer side), the default training resolution."""
+    res = cap.meta.get("resolution")
+    if isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and v > 0 for v in res):
+        return int(max(res))
+    return int(max(max(c.width, c.height) for c in cap.cameras))
 
 
 def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
@@ -315,6 +332,8 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     np.random.seed(cfg.seed)
 
     cap = open_capture(cfg.capture)
+    if cfg.resolution is None:
+        cfg.resolution = capture_resolution(cap)
     views = split_views(cap, "train")
     check_trainable_frames(cap, cap.joint_set, sorted({v.frame for v in views}))
     bar = _bar(cfg, d, len(views), "loading views")
@@ -326,7 +345,8 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
                               "use --batch 1")
 
     acfg = make_config(cap.joint_set.name, latent_dim=cfg.latent_dim, mode=cfg.mode, preset=cfg.preset,
-                       upsample=cfg.upsample)
+                       upsample=cfg.upsample, per_bone=cfg.per_bone,
+                       colour_cameras=len(cap.train_cameras) if cfg.colour_cameras_enabled() else 0)
     actor = Actor(acfg, seed=cfg.seed).to(device)
     opt = torch.optim.Adam(_param_groups(actor, cfg.lr), betas=(0.9, 0.99))
     base_lrs = [g["lr"] for g in opt.param_groups]
@@ -387,7 +407,11 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * _lr_factor(step, cfg.steps)
             res = model(b["joints"], b["K"], b["R"], b["t"], H, W)
-            parts = loss_fn(res["rgb"], res["alpha"], b["rgb"], b["mask"])
+            rgb = actor.colour_correct(res["rgb"], b["camera_index"].clamp_min(0))
+            parts = loss_fn(rgb, res["alpha"], b["rgb"], b["mask"])
+            if actor.config.colour_cameras:
+                # keep the corrections small: the decoder, not the cameras, should explain the person
+                parts["loss"] = parts["loss"] + 1e-2 * actor.camera_colour.pow(2).mean()
             loss = parts["loss"]
             if _poison_step is not None and step == _poison_step:
                 loss = loss * float("nan")

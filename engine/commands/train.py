@@ -24,8 +24,14 @@ def add_arguments(p):
     p.add_argument("--capture", required=True, metavar="DIR", help="capture folder (with capture.json)")
     p.add_argument("-o", "--output", required=True, metavar="ACTOR_DIR", help="actor folder to write")
     p.add_argument("--steps", type=int, default=2000, help="optimisation steps in total (default 2000)")
-    p.add_argument("--resolution", type=int, default=256,
-                   help="longer image side in pixels that training renders at (default 256)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="longer image side in pixels that training renders at (default: the capture's own)")
+    p.add_argument("--per-bone", type=int, default=4, metavar="K",
+                   help="Gaussians per bone, each with its own latent vector, placed in the bone's frame so front "
+                        "and back differ (default 4; 1 = the seed paper's one Gaussian per bone)")
+    p.add_argument("--no-colour-correction", action="store_true",
+                   help="do not learn a per-camera colour gain/offset (learned by default for real cameras; "
+                        "never applied at render time)")
     p.add_argument("--batch", type=int, default=4, help="views per step (per process under torchrun; default 4)")
     p.add_argument("--mode", choices=("transmittance", "rochette"), default="transmittance",
                    help="renderer: front-to-back compositing (default) or the seed paper's soft weighting")
@@ -56,11 +62,11 @@ def effective_command(args) -> str:
 
     parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
     for opt in ("steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
-                "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
+                "per_bone", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
         value = getattr(args, opt)
         if value is not None:
             parts += ["--" + opt.replace("_", "-"), str(value)]
-    parts += [f"--{f}" for f in ("resume", "overwrite") if getattr(args, f)]
+    parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "no_colour_correction") if getattr(args, f)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -76,6 +82,7 @@ def run(args) -> int:
                       upsample=args.upsample, latent_dim=args.latent_dim, checkpoint_every=args.checkpoint_every,
                       max_minutes=args.max_minutes, perceptual_weights=args.perceptual_weights,
                       eval_views=args.eval_views, threads=args.threads, progress=not args.quiet,
+                      per_bone=args.per_bone, colour_correction=not args.no_colour_correction,
                       command=effective_command(args))
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports

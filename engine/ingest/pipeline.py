@@ -303,12 +303,27 @@ def interpolate_rows(values: np.ndarray, rows: list[int], T: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- 3. crops
+def robust_points(points: np.ndarray, k: float = 4.0) -> np.ndarray:
+    """Per frame, drop projected joints far from the frame's others (a mis-triangulated joint
+    would otherwise blow up the crop). points [T, J, 2] -> [M, 2]."""
+    keep = []
+    for p in points:
+        p = p[np.isfinite(p).all(1)]
+        if len(p) < 3:
+            continue
+        med = np.median(p, axis=0)
+        d = np.linalg.norm(p - med, axis=1)
+        keep.append(p[d <= k * max(np.median(d), 1.0)])
+    return np.concatenate(keep) if keep else np.zeros((0, 2))
+
+
 def crop_boxes(inp: Inputs, joints: np.ndarray, margin: float) -> list[CropBox]:
     """One square box per view (undistorted video pixels) holding the subject in every frame."""
     boxes = []
     for name, cam in zip(inp.names, inp.video_cameras):
-        pts = undistorted(cam).project(joints.reshape(-1, 3), distort=False)
-        if not np.isfinite(pts).any():
+        pts = undistorted(cam).project(joints.reshape(-1, 3), distort=False).reshape(joints.shape[0], -1, 2)
+        pts = robust_points(pts)
+        if not len(pts):
             raise MarionetteError(f"ingest: the subject is never in front of camera {name}")
         boxes.append(square_box(pts, margin=margin))
     return boxes

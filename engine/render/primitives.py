@@ -102,3 +102,164 @@ class BonePrimitives(nn.Module):
 
     def extra_repr(self) -> str:
         return f"joint_set={self.joint_set.name}, bones={self.num_bones}"
+
+
+# ---------------------------------------------------------------------- several Gaussians per bone
+def _normalize(v: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    return v / (v * v).sum(-1, keepdim=True).clamp_min(eps).sqrt()
+
+
+def lateral_bones(joint_set) -> np.ndarray:
+    """[N] bool: bones that run across the body (hips, shoulders, collars), whose frame is taken
+    from the body's forward axis instead of its left-right axis (to which they are parallel)."""
+    out = []
+    for a, b in joint_set.bones:
+        ca, cb = joint_set.canonical[a], joint_set.canonical[b]
+        sides = {ca.split("_")[0], cb.split("_")[0]}
+        across = {"left", "right"} <= sides
+        names = {ca, cb}
+        centre = {"neck", "upper_neck", "thorax", "spine", "spine1", "spine2", "spine3", "neck_base", "pelvis"}
+        collar = any(n.endswith("shoulder") or n.endswith("collar") for n in names) and bool(names & centre)
+        pelvis = any(n.endswith("hip") for n in names) and "pelvis" in names
+        out.append(across or collar or pelvis)
+    return np.asarray(out, dtype=bool)
+
+
+def body_axes(joints: torch.Tensor, joint_set) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per frame the body's left->right axis and its forward axis, [B, 3] each (unit).
+
+    From the hips and shoulders (mean of both pairs): lateral = right - left; up = shoulders'
+    centre - hips' centre; forward = up x lateral... made orthogonal. Works for every joint set
+    with left/right hips (or SMPL hips) and shoulders.
+    """
+    def idx(*names):
+        for n in names:
+            if n in joint_set.canonical:
+                return joint_set.canonical.index(n)
+        raise MarionetteError(f"joint set {joint_set.name} has none of {names}: surface primitives need hips "
+                              "and shoulders")
+
+    lh, rh = idx("left_hip", "smpl_left_hip"), idx("right_hip", "smpl_right_hip")
+    ls, rs = idx("left_shoulder"), idx("right_shoulder")
+    lateral = (joints[:, rh] - joints[:, lh]) + (joints[:, rs] - joints[:, ls])
+    up = 0.5 * (joints[:, ls] + joints[:, rs]) - 0.5 * (joints[:, lh] + joints[:, rh])
+    # tiny nudges give a valid frame (x lateral, z up) for a body collapsed to a point
+    lateral = _normalize(lateral + 1e-6 * joints.new_tensor([1.0, 0.0, 0.0]))
+    up = up + 1e-6 * joints.new_tensor([0.0, 0.0, 1.0])
+    up = _normalize(up - (up * lateral).sum(-1, keepdim=True) * lateral)
+    # subject's right x up = backward for a right-handed frame; the sign only has to be consistent
+    forward = torch.linalg.cross(up, lateral, dim=-1)
+    return lateral, forward
+
+
+def bone_frames(joints: torch.Tensor, bones: torch.Tensor, lateral: torch.Tensor, forward: torch.Tensor,
+                use_forward: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Orthonormal frame per bone, [B, N, 3, 3] with columns (along, side, front).
+
+    ``along`` points from parent to child; ``side`` is the body's lateral axis (or its
+    forward axis for ``use_forward`` bones) made orthogonal to it; ``front = along x side``.
+    Degenerate bones (zero length, or parallel to the reference) get a valid frame: the
+    reference is nudged by the other body axis before normalising, so values and gradients
+    stay finite.
+    """
+    v = joints[:, bones[:, 1]] - joints[:, bones[:, 0]]                      # [B, N, 3]
+    ref = torch.where(use_forward[None, :, None], forward[:, None], lateral[:, None])
+    other = torch.where(use_forward[None, :, None], lateral[:, None], forward[:, None])
+    up = torch.linalg.cross(lateral, forward, dim=-1)[:, None].expand_as(v)
+    # a zero-length bone points "up" the body
+    along = _normalize(v + eps * up)
+    side = ref - (ref * along).sum(-1, keepdim=True) * along
+    side = side + 1e-3 * (other - (other * along).sum(-1, keepdim=True) * along)
+    side = _normalize(side)
+    front = torch.linalg.cross(along, side, dim=-1)
+    return torch.stack([along, side, front], dim=-1)
+
+
+def surface_layout(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Initial local offsets [k, 3] (along in bone lengths from the midpoint; side, front in
+    widths) and log-scales [k, 3] (along in bone lengths; across in widths) of ``k`` Gaussians
+    around a bone: rings of 4 (front, side, back, other side), stacked along the bone."""
+    around = 4 if k % 4 == 0 else (2 if k % 2 == 0 else 1)
+    rings = k // around
+    offs, scales = [], []
+    for r in range(rings):
+        a = 0.0 if rings == 1 else -0.25 + 0.5 * r / (rings - 1)
+        for q in range(around):
+            ang = 2 * math.pi * q / around + math.pi / 2  # q = 0 faces the front
+            rad = 0.5 if around > 1 else 0.0
+            offs.append([a, rad * math.cos(ang), rad * math.sin(ang)])
+            scales.append([math.log(0.5 / rings), math.log(0.75), math.log(0.75)])
+    return np.asarray(offs, np.float32), np.asarray(scales, np.float32)
+
+
+class SurfacePrimitives(nn.Module):
+    """``k`` learnable anisotropic Gaussians per bone, placed in the bone's own frame.
+
+    Each bone keeps its learnable width ``w`` (``log_widths``, metres) and density; each of its
+    Gaussians learns an offset from the bone's midpoint (along the bone in units of its length
+    ``L``, across in units of ``w``) and three scales (along in units of ``L``, across in units
+    of ``w``), so an actor keeps its shape on a body with other proportions. The frame
+    (``bone_frames``) follows the body's left-right axis, so the Gaussians in front of a limb
+    stay in front: the features they carry can tell chest from back.
+
+    forward(joints [B,J,3]) -> dict(means [B,N*k,3], precisions [B,N*k,3,3], densities [N*k], widths [N]).
+    Primitive ``n*k + i`` is Gaussian ``i`` of bone ``n``.
+    """
+
+    def __init__(self, joint_set, per_bone: int = 4, density: float = DEFAULT_DENSITY, widths=None):
+        super().__init__()
+        if per_bone < 1:
+            raise MarionetteError(f"SurfacePrimitives({joint_set.name}): per_bone must be at least 1, got {per_bone}")
+        self.joint_set = joint_set
+        self.per_bone = int(per_bone)
+        self.register_buffer("bones", torch.as_tensor(np.asarray(joint_set.bones, dtype=np.int64).reshape(-1, 2)),
+                             persistent=False)
+        self.register_buffer("use_forward", torch.as_tensor(lateral_bones(joint_set)), persistent=False)
+        n = int(self.bones.shape[0])
+        w = np.asarray(joint_set.default_widths if widths is None else widths, dtype=np.float64).reshape(-1)
+        if w.shape[0] != n or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise MarionetteError(f"SurfacePrimitives({joint_set.name}): widths must be {n} positive numbers")
+        offs, scales = surface_layout(self.per_bone)
+        self.log_widths = nn.Parameter(torch.tensor(np.log(w), dtype=torch.float32))
+        # smaller Gaussians are thinner along a ray: raise the density so a limb stays opaque
+        self.log_densities = nn.Parameter(torch.full((n,), math.log(density * 1.5), dtype=torch.float32))
+        self.offsets = nn.Parameter(torch.from_numpy(np.tile(offs[None], (n, 1, 1))))      # [N, k, 3]
+        self.log_scales = nn.Parameter(torch.from_numpy(np.tile(scales[None], (n, 1, 1))))  # [N, k, 3]
+
+    @property
+    def num_bones(self) -> int:
+        return int(self.bones.shape[0])
+
+    @property
+    def num_primitives(self) -> int:
+        return self.num_bones * self.per_bone
+
+    def widths(self) -> torch.Tensor:
+        return self.log_widths.exp()
+
+    def densities(self) -> torch.Tensor:
+        """[N*k] peak densities per metre."""
+        return self.log_densities.exp().repeat_interleave(self.per_bone)
+
+    def forward(self, joints: torch.Tensor) -> dict:
+        B = joints.shape[0]
+        dt = joints.dtype
+        w = self.widths().to(dt)                                                # [N]
+        lateral, forward = body_axes(joints, self.joint_set)
+        frames = bone_frames(joints, self.bones, lateral, forward, self.use_forward)  # [B, N, 3, 3]
+        ja, jb = joints[:, self.bones[:, 0]], joints[:, self.bones[:, 1]]
+        mid = 0.5 * (ja + jb)
+        L = (jb - ja).norm(dim=-1).clamp_min(1e-4)                               # [B, N]
+        unit = torch.stack([L, w.expand_as(L), w.expand_as(L)], dim=-1)          # [B, N, 3] metres per local unit
+        local = self.offsets.to(dt)[None] * unit[:, :, None]                    # [B, N, k, 3]
+        means = mid[:, :, None] + torch.einsum("bnij,bnkj->bnki", frames, local)
+        sig = self.log_scales.to(dt).exp()[None] * unit[:, :, None]             # [B, N, k, 3]
+        sig = torch.maximum(sig, 0.25 * w[None, :, None, None])  # never thinner than a quarter width
+        inv = 1.0 / (sig * sig)
+        # P = F diag(inv) F^T for each Gaussian of the bone (F = the bone's frame)
+        prec = torch.einsum("bnij,bnkj,bnlj->bnkil", frames, inv, frames)
+        return dict(means=means.reshape(B, -1, 3), precisions=prec.reshape(B, -1, 3, 3), widths=w,
+                    densities=self.densities().to(dt))
+
+    def extra_repr(self) -> str:
+        return f"joint_set={self.joint_set.name}, bones={self.num_bones}, per_bone={self.per_bone}"

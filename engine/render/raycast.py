@@ -218,6 +218,9 @@ def kernel_available(device) -> bool:
         return False
 
 
+CUDA_MAX_PRIMITIVES = 128  # kCudaMaxPrims in cuda_ext/csrc/raycast_cuda.h
+
+
 def raycast(means, precisions, densities, features, background, K, R, t, height: int, width: int,
             mode: str = "transmittance", backend: str | None = None, ray_dirs: torch.Tensor | None = None,
             chunk_rays: int = DEFAULT_CHUNK_RAYS):
@@ -245,7 +248,9 @@ def raycast(means, precisions, densities, features, background, K, R, t, height:
                                   f"available for device {means.device} (is marionette_kernels installed?)")
         use_kernel = True
     elif name == "auto":
-        use_kernel = ray_dirs is None and kernel_available(means.device)
+        # the CUDA kernel keeps a tile's primitives in shared memory: at most CUDA_MAX_PRIMITIVES
+        fits = means.device.type != "cuda" or means.shape[1] <= CUDA_MAX_PRIMITIVES
+        use_kernel = ray_dirs is None and fits and kernel_available(means.device)
     if use_kernel:
         feats = features.expand(means.shape[0], -1, -1) if features.shape[0] != means.shape[0] else features
         out = _kernels().raycast_kernel(means, precisions, densities, feats, background,
