@@ -19,7 +19,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from bpy_extras.io_utils import ImportHelper
 
 from engine import MarionetteError
-from engine import kinematics as kin
+from engine.body import kinematics as kin
 
 from . import armature, compat
 
@@ -106,8 +106,8 @@ class MARIONETTE_OT_import_skeleton(_ImportOptions, bpy.types.Operator, ImportHe
     bl_options = {"REGISTER", "UNDO"}
 
     def build(self, context, tx, wm):
-        from engine.resample import skeleton_times
-        from engine.skeleton_io import load_skeleton
+        from engine.motion.resample import skeleton_times
+        from engine.io.skeleton_file import load_skeleton
 
         seq = load_skeleton(self.filepath)
         wm.progress_update(10)
@@ -143,7 +143,7 @@ class MARIONETTE_OT_import_smpl(_ImportOptions, bpy.types.Operator, ImportHelper
                               description="With a model file, also create the skinned SMPL mesh")
 
     def build(self, context, tx, wm):
-        from engine import smpl_motion as sm
+        from engine.body.smpl import motion as sm
 
         motion = sm.load_smpl_motion(self.filepath)
         wm.progress_update(10)
@@ -157,7 +157,7 @@ class MARIONETTE_OT_import_smpl(_ImportOptions, bpy.types.Operator, ImportHelper
             model_path = prefs.model_for_gender(motion.gender) if prefs is not None else ""
         model = None
         if model_path:
-            from engine.smpl_model import load_smpl_model
+            from engine.body.smpl.model import load_smpl_model
 
             model = load_smpl_model(model_path)
             betas = motion.betas[: model.num_betas]

@@ -3,7 +3,7 @@
     bpy.ops.marionette.resample_motion(fps=60)
 
 Quaternion rotations (``rotation_quaternion`` channels, per bone or object) follow the
-C1 quaternion spline of ``engine.resample``; every other animated channel (locations,
+C1 quaternion spline of ``engine.motion.resample``; every other animated channel (locations,
 scales, Euler rotations, custom properties) a C1 cubic. The motion keeps its speed: a
 key at frame ``f`` (scene rate ``F``) lands at time ``(f - start) / F`` and the new keys
 sit on the grid ``start + k`` at the new rate. With ``set_scene_fps`` the scene's frame
@@ -38,7 +38,7 @@ def plan_resample(channels, fps_in: float, fps_out: float):
     Pure numpy (testable without Blender): groups quaternion channels by owner and uses
     ``resample_rotations``; everything else ``resample_positions``.
     """
-    from engine.resample import resample_positions, resample_rotations
+    from engine.motion.resample import resample_positions, resample_rotations
 
     if not channels:
         raise MarionetteError("nothing to resample: the action has no F-curves with keys")

@@ -38,9 +38,9 @@ def main(argv=None) -> int:
 
     import bpy
     from blender_sandbox import BlenderSandbox, build_zip
-    from engine import kinematics as K
-    from engine.skeleton_io import SkeletonSequence, save_skeleton
-    from engine.skeletons import BODY_25
+    from engine.body import kinematics as K
+    from engine.io.skeleton_file import SkeletonSequence, save_skeleton
+    from engine.body.joint_sets import BODY_25
 
     sandbox = BlenderSandbox(tmp / "blender_user", build_zip(tmp / "zip"))
     sandbox.install()

@@ -16,10 +16,10 @@ import pytest
 pytest.importorskip("bpy")
 
 from blender_sandbox import data_counts  # noqa: E402
-from engine import kinematics as K  # noqa: E402
-from engine import smpl_motion as S  # noqa: E402
-from engine.skeleton_io import SkeletonSequence, save_skeleton  # noqa: E402
-from engine.skeletons import BODY_25, BODY_25B, SMPL_24  # noqa: E402
+from engine.body import kinematics as K  # noqa: E402
+from engine.body.smpl import motion as S  # noqa: E402
+from engine.io.skeleton_file import SkeletonSequence, save_skeleton  # noqa: E402
+from engine.body.joint_sets import BODY_25, BODY_25B, SMPL_24  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -46,7 +46,7 @@ def _joints_at(bpy, pose_read, obj, frame):
 def test_zip_carries_addon_and_engine_only(blender_sandbox):
     names = zipfile.ZipFile(blender_sandbox.zip_path).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names and "ops_import.py" in names
-    assert "_vendor/engine/kinematics.py" in names and "_vendor/engine/__init__.py" in names
+    assert "_vendor/engine/body/kinematics.py" in names and "_vendor/engine/__init__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "docs/", "dist/")) or "__pycache__" in n
                 or n.endswith(".pyc")]
     # the installed add-on resolves its own copy of engine when nothing else provided one
@@ -148,7 +148,7 @@ def test_skeleton_import_options_scale_up_axis_name_and_frame_rate(blender, blen
 
 @pytest.fixture(scope="module")
 def synthetic_model(tmp_path_factory):
-    from engine.smpl_model import make_synthetic_smpl_model, save_smpl_npz
+    from engine.body.smpl.model import make_synthetic_smpl_model, save_smpl_npz
 
     model = make_synthetic_smpl_model(seed=0, num_vertices=2000)
     path = tmp_path_factory.mktemp("smpl") / "SMPL_NEUTRAL.npz"
@@ -170,7 +170,7 @@ def test_smpl_import_matches_smplx_joints_and_mesh(blender, blender_sandbox, syn
     torch = pytest.importorskip("torch")
     pytest.importorskip("smplx")
 
-    from engine.smpl_model import to_smplx
+    from engine.body.smpl.model import to_smplx
 
     bpy = blender
     model, model_path = synthetic_model

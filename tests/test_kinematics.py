@@ -1,4 +1,4 @@
-"""engine.kinematics and engine.smpl_motion: rotations, rigs, round trips, SMPL motion files (no bpy)."""
+"""engine.body.kinematics and engine.body.smpl.motion: rotations, rigs, round trips, SMPL motion files (no bpy)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from engine import MarionetteError
-from engine import kinematics as K
-from engine import smpl_motion as S
-from engine.skeletons import BODY_25, BODY_25B, COCO_17, H36M_17, JOINT_SETS, PANOPTIC_19, SMPL_24
+from engine.body import kinematics as K
+from engine.body.smpl import motion as S
+from engine.body.joint_sets import BODY_25, BODY_25B, COCO_17, H36M_17, JOINT_SETS, PANOPTIC_19, SMPL_24
 
 
 def _random_rotations(n, seed=0):

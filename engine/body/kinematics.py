@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import MarionetteError
-from engine.skeletons import JointSet
+from engine.body.joint_sets import JointSet
 
 _EPS = 1e-12
 # Twist comes from the reference edge when the sine of its angle to the bone is above
@@ -461,7 +461,7 @@ def local_rotations(rig: Rig, world: np.ndarray, valid: np.ndarray) -> np.ndarra
     """Keyed bone rotations [T, B, 4] (w, x, y, z; NaN where invalid) from world rotations
     [T, B, 3, 3]: ``Q_b = Rrest_b^T W_a^T W_b Rrest_b``. A bone whose parent is invalid is
     invalid too. Quaternions are sign-continuous along each track."""
-    from engine.resample import quat_conj, quat_mul
+    from engine.motion.resample import quat_conj, quat_mul
 
     # in quaternions: one matrix conversion of W, then cheap elementwise products
     qW = matrix_to_quat(np.asarray(world, dtype=np.float64))  # [T, B, 4]
@@ -535,11 +535,11 @@ def resample_animation(quats: np.ndarray, root_location: np.ndarray, times: np.n
 
     When every sample already falls on a frame (e.g. same rate, or dropped rows of a
     ``frame_indices`` file) the keys are kept as they are, on their frames. Otherwise the
-    motion is resampled by time with ``engine.resample`` (C1 quaternion cubic through the
+    motion is resampled by time with ``engine.motion.resample`` (C1 quaternion cubic through the
     keys, Hermite for the root) every 1/target_fps seconds; a missing key is never bridged,
     so gaps in the source stay gaps.
     """
-    from engine import resample as rs
+    from engine.motion import resample as rs
 
     if not (np.isfinite(target_fps) and target_fps > 0):
         raise MarionetteError(f"target frame rate must be positive, got {target_fps}")

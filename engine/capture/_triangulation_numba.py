@@ -1,6 +1,6 @@
-"""Compiled (numba) kernel of ``engine.triangulation.triangulate``: same maths, one fused pass.
+"""Compiled (numba) kernel of ``engine.capture.triangulation.triangulate``: same maths, one fused pass.
 
-Imported only when numba is installed (``engine.triangulation`` falls back to its
+Imported only when numba is installed (``engine.capture.triangulation`` falls back to its
 NumPy reference otherwise, or when ``MARIONETTE_NO_NUMBA=1``). Each point is handled
 independently (undistortion, weighted DLT, errors, leave-one-camera-out rejection),
 so the loop over points runs in parallel and nothing of size N x C x 9 is stored.

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import MarionetteError
-from engine.camera import Camera
-from engine.skeletons import JointSet
+from engine.geometry.camera import Camera
+from engine.body.joint_sets import JointSet
 
 
 @dataclass
@@ -53,7 +53,7 @@ def _rotvec(R):
 
 
 def _normalised(kp: np.ndarray, cameras: list[Camera], min_confidence: float):
-    from engine.triangulation import normalized_observations
+    from engine.capture.triangulation import normalized_observations
 
     return normalized_observations(kp, cameras, min_confidence)
 
@@ -74,7 +74,7 @@ def _pair_pose(xr, xc, thresh):
 
 def _depths_in_ref(xr, xc, R, t):
     """Depth in the reference camera of points triangulated from the pair (ref at identity)."""
-    from engine.triangulation import dlt
+    from engine.capture.triangulation import dlt
 
     Rt = np.stack([np.hstack([np.eye(3), np.zeros((3, 1))]), np.hstack([R, t[:, None]])])
     X = dlt(np.stack([xr, xc]), np.ones((2, len(xr))), Rt)
@@ -212,7 +212,7 @@ def calibrate_from_keypoints(keypoints: np.ndarray, intrinsics: list[Camera], jo
 
     ``intrinsics``: cameras whose K, distortion and image size are used (their R, t are ignored).
     """
-    from engine.triangulation import triangulate
+    from engine.capture.triangulation import triangulate
 
     kp = np.asarray(keypoints, dtype=np.float64)
     C = kp.shape[0]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import MarionetteError
-from engine.camera import Camera, undistort_normalized
+from engine.geometry.camera import Camera, undistort_normalized
 
 _NUMBA_MIN_POINTS = 200_000  # frames x joints from which backend="auto" uses the numba kernel
 _BLOCK_BYTES = 64 * 2**20  # bound on the per-camera normal-matrix blocks of one batch
@@ -232,7 +232,7 @@ def _numba_kernel():
     if os.environ.get("MARIONETTE_NO_NUMBA", "0") not in ("", "0"):
         return None
     try:
-        from engine._triangulation_numba import triangulate_kernel
+        from engine.capture._triangulation_numba import triangulate_kernel
     except Exception:  # numba absent or broken: the NumPy reference does the same work
         return None
     return triangulate_kernel
@@ -335,7 +335,7 @@ def triangulate(keypoints: np.ndarray, cameras: list[Camera], *, min_confidence:
 @dataclass
 class ReconstructionReport:
     lines: list[str]
-    skeleton: "object"  # engine.skeleton_io.SkeletonSequence
+    skeleton: "object"  # engine.io.skeleton_file.SkeletonSequence
     result: TriangulationResult
     camera_names: list[str]
 
@@ -350,10 +350,10 @@ def reconstruct(pose_dir, calib_path, *, joint_set: str = "auto", fps: float = 3
     (None or 0 disables). Frames and joints that cannot be reconstructed stay NaN with
     confidence 0 and are counted in ``lines``.
     """
-    from engine.calibration import load_calibration_info
-    from engine.filtering import butterworth, fill_gaps
-    from engine.keypoints import match_cameras, read_keypoints, select_subject
-    from engine.skeleton_io import SkeletonSequence
+    from engine.io.calibration import load_calibration_info
+    from engine.capture.filtering import butterworth, fill_gaps
+    from engine.io.keypoints import match_cameras, read_keypoints, select_subject
+    from engine.io.skeleton_file import SkeletonSequence
 
     if not (fps > 0):
         raise MarionetteError(f"--fps must be positive, got {fps}")

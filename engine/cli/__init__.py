@@ -8,7 +8,7 @@ import pkgutil
 import sys
 
 from engine import MarionetteError, __version__
-from engine import commands as _commands
+from engine.cli import commands as _commands
 
 
 def _discover():
@@ -16,7 +16,7 @@ def _discover():
     for info in sorted(pkgutil.iter_modules(_commands.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"engine.commands.{info.name}")
+        module = importlib.import_module(f"engine.cli.commands.{info.name}")
         if hasattr(module, "NAME") and hasattr(module, "run"):
             found.append(module)
     return sorted(found, key=lambda m: getattr(m, "ORDER", 100))

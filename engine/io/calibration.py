@@ -27,7 +27,7 @@ CMU Panoptic ``calibration_*.json``
     ``{"cameras": [{"name", "type", "resolution", "K", "distCoef", "R", "t"}]}`` with
     ``t`` in centimetres; its world is Y-down (up axis ``-Y``).
 Marionette JSON
-    ``engine.camera.save_cameras`` / ``load_cameras_json``.
+    ``engine.geometry.camera.save_cameras`` / ``load_cameras_json``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
-from engine.camera import CAMERA_JSON_FORMAT, Camera, load_cameras_json
+from engine.geometry.camera import CAMERA_JSON_FORMAT, Camera, load_cameras_json
 
 # The OpenCV frame is the Qualisys camera frame rotated by pi about X (looks down +Z, Y down).
 _FLIP_YZ = np.diag([1.0, -1.0, -1.0])

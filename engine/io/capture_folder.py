@@ -7,10 +7,10 @@ Layout::
 
     CAPTURE/
       capture.json                    metadata, written LAST (see below)
-      cameras.json                    engine.camera.save_cameras; names = camera folder names
+      cameras.json                    engine.geometry.camera.save_cameras; names = camera folder names
       images/<camera>/<frame:06d>.png RGBA (or RGB) 8-bit sRGB, straight alpha
       masks/<camera>/<frame:06d>.png  8-bit single channel, 255 = person, 0 = background
-      joints3d.npz                    engine.skeleton_io file, one row per entry of "frames"
+      joints3d.npz                    engine.io.skeleton_file file, one row per entry of "frames"
       keypoints/<camera>/<frame:06d>_keypoints.json   OpenPose-style 2D keypoints
 
 ``capture.json``::
@@ -42,8 +42,8 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.fileio import read_json, write_text_atomic
-from engine.camera import Camera, load_cameras_json, save_cameras
-from engine.skeleton_io import SkeletonSequence, load_skeleton, save_skeleton
+from engine.geometry.camera import Camera, load_cameras_json, save_cameras
+from engine.io.skeleton_file import SkeletonSequence, load_skeleton, save_skeleton
 
 CAPTURE_FORMAT = "marionette.capture"
 CAPTURE_VERSION = 1

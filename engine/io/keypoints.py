@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
-from engine.skeletons import JointSet, get_joint_set
+from engine.body.joint_sets import JointSet, get_joint_set
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -457,7 +457,7 @@ def select_subject(kp: Keypoints2D, cameras, min_confidence: float = 0.3, max_di
     Returns a new Keypoints2D whose ``data`` holds the chosen person per camera and frame
     (missing where a camera does not see the subject) and whose summary says how.
     """
-    from engine.triangulation import dlt, normalized_observations, reprojection_errors
+    from engine.capture.triangulation import dlt, normalized_observations, reprojection_errors
 
     if kp.people is None or kp.people.shape[2] <= 1:
         if kp.summary.subject_note == "":

@@ -9,7 +9,7 @@ format              str            ``"marionette.skeleton"``
 version             int            1
 joints              [T, J, 3] f32  joint positions in metres; NaN where missing
 confidence          [T, J] f32     0..1; 0 where missing
-joint_set           str            name of an ``engine.skeletons`` joint set
+joint_set           str            name of an ``engine.body.joint_sets`` joint set
 joint_names         [J] str        that set's joint names, in order
 parents             [J] int        parent index per joint, -1 for the root
 fps                 float          frames per second
@@ -33,7 +33,7 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.fileio import read_npz
-from engine.skeletons import JointSet, get_joint_set
+from engine.body.joint_sets import JointSet, get_joint_set
 
 SKELETON_FORMAT = "marionette.skeleton"
 SKELETON_VERSION = 1

@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine import MarionetteError
-from engine.skeleton_io import SkeletonSequence
+from engine.io.skeleton_file import SkeletonSequence
 
 __all__ = [
     "quat_mul", "quat_cumprod", "quat_conj", "quat_exp", "quat_log", "quat_rotate", "quat_between", "quat_normalize",

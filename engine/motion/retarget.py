@@ -2,7 +2,7 @@
 
 Method (direction matching, so the two rest poses need not agree):
 
-1. The source motion becomes canonical joint positions (``engine.skeletons``
+1. The source motion becomes canonical joint positions (``engine.body.joint_sets``
    vocabulary): directly from a joint-position sequence, or by forward kinematics
    from a rig's bone rotations (``RigMotion``). Missing joints are gap-filled.
 2. Every mapped target bone gets a world rotation ``Q`` (relative to its rest)
@@ -32,16 +32,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import MarionetteError
-from engine.resample import (bone_lengths, fill_gaps, quat_between, quat_conj, quat_exp, quat_mul,
+from engine.motion.resample import (bone_lengths, fill_gaps, quat_between, quat_conj, quat_exp, quat_mul,
                              quat_normalize, quat_rotate, skeleton_times)
-from engine.kinematics import matrix_to_quat, quat_to_matrix
-from engine.skeleton_io import SkeletonSequence
-from engine.skeletons import DERIVED, JointSet
+from engine.body.kinematics import matrix_to_quat, quat_to_matrix
+from engine.io.skeleton_file import SkeletonSequence
+from engine.body.joint_sets import DERIVED, JointSet
 
 __all__ = ["Rig", "RigMotion", "CanonicalMotion", "source_twist", "RetargetResult", "retarget", "source_positions", "detect_contacts",
            "foot_sliding", "direction_errors", "up_vector", "quat_to_matrix", "matrix_to_quat"]
 
-# Canonical joints reachable from others, beyond engine.skeletons.DERIVED (retargeting only).
+# Canonical joints reachable from others, beyond engine.body.joint_sets.DERIVED (retargeting only).
 _EXTRA_DERIVED = {
     "left_toe_end": [("left_big_toe", 1.0)],
     "right_toe_end": [("right_big_toe", 1.0)],
@@ -120,7 +120,7 @@ class Rig:
     names:        bone names
     parents:      parent index per bone (-1 for roots; several roots are allowed)
     heads:        [B, 3] rest head positions (armature space, metres or the armature's units)
-    mapping:      canonical joint -> bone whose *head* sits at that joint (``engine.rigs`` maps)
+    mapping:      canonical joint -> bone whose *head* sits at that joint (``engine.body.bone_maps`` maps)
     tails:        [B, 3] rest tail positions (needed only with ``tail_mapping``)
     tail_mapping: canonical joint -> bone whose *tail* sits at that joint (armatures imported by
                   Marionette put each joint at the tail of the bone that ends there)
@@ -246,7 +246,7 @@ class Rig:
     @classmethod
     def from_rig_map(cls, rig_map) -> "Rig":
         """The default rest skeleton shipped in a joint-set rig map (e.g. ``load_rig("smpl_24")``)."""
-        from engine.skeletons import get_joint_set
+        from engine.body.joint_sets import get_joint_set
 
         if rig_map.kind != "joint_set" or not rig_map.rest_joints:
             raise MarionetteError(f"rig map {rig_map.name!r} has no default rest skeleton ('rest_joints'); "
@@ -263,7 +263,7 @@ class Rig:
 
         Rest orientations follow Blender's convention: the minimal rotation taking +Y onto the
         bone, then the roll about it (Blender differs only for bones pointing almost exactly -Y).
-        ``mapping`` defaults to the detected rig map (``engine.rigs.detect_rig``).
+        ``mapping`` defaults to the detected rig map (``engine.body.bone_maps.detect_rig``).
         """
         heads = np.asarray(heads, dtype=np.float64)
         tails = np.asarray(tails, dtype=np.float64)
@@ -273,7 +273,7 @@ class Rig:
         axis = (tails - heads) / np.maximum(np.linalg.norm(tails - heads, axis=-1, keepdims=True), 1e-12)
         q = quat_mul(quat_exp(axis * rolls[:, None]), q)
         if mapping is None:
-            from engine.rigs import detect_rig
+            from engine.body.bone_maps import detect_rig
 
             det = detect_rig(names)
             if det.rig is None:
@@ -445,7 +445,7 @@ def source_positions(source) -> tuple[dict, float, np.ndarray]:
         if np.allclose(np.diff(times), 1.0 / source.fps):
             seq = fill_gaps(source, max_gap=None)
         else:
-            seq = source  # uneven rows: fill by resampling first (engine.resample.resample_skeleton)
+            seq = source  # uneven rows: fill by resampling first (engine.motion.resample.resample_skeleton)
         return seq_canonical(seq), float(source.fps), up_vector(source.up_axis)
     if isinstance(source, RigMotion):
         world, heads = source.world()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import MarionetteError
-from engine.camera import Camera
+from engine.geometry.camera import Camera
 
 SENSOR_WIDTH_MM = 36.0  # focal lengths are 35 mm-equivalent: f_px = f_mm / 36 * max(W, H)
 

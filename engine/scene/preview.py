@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
-from engine.skeleton_io import SkeletonSequence
+from engine.io.skeleton_file import SkeletonSequence
 
 _LEFT = (220, 120, 30)    # BGR blue-ish
 _RIGHT = (40, 40, 220)    # red

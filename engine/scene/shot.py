@@ -1,13 +1,13 @@
 """Render a shot with several actors: what the Blender render engine calls, without Blender.
 
 The Blender side (``addon/render_engine.py``) only gathers plain data — the scene
-camera as an ``engine.camera.Camera``, and for every visible armature bound to an
+camera as an ``engine.geometry.camera.Camera``, and for every visible armature bound to an
 actor, its joint positions and joint-set name — and hands them to ``render_shot``.
 Everything else happens here: loading (and caching) actors, mapping joint sets,
 rendering each actor with its depth, and compositing front to back by depth.
 
 Pixels come back as straight-alpha sRGB RGBA [H, W, 4] (what the decoder produced);
-``engine.compositing.to_blender_pixels`` turns them into Blender's render buffer.
+``engine.scene.compositing.to_blender_pixels`` turns them into Blender's render buffer.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
-from engine.camera import Camera
-from engine.compositing import composite_layers
-from engine.skeletons import JointSet, get_joint_set, map_joints, mapping_matrix
+from engine.geometry.camera import Camera
+from engine.scene.compositing import composite_layers
+from engine.body.joint_sets import JointSet, get_joint_set, map_joints, mapping_matrix
 
 
 @dataclass
@@ -108,7 +108,7 @@ class ActorCache:
             raise MarionetteError(f"{path}: actor files are missing (was the actor folder moved or deleted?)") from None
 
     def get(self, actor_path, device):
-        from engine.actor.model_file import load_actor
+        from engine.neural.actor.model_file import load_actor
 
         path = Path(actor_path)
         if path.is_file():
@@ -131,7 +131,7 @@ _CACHE = ActorCache()
 
 def resolve_device(name: str):
     """'auto' | 'cpu' | 'cuda' | 'mps' -> torch.device, with a clear error when unavailable."""
-    from engine.actor.train import resolve_device as _resolve
+    from engine.neural.actor.train import resolve_device as _resolve
 
     return _resolve(name)
 

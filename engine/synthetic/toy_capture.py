@@ -3,7 +3,7 @@
 For tests and quick benchmarks of the actor pipeline. Each bone of a BODY_25B
 skeleton is drawn as a thick, flat-coloured, shaded capsule (``cv2.line``), far
 bones first, from cameras on a circle; the drawn pixels are the person mask. The
-result is written in the capture format with ``engine.capture``'s writer helpers, so
+result is written in the capture format with ``engine.io.capture_folder``'s writer helpers, so
 it is read back through exactly the same validating loader as a real capture.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.camera import Camera
-from engine.skeleton_io import SkeletonSequence
-from engine.skeletons import get_joint_set
+from engine.geometry.camera import Camera
+from engine.io.skeleton_file import SkeletonSequence
+from engine.body.joint_sets import get_joint_set
 
 # standing pose, metres, Z up, the subject faces -Y (so its left is +X)
 _REST = {
@@ -117,7 +117,7 @@ def make_toy_capture(out, cameras: int = 4, frames: int = 12, size: int = 64, he
     """Write a procedural capture to ``out`` and return its path."""
     from PIL import Image
 
-    from engine.capture import begin_capture, finish_capture
+    from engine.io.capture_folder import begin_capture, finish_capture
 
     js = get_joint_set("BODY_25B")
     cams = ring_cameras(cameras, size)
@@ -139,6 +139,6 @@ def make_toy_capture(out, cameras: int = 4, frames: int = 12, size: int = 64, he
     meta = {"fps": 30.0, "frames": list(range(frames)), "cameras": names,
             "train_cameras": [n for n in names if n not in held_c], "heldout_cameras": held_c,
             "heldout_frames": held_f, "joint_set": js.name, "resolution": [size, size], "seed": seed,
-            "up_axis": "Z", "generator": {"tool": "engine.actor.toy_capture", "look": "stick figure"}}
+            "up_axis": "Z", "generator": {"tool": "engine.synthetic.toy_capture", "look": "stick figure"}}
     skel = SkeletonSequence(joints=joints, joint_set=js, fps=30.0, up_axis="Z")
     return finish_capture(partial, out, meta, cams, skel, overwrite=overwrite)

@@ -1,6 +1,6 @@
 """Bone maps as data: one JSON file per rig in this folder, and detection of the rig from bone names.
 
-Each file maps Marionette's canonical joint names (``engine.skeletons``'
+Each file maps Marionette's canonical joint names (``engine.body.joint_sets``'
 vocabulary, e.g. ``"left_knee"``) to the rig's bone whose *head* sits at that
 joint (``"mixamorig:LeftLeg"``)::
 

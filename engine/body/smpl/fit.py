@@ -2,7 +2,7 @@
 
 Pipeline (``fit_smpl``):
 
-1. **Correspondence** (``engine.smpl_joints``): every keypoint of the input joint set is a weighted
+1. **Correspondence** (``engine.body.smpl.joints``): every keypoint of the input joint set is a weighted
    sum of points on the SMPL body; joints without a counterpart drop out.
 2. **Shape from limb lengths**: the betas that best explain the median length of every bone of the
    input joint set, at rest pose (a 10-parameter least-squares problem).
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import MarionetteError
-from engine.skeletons import JointSet
-from engine.smpl_joints import POINTS, Correspondence, PointEvaluator, correspondence
-from engine.smpl_model import NUM_JOINTS, SMPLModelData, SMPLTorch, batch_rodrigues
+from engine.body.joint_sets import JointSet
+from engine.body.smpl.joints import POINTS, Correspondence, PointEvaluator, correspondence
+from engine.body.smpl.model import NUM_JOINTS, SMPLModelData, SMPLTorch, batch_rodrigues
 
 TORSO = ("left_hip", "right_hip", "left_shoulder", "right_shoulder", "neck", "pelvis", "upper_neck", "thorax")
 
@@ -69,7 +69,7 @@ class FitOptions:
     divergence_threshold: float = 0.10  # metres of mean joint error beyond which a frame is diverged
     cpu_threads: int = 1             # torch threads during the fit on CPU (0: leave torch's setting); the
                                      # many small batched ops lose badly to threading on a busy machine
-    gmm: object = None               # engine.smpl_prior.GMMPosePrior
+    gmm: object = None               # engine.body.smpl.prior.GMMPosePrior
     extra_terms: list = field(default_factory=list)  # callables(state dict) -> scalar loss (e.g. silhouettes)
 
 
@@ -348,7 +348,7 @@ def _scalar_problem(pb: _Problem, pose0, trans0, betas0, offsets0, opts: FitOpti
         kp = pb.ev.keypoints(out["joints"], out["rot"], out["vertices"], offsets if n_off else None)
         r2 = ((kp - target) ** 2).sum(-1) * 1e4
         terms = {"data": opts.w_data * (wc * (r2 * s2 / (r2 + s2))).sum() / T}
-        from engine.smpl_prior import bending_penalty, limit_penalty
+        from engine.body.smpl.prior import bending_penalty, limit_penalty
 
         terms["limits"] = opts.w_limits * limit_penalty(pose).sum() / T
         terms["bend"] = opts.w_bend * bending_penalty(pose).sum() / T
@@ -847,7 +847,7 @@ def _pose_prior(aa, opts: "FitOptions", gmm):
     with g = J^T r and H = J^T J."""
     import torch
 
-    from engine.smpl_prior import HINGES, JOINT_LIMITS
+    from engine.body.smpl.prior import HINGES, JOINT_LIMITS
 
     T = aa.shape[0]
     lim = torch.as_tensor(JOINT_LIMITS.reshape(-1, 2), dtype=aa.dtype, device=aa.device)
@@ -1159,7 +1159,7 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
 # sampling ranges (centre, amplitude) per joint and axis for plausible motion: arms mostly down,
 # knees and elbows bending the right way, small twists; hands still.
 def _motion_ranges():
-    from engine.smpl_prior import JOINT_LIMITS
+    from engine.body.smpl.prior import JOINT_LIMITS
 
     lo, hi = JOINT_LIMITS[..., 0].copy(), JOINT_LIMITS[..., 1].copy()
     centre = np.clip(0.5 * (lo + hi), -0.3, 0.3)

@@ -5,7 +5,7 @@ either a surface landmark (a mesh vertex, used when the model defines it: real S
 the synthetic model), or an SMPL joint plus a fixed offset carried by some joint's rotation (the
 fallback, and the form used for keypoints that are not SMPL joints).
 
-Keypoints are looked up by canonical name (``engine.skeletons``), so one table serves BODY_25,
+Keypoints are looked up by canonical name (``engine.body.joint_sets``), so one table serves BODY_25,
 BODY_25B, COCO-17, Panoptic-19 and H3.6M-17; ``SET_OVERRIDES`` adjusts a few per set.
 
 How the joints that do not line up are handled
@@ -24,7 +24,7 @@ How the joints that do not line up are handled
   shoulders are slightly higher than the gleno-humeral centre; that error is left to the robust
   data term).
 * **Nose, eyes, ears, head top, big/small toes, heels**: mesh landmarks (vertex ids from
-  ``engine.smpl_model.SMPL_LANDMARKS`` on real SMPL topology); on a model without landmarks an
+  ``engine.body.smpl.model.SMPL_LANDMARKS`` on real SMPL topology); on a model without landmarks an
   offset from the head / foot / ankle joint instead. Face points get weight 0.5 (many, close
   together, and they only fix head rotation), H3.6M's ``Neck/Nose`` 0.3 (it sits between chin
   and nose).
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import MarionetteError
-from engine.skeletons import SMPL_24, JointSet
+from engine.body.joint_sets import SMPL_24, JointSet
 
 # SMPL joint indices
 PELVIS, L_HIP, R_HIP, SPINE1, L_KNEE, R_KNEE, SPINE2, L_ANKLE, R_ANKLE, SPINE3, L_FOOT, R_FOOT, NECK, \

@@ -19,7 +19,7 @@ f              [F, 3] int64    triangles
 =============  ==============  ====================================================
 
 ``landmarks`` maps names (``nose``, ``left_eye`` ... ``right_heel``, ``head_top``) to vertex
-ids used by the joint correspondence (``engine.smpl_joints``). A real SMPL topology (6890
+ids used by the joint correspondence (``engine.body.smpl.joints``). A real SMPL topology (6890
 vertices) gets ``SMPL_LANDMARKS`` automatically; the synthetic model defines its own.
 
 The ``.pkl`` reader never runs code from the file: its unpickler resolves only numpy's array

@@ -17,7 +17,7 @@ mocap_framerate | mocap_frame_rate  scalar                      frames per secon
 up_axis                             str (optional)              world up axis; AMASS files are Z-up
 ==================================  ==========================  =======================================
 
-Rigs (:func:`smpl_rig`): one bone per SMPL joint, named as ``engine.skeletons.SMPL_24``,
+Rigs (:func:`smpl_rig`): one bone per SMPL joint, named as ``engine.body.joint_sets.SMPL_24``,
 head at the joint, tail towards its (main) child. A joint's keyed rotation is SMPL's
 local rotation expressed in the bone's rest frame, ``Q = Rrest^T C R C^T Rrest`` (``C``
 the file-to-Blender axis change), so the armature reproduces SMPL's forward kinematics
@@ -37,8 +37,8 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.fileio import read_npz
-from engine.kinematics import Rig, axis_angle_to_matrix, bone_frames, make_quats_continuous, matrix_to_quat
-from engine.skeletons import SMPL_24
+from engine.body.kinematics import Rig, axis_angle_to_matrix, bone_frames, make_quats_continuous, matrix_to_quat
+from engine.body.joint_sets import SMPL_24
 
 FPS_KEYS = ("mocap_framerate", "mocap_frame_rate", "fps")
 SMPL_PARENTS = np.asarray(SMPL_24.parents)
@@ -253,7 +253,7 @@ def smpl_animation(rig: Rig, poses: np.ndarray, trans: np.ndarray, rest_joints_f
                turn moves into the root rotation (``C R_0 M^T``); other joints get ``M R_j M^T``.
     Either way the posed joints land at ``scale * axes @ smpl_joints``.
     """
-    from engine.resample import quat_conj, quat_exp, quat_mul
+    from engine.motion.resample import quat_conj, quat_exp, quat_mul
 
     C = np.asarray(axes, np.float64)
     M = C if rest_axes is None else np.asarray(rest_axes, np.float64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine import MarionetteError
-from engine.camera import Camera, project_points_torch
+from engine.geometry.camera import Camera, project_points_torch
 
 
 def soft_silhouette(pixels, height: int, width: int, sigma_px: float = 1.0, gain: float = 2.0, valid=None):
@@ -67,7 +67,7 @@ class SilhouetteTerm:
     def from_capture(cls, capture, num_frames: int, max_frames: int = 8, max_cameras: int = 4,
                      resolution: int = 64, **kwargs) -> "SilhouetteTerm":
         """Masks of up to ``max_frames`` evenly spread frames and ``max_cameras`` cameras of a
-        ``engine.capture.Capture`` whose frames are the rows of the skeleton being fitted."""
+        ``engine.io.capture_folder.Capture`` whose frames are the rows of the skeleton being fitted."""
         if len(capture.frames) != num_frames:
             raise MarionetteError(f"{capture.root}: capture has {len(capture.frames)} frames but the skeleton has "
                                   f"{num_frames}; silhouettes need the capture the skeleton came from")

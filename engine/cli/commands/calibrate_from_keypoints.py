@@ -43,9 +43,9 @@ def add_arguments(p):
 
 def _intrinsics(args, folder_names):
     from engine import MarionetteError
-    from engine.calibration import load_calibration
-    from engine.camera import Camera
-    from engine.keypoints import match_cameras
+    from engine.io.calibration import load_calibration
+    from engine.geometry.camera import Camera
+    from engine.io.keypoints import match_cameras
 
     if args.intrinsics:
         cams = load_calibration(args.intrinsics)
@@ -66,10 +66,10 @@ def run(args) -> int:
     import numpy as np
 
     from engine import MarionetteError
-    from engine.calibration import load_calibration
-    from engine.camera import save_cameras
-    from engine.keypoints import match_cameras, read_keypoints, select_subject
-    from engine.selfcalib import calibrate_from_keypoints, compare_cameras
+    from engine.io.calibration import load_calibration
+    from engine.geometry.camera import save_cameras
+    from engine.io.keypoints import match_cameras, read_keypoints, select_subject
+    from engine.capture.selfcalib import calibrate_from_keypoints, compare_cameras
 
     kp = read_keypoints(args.pose_dir, joint_set=None if args.joint_set == "auto" else args.joint_set, progress=True)
     mapping, intr, how = _intrinsics(args, kp.camera_names)
@@ -111,7 +111,7 @@ def run(args) -> int:
             print(f"  {c.name}: rotation {r:.2f} deg, centre {d * 1000:.0f} mm "
                   f"({d2 * 1000:.0f} mm after also fitting scale)")
         print(f"  scale error {100 * (1 / sim['scale'] - 1):+.1f}% (estimated / true)")
-        from engine.triangulation import triangulate
+        from engine.capture.triangulation import triangulate
 
         for label, cs in (("self-calibrated", result.cameras), ("true", truth)):
             res = triangulate(kp.data, cs, reproj_threshold=None)

@@ -40,9 +40,9 @@ def triangulate_demo(out_dir, progress: bool = True):
     from pathlib import Path
 
     from engine.data import demo_capture_paths
-    from engine.preview import render_preview
-    from engine.skeleton_io import save_skeleton
-    from engine.triangulation import reconstruct
+    from engine.scene.preview import render_preview
+    from engine.io.skeleton_file import save_skeleton
+    from engine.capture.triangulation import reconstruct
 
     demo = demo_capture_paths()
     out = Path(out_dir)
@@ -62,8 +62,8 @@ def transfer_to_actor(skeleton_path, actor_dir, out_path):
     """
     from pathlib import Path
 
-    from engine.retarget import Rig, retarget
-    from engine.skeleton_io import load_skeleton, save_skeleton
+    from engine.motion.retarget import Rig, retarget
+    from engine.io.skeleton_file import load_skeleton, save_skeleton
 
     reference = Path(actor_dir) / "reference_skeleton.npz"
     if not reference.is_file():

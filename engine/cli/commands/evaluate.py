@@ -27,10 +27,10 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from engine.actor.dataset import open_capture
-    from engine.actor.evaluate import METRICS, evaluate_actor
-    from engine.actor.model_file import load_actor, write_json
-    from engine.actor.train import resolve_device
+    from engine.neural.actor.dataset import open_capture
+    from engine.neural.actor.evaluate import METRICS, evaluate_actor
+    from engine.neural.actor.model_file import load_actor, write_json
+    from engine.neural.actor.train import resolve_device
 
     device = resolve_device(args.device)
     actor, doc = load_actor(args.actor, device=device)

@@ -60,9 +60,9 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from engine import MarionetteError
-    from engine.skeleton_io import load_skeleton
-    from engine.smpl_fit import FitOptions, fit_smpl, save_fit
-    from engine.smpl_model import load_smpl_model
+    from engine.io.skeleton_file import load_skeleton
+    from engine.body.smpl.fit import FitOptions, fit_smpl, save_fit
+    from engine.body.smpl.model import load_smpl_model
 
     if args.threads < 0:
         raise MarionetteError(f"--threads must be >= 0, got {args.threads}")
@@ -86,12 +86,12 @@ def run(args) -> int:
     opts = FitOptions(iters=args.iters, device=str(device), num_betas=args.num_betas, w_smooth=args.smooth,
                       cpu_threads=args.threads, refine_iters=args.silhouette_iters)
     if args.gmm:
-        from engine.smpl_prior import GMMPosePrior
+        from engine.body.smpl.prior import GMMPosePrior
 
         opts.gmm = GMMPosePrior.load(args.gmm, device=device)
     if args.silhouettes:
-        from engine.capture import load_capture
-        from engine.silhouette import SilhouetteTerm
+        from engine.io.capture_folder import load_capture
+        from engine.body.smpl.silhouette import SilhouetteTerm
 
         capture = load_capture(args.silhouettes, require_masks=True)
         opts.extra_terms.append(SilhouetteTerm.from_capture(capture, seq.num_frames, device=device,

@@ -96,7 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 @dataclass
 class CaptureConfig:
     output: Path
-    rig: object  # engine.rig.RigSpec
+    rig: object  # engine.scene.camera_ring.RigSpec
     frames: int
     fps: float
     seed: int
@@ -111,7 +111,7 @@ class CaptureConfig:
 
 def config_from_args(args) -> CaptureConfig:
     """Validate everything that can be checked without Blender; MarionetteError on bad input."""
-    from engine.rig import RigSpec
+    from engine.scene.camera_ring import RigSpec
 
     W, H = args.resolution
     if W <= 0 or H <= 0:
@@ -138,7 +138,7 @@ def config_from_args(args) -> CaptureConfig:
     rig.validate()
     motion = args.motion
     if motion != "walk":
-        from engine.synthetic import load_motion
+        from engine.synthetic.body import load_motion
 
         path = Path(motion)
         if path.suffix != ".npz":
@@ -216,7 +216,7 @@ def run(args) -> int:
 
 
 def _remove_partial(out: Path) -> None:
-    from engine.capture import partial_path
+    from engine.io.capture_folder import partial_path
 
     shutil.rmtree(partial_path(out), ignore_errors=True)
 

@@ -47,7 +47,7 @@ def parse_frames(spec: str | None, count: int) -> list[int]:
 
 def pick_camera(path, name):
     from engine import MarionetteError
-    from engine.camera import load_cameras_json
+    from engine.geometry.camera import load_cameras_json
 
     cams = load_cameras_json(path)
     if name is None:
@@ -66,7 +66,7 @@ def actor_joints(seq, actor, where: str):
     import numpy as np
 
     from engine import MarionetteError
-    from engine.skeletons import map_joints, mapping_matrix
+    from engine.body.joint_sets import map_joints, mapping_matrix
 
     src, dst = seq.joint_set, actor.joint_set
     if src.name == dst.name:
@@ -88,10 +88,10 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from engine import MarionetteError
-    from engine.actor.model import check_joints
-    from engine.actor.model_file import load_actor
-    from engine.actor.train import resolve_device
-    from engine.skeleton_io import load_skeleton
+    from engine.neural.actor.model import check_joints
+    from engine.neural.actor.model_file import load_actor
+    from engine.neural.actor.train import resolve_device
+    from engine.io.skeleton_file import load_skeleton
 
     device = resolve_device(args.device)
     actor, _ = load_actor(args.actor, device=device)

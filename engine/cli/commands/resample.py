@@ -37,8 +37,8 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from engine import MarionetteError
-    from engine.resample import fill_gaps, resample_skeleton
-    from engine.skeleton_io import load_skeleton, save_skeleton
+    from engine.motion.resample import fill_gaps, resample_skeleton
+    from engine.io.skeleton_file import load_skeleton, save_skeleton
 
     seq = load_skeleton(args.input)
     max_gap = None if args.max_gap is not None and args.max_gap < 0 else args.max_gap

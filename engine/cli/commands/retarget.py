@@ -42,9 +42,9 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from engine import MarionetteError
-    from engine.retarget import Rig, retarget
-    from engine.rigs import load_rig
-    from engine.skeleton_io import load_skeleton, save_skeleton
+    from engine.motion.retarget import Rig, retarget
+    from engine.body.bone_maps import load_rig
+    from engine.io.skeleton_file import load_skeleton, save_skeleton
 
     src = load_skeleton(args.input)
     if args.onto:

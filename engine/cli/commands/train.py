@@ -68,7 +68,7 @@ def run(args) -> int:
     import json
     import os
 
-    from engine.actor.train import TrainConfig, train
+    from engine.neural.actor.train import TrainConfig, train
 
     cfg = TrainConfig(capture=args.capture, out=args.output, steps=args.steps, resolution=args.resolution,
                       batch=args.batch, mode=args.mode, device=args.device, seed=args.seed, resume=args.resume,

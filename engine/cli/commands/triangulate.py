@@ -46,8 +46,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from engine.skeleton_io import save_skeleton
-    from engine.triangulation import reconstruct
+    from engine.io.skeleton_file import save_skeleton
+    from engine.capture.triangulation import reconstruct
 
     report = reconstruct(args.pose_dir, args.calib, joint_set=args.joint_set, fps=args.fps,
                          cutoff=args.cutoff or None, max_gap=args.max_gap,
@@ -58,7 +58,7 @@ def run(args) -> int:
         print(line)
     print(f"wrote {args.output}")
     if args.preview:
-        from engine.preview import render_preview
+        from engine.scene.preview import render_preview
 
         render_preview(report.skeleton, args.preview)
         print(f"wrote {args.preview}")

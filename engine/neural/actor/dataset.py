@@ -1,4 +1,4 @@
-"""Training/evaluation samples from a capture folder (``engine.capture``).
+"""Training/evaluation samples from a capture folder (``engine.io.capture_folder``).
 
 A sample is one (camera, frame) view: the image and person mask resized so the
 longer side is ``resolution`` pixels, the camera rescaled to match (integer pixel
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from engine import MarionetteError
-from engine.camera import Camera
+from engine.geometry.camera import Camera
 
 
 @dataclass
@@ -35,7 +35,7 @@ def scale_for(camera: Camera, resolution: int | None) -> float:
 
 
 def open_capture(path):
-    from engine.capture import load_capture
+    from engine.io.capture_folder import load_capture
 
     cap = load_capture(path, require_masks=False)
     if not cap.has_masks:
@@ -68,7 +68,7 @@ class ViewSet(torch.utils.data.Dataset):
     """In-memory views of a capture at one resolution. ``__getitem__`` -> dict of tensors."""
 
     def __init__(self, cap, views: list[View], resolution: int | None = None, joint_set=None, progress=None):
-        from engine.skeletons import map_joints
+        from engine.body.joint_sets import map_joints
 
         if not views:
             raise MarionetteError(f"{cap.root}: no views to load (check train_cameras/heldout_cameras and "
@@ -150,7 +150,7 @@ class ViewSet(torch.utils.data.Dataset):
 
 def check_trainable_frames(cap, joint_set, frames) -> None:
     """Fail early, naming frames, when the actor's joints are missing in training frames."""
-    from engine.skeletons import map_joints
+    from engine.body.joint_sets import map_joints
 
     joints = cap.skeleton.joints
     if joint_set.name != cap.joint_set.name:

@@ -1,6 +1,6 @@
 """Scoring an actor on the views it never saw (``marionette evaluate``).
 
-Splits (``engine.actor.dataset.split_views``): ``novel_view`` = held-out cameras x
+Splits (``engine.neural.actor.dataset.split_views``): ``novel_view`` = held-out cameras x
 training frames, ``novel_pose`` = training cameras x held-out frames, ``novel_both``
 = held-out cameras x held-out frames. Metrics per split and overall (mean over views):
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from engine import MarionetteError
-from engine.actor.losses import VGGPerceptual, find_perceptual_weights, mask_iou, psnr, ssim
+from engine.neural.actor.losses import VGGPerceptual, find_perceptual_weights, mask_iou, psnr, ssim
 
 SPLITS = ("novel_view", "novel_pose", "novel_both")
 METRICS = ("psnr", "psnr_person", "ssim", "mask_iou")
@@ -39,11 +39,11 @@ def _pick(views: list, n: int | None) -> list:
 @torch.no_grad()
 def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | None = 64, device=None,
                    batch: int = 4, grid_path=None, progress: bool = False, splits=SPLITS) -> dict:
-    from engine.actor.dataset import ViewSet, split_views
+    from engine.neural.actor.dataset import ViewSet, split_views
 
     device = device or next(actor.parameters()).device
     if cap.joint_set.name != actor.joint_set.name:
-        from engine.skeletons import mapping_matrix
+        from engine.body.joint_sets import mapping_matrix
 
         M = mapping_matrix(cap.joint_set, actor.joint_set)
         missing = [actor.joint_set.names[j] for j in actor.needed_joints() if not (M[j] != 0).any()]

@@ -5,7 +5,7 @@ joints ``[B, J, 3]`` (metres, the actor's joint set), cameras ``K, R, t`` (OpenC
 ``[B, 3, 3]``, ``[B, 3, 3]``, ``[B, 3]``) at the *output* resolution ``height x width``
 -> ``dict(rgb [B,3,H,W] straight sRGB 0..1, alpha [B,1,H,W], latent, latent_alpha, depth)``.
 
-The renderer (``engine.render``) turns the bone Gaussians into a latent image at
+The renderer (``engine.neural.render``) turns the bone Gaussians into a latent image at
 ``1/upsample`` of the output resolution; the decoder reads that latent image plus
 the renderer's alpha and returns RGB and alpha. Everything an actor learns lives in
 its parameters: per-bone log-widths and log-densities (``primitives``), per-bone
@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 
 from engine import MarionetteError
-from engine.actor.decoder import Decoder, DecoderConfig
-from engine.skeletons import JointSet, get_joint_set
+from engine.neural.actor.decoder import Decoder, DecoderConfig
+from engine.body.joint_sets import JointSet, get_joint_set
 
 RENDER_MODES = ("transmittance", "rochette")
 
@@ -82,7 +82,7 @@ def latent_intrinsics(K: torch.Tensor, factor: int) -> torch.Tensor:
 class Actor(nn.Module):
     def __init__(self, config: ActorConfig, seed: int | None = 0):
         super().__init__()
-        from engine.render.primitives import BonePrimitives
+        from engine.neural.render.primitives import BonePrimitives
 
         config.validate()
         self.config = config
@@ -112,7 +112,7 @@ class Actor(nn.Module):
 
     def render_latent(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
                       height: int, width: int):
-        from engine.render.raycast import raycast
+        from engine.neural.render.raycast import raycast
 
         B = joints.shape[0]
         g = self.primitives(joints)
@@ -146,7 +146,7 @@ class Actor(nn.Module):
         Returns rgb [T, H, W, 3] and alpha [T, H, W] float32. Raises MarionetteError for
         NaN joints the actor needs.
         """
-        from engine.camera import Camera
+        from engine.geometry.camera import Camera
 
         joints = np.asarray(joints, dtype=np.float32)
         check_joints(joints, self.joint_set, self.needed_joints())

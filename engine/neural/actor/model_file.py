@@ -14,7 +14,7 @@
 
 Writing is atomic per file and the tensor file goes first; the JSON records its size
 and SHA-256, so a truncated or swapped tensor file is detected on load. Nothing is
-ever pickled. Checkpoints (``engine.actor.train``) use the same two-file layout.
+ever pickled. Checkpoints (``engine.neural.actor.train``) use the same two-file layout.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import torch
 
 from engine import MarionetteError
 from engine.fileio import read_json, write_json_atomic
-from engine.actor.decoder import DecoderConfig
-from engine.actor.model import Actor, ActorConfig
-from engine.skeletons import JointSet, get_joint_set
+from engine.neural.actor.decoder import DecoderConfig
+from engine.neural.actor.model import Actor, ActorConfig
+from engine.body.joint_sets import JointSet, get_joint_set
 
 ACTOR_FORMAT = "marionette.actor"
 ACTOR_VERSION = 1

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from engine import MarionetteError
-from engine.actor import model_file as mf
-from engine.actor.losses import ActorLoss, VGGPerceptual, find_perceptual_weights
-from engine.actor.model import RENDER_MODES, Actor, make_config
+from engine.neural.actor import model_file as mf
+from engine.neural.actor.losses import ActorLoss, VGGPerceptual, find_perceptual_weights
+from engine.neural.actor.model import RENDER_MODES, Actor, make_config
 
 CHECKPOINT_FORMAT = "marionette.actor-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -300,7 +300,7 @@ def _image_grid(rgb, alpha, truth, mask, n: int = 2) -> torch.Tensor:
 def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     """Train (or resume) an actor; returns a summary dict. ``_poison_step`` is a test hook that makes the
     loss NaN at that step, to exercise the NaN guard."""
-    from engine.actor.dataset import ViewSet, check_trainable_frames, open_capture, split_views
+    from engine.neural.actor.dataset import ViewSet, check_trainable_frames, open_capture, split_views
 
     cfg.validate()
     t_start = time.time()
@@ -434,7 +434,7 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     summary = {"steps": step, "time_s": round(time.time() - t_start, 1), "train_loss": _mean(recent, 0),
                "train_psnr": _mean(recent, 1), "stopped_for_time": stopped_for_time}
     if d.main and cfg.eval_views > 0 and (cap.heldout_cameras or cap.heldout_frames):
-        from engine.actor.evaluate import evaluate_actor
+        from engine.neural.actor.evaluate import evaluate_actor
 
         actor.eval()
         ev = evaluate_actor(actor, cap, resolution=cfg.resolution, max_views=cfg.eval_views, device=device,

@@ -2,7 +2,7 @@
 
 The contract is ``/work/notes/renderer_spec.md`` (summarised in ``docs/sections/40-renderer.md``).
 
-    from engine.render import BonePrimitives, render_latent
+    from engine.neural.render import BonePrimitives, render_latent
     prims = BonePrimitives(BODY_25B)                    # learnable widths + densities
     out = render_latent(joints, BODY_25B, cameras, features, primitives=prims,
                         height=256, width=256)           # dict(latent, alpha, depth)
@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from engine import MarionetteError
-from engine.camera import Camera
-from engine.render.primitives import DEFAULT_DENSITY, BonePrimitives, bone_gaussians
-from engine.render.raycast import (BACKENDS, ENV_BACKEND, MODES, kernel_available, raycast, raycast_reference,
+from engine.geometry.camera import Camera
+from engine.neural.render.primitives import DEFAULT_DENSITY, BonePrimitives, bone_gaussians
+from engine.neural.render.raycast import (BACKENDS, ENV_BACKEND, MODES, kernel_available, raycast, raycast_reference,
                                    resolve_backend)
-from engine.render.rays import camera_ray_directions, cameras_to_tensors, fit_camera, pixel_directions
+from engine.neural.render.rays import camera_ray_directions, cameras_to_tensors, fit_camera, pixel_directions
 
 __all__ = [
     "BonePrimitives", "bone_gaussians", "render_latent", "raycast", "raycast_reference", "check_joints_finite",

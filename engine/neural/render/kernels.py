@@ -1,7 +1,7 @@
 """Compiled kernels of the raycast op (``cuda_ext/`` -> the ``marionette_kernels`` package).
 
 Importing this module never fails: when the extension is not installed (or its shared library
-does not load) ``available()`` is False and ``engine.render.raycast`` keeps using the PyTorch
+does not load) ``available()`` is False and ``engine.neural.render.raycast`` keeps using the PyTorch
 reference.  When it is installed, this module registers, for the torch operators
 ``marionette::raycast_fwd`` / ``marionette::raycast_bwd`` defined in C++:
 
@@ -9,12 +9,12 @@ reference.  When it is installed, this module registers, for the torch operators
 * autograd for ``raycast_fwd`` (its backward is ``raycast_bwd``), differentiable w.r.t.
   means, precisions, densities, features and background (not the camera).
 
-    from engine.render import kernels
+    from engine.neural.render import kernels
     if kernels.available(means.device):
         latent, alpha, depth = kernels.raycast_kernel(means, precisions, densities, features,
                                                       background, K, R, t, 256, 256)
 
-Shapes are those of ``engine.render.raycast.raycast`` (features must be [B, N, C] or [1, N, C]).
+Shapes are those of ``engine.neural.render.raycast.raycast`` (features must be [B, N, C] or [1, N, C]).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def raycast_kernel(means, precisions, densities, features, background, K, R, t, 
                    mode: str = "transmittance"):
     """The raycast op on the compiled kernels -> (latent [B,C,H,W], alpha [B,1,H,W], depth [B,1,H,W]).
 
-    Same arguments and results as ``engine.render.raycast.raycast_reference`` without ``ray_dirs``
+    Same arguments and results as ``engine.neural.render.raycast.raycast_reference`` without ``ray_dirs``
     (pinhole cameras only).  K, R, t are cast to the dtype of ``means``.
     """
     if _ext is None:

@@ -2,7 +2,7 @@
 
 This module holds the pure-PyTorch *reference* (``raycast_reference``) of the op
 specified in ``/work/notes/renderer_spec.md`` and the dispatch (``raycast``) to the
-compiled kernels in ``engine.render.kernels`` when they are installed.
+compiled kernels in ``engine.neural.render.kernels`` when they are installed.
 
 Per pixel ray ``o + s d`` and primitive k (precision P, mean mu, density rho),
 with ``m = mu - o``: ``a = d^T P d``, ``b = d^T P m``, ``c = m^T P m``; the density
@@ -28,7 +28,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from engine import MarionetteError
-from engine.render.rays import camera_origins, pixel_directions
+from engine.neural.render.rays import camera_origins, pixel_directions
 
 MODES = ("transmittance", "rochette")
 BACKENDS = ("auto", "reference", "kernel")
@@ -192,7 +192,7 @@ def _raycast_reference(means, precisions, densities, features, background, K, R,
 def _kernels():
     """The compiled-kernel module, or None when it is not installed (silently)."""
     try:
-        from engine.render import kernels  # owned by the kernels engineer; optional
+        from engine.neural.render import kernels  # owned by the kernels engineer; optional
     except Exception:  # ImportError, OSError from a broken .so, ...: fall back to the reference
         return None
     return kernels

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from engine import MarionetteError
-from engine.camera import Camera
+from engine.geometry.camera import Camera
 
 
 def cameras_to_tensors(cameras, batch: int | None = None, device=None, dtype=torch.float32):
