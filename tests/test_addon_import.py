@@ -50,7 +50,7 @@ def test_zip_carries_addon_and_engine_only(blender_sandbox):
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "docs/", "dist/")) or "__pycache__" in n
                 or n.endswith(".pyc")]
     # the installed add-on resolves its own copy of engine when nothing else provided one
-    assert (blender_sandbox.installed_path / "_vendor" / "engine" / "kinematics.py").is_file()
+    assert (blender_sandbox.installed_path / "_vendor" / "engine" / "body" / "kinematics.py").is_file()
 
 
 def test_manifest_passes_blenders_validator(blender_sandbox):

@@ -14,7 +14,7 @@ pytest.importorskip("bpy")
 from blender_sandbox import MODULE, data_counts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-REST = json.loads((ROOT / "engine" / "rigs" / "smpl_24.json").read_text())["rest_joints"]
+REST = json.loads((ROOT / "engine" / "body" / "bone_maps" / "smpl_24.json").read_text())["rest_joints"]
 SMPL_PARENT = {"left_hip": "pelvis", "right_hip": "pelvis", "spine1": "pelvis", "left_knee": "left_hip",
                "right_knee": "right_hip", "spine2": "spine1", "left_ankle": "left_knee", "right_ankle": "right_knee",
                "spine3": "spine2", "left_foot": "left_ankle", "right_foot": "right_ankle", "neck": "spine3",
