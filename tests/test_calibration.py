@@ -29,7 +29,8 @@ def test_qualisys_reader_on_bundled_calibration():
 
 def test_qualisys_conventions_reproject_real_keypoints():
     """The right conventions make the bundled OpenPose detections agree across views."""
-    from engine.io.keypoints import read_keypoints, select_subject
+    from engine.capture.association import select_subject
+    from engine.io.keypoints import read_keypoints
     from engine.capture.triangulation import triangulate
 
     cams = load_calibration(QCA)

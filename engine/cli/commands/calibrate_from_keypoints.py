@@ -68,7 +68,8 @@ def run(args) -> int:
     from engine import MarionetteError
     from engine.io.calibration import load_calibration
     from engine.geometry.camera import save_cameras
-    from engine.io.keypoints import match_cameras, read_keypoints, select_subject
+    from engine.capture.association import select_subject
+    from engine.io.keypoints import match_cameras, read_keypoints
     from engine.capture.selfcalib import calibrate_from_keypoints, compare_cameras
 
     kp = read_keypoints(args.pose_dir, joint_set=None if args.joint_set == "auto" else args.joint_set, progress=True)

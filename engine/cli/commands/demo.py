@@ -42,7 +42,7 @@ def triangulate_demo(out_dir, progress: bool = True):
     from engine.data import demo_capture_paths
     from engine.scene.preview import render_preview
     from engine.io.skeleton_file import save_skeleton
-    from engine.capture.triangulation import reconstruct
+    from engine.capture.reconstruct import reconstruct
 
     demo = demo_capture_paths()
     out = Path(out_dir)

@@ -47,7 +47,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from engine.io.skeleton_file import save_skeleton
-    from engine.capture.triangulation import reconstruct
+    from engine.capture.reconstruct import reconstruct
 
     report = reconstruct(args.pose_dir, args.calib, joint_set=args.joint_set, fps=args.fps,
                          cutoff=args.cutoff or None, max_gap=args.max_gap,
