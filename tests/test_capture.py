@@ -368,7 +368,7 @@ def test_failure_while_rendering_leaves_nothing(tmp_path, monkeypatch):
     pytest.importorskip("bpy")
     from addon.synthetic import make_capture as mc
     from addon.synthetic import scene as S
-    from engine.cli.commands.make_capture import build_parser, config_from_args
+    from engine.synthetic.capture_config import build_parser, config_from_args
 
     calls = {"n": 0}
     real = S.read_joints

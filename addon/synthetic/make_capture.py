@@ -21,7 +21,7 @@ import numpy as np
 from engine import MarionetteError, __version__
 from engine.io.capture_folder import (begin_capture, finish_capture, image_relpath, keypoints_relpath, mask_relpath,
                             write_openpose_json)
-from engine.cli.commands.make_capture import (ERROR_PREFIX, INFO_PREFIX, PROGRESS_PREFIX, argv_from_args,
+from engine.synthetic.capture_config import (ERROR_PREFIX, INFO_PREFIX, PROGRESS_PREFIX, argv_from_args,
                                           build_parser, config_from_args)
 from engine.scene.camera_ring import build_rig
 from engine.io.skeleton_file import SkeletonSequence
