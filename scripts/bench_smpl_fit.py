@@ -28,8 +28,9 @@ import numpy as np  # noqa: E402
 def write_demo(folder: Path, frames: int, joint_set: str, seed: int):
     from engine.io.skeleton_file import SkeletonSequence, save_skeleton
     from engine.body.joint_sets import get_joint_set
-    from engine.body.smpl.fit import make_synthetic_motion, synthetic_observations
-    from engine.body.smpl.model import make_synthetic_smpl_model, save_smpl_npz
+    from engine.synthetic.smpl import make_synthetic_motion, synthetic_observations
+    from engine.body.smpl.model import save_smpl_npz
+    from engine.synthetic.smpl import make_synthetic_smpl_model
 
     folder.mkdir(parents=True, exist_ok=True)
     model = make_synthetic_smpl_model(seed)
@@ -64,8 +65,9 @@ def main(argv=None) -> int:
         return 0
 
     from engine.body.joint_sets import get_joint_set
-    from engine.body.smpl.fit import FitOptions, fit_smpl, make_synthetic_motion, synthetic_observations
-    from engine.body.smpl.model import make_synthetic_smpl_model
+    from engine.body.smpl.fit import FitOptions, fit_smpl
+    from engine.synthetic.smpl import make_synthetic_motion, synthetic_observations
+    from engine.synthetic.smpl import make_synthetic_smpl_model
 
     model = make_synthetic_smpl_model(0)
     js = get_joint_set(args.joint_set)

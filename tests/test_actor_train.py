@@ -126,7 +126,6 @@ def test_render_maps_joint_sets_and_rejects_bad_skeletons(trained, capture, tmp_
     seq = load_skeleton(capture / "joints3d.npz")
     # COCO-17 has no toes/heels/head top: the BODY_25B actor cannot be driven by it
     coco = get_joint_set("COCO_17")
-    rows = [seq.joint_set.index(n) for n in coco.names if n in seq.joint_set.names] if False else None
     from engine.body.joint_sets import map_joints
 
     save_skeleton(tmp_path / "coco.npz", SkeletonSequence(map_joints(seq.joints, seq.joint_set, coco), coco, 30.0))

@@ -7,9 +7,9 @@ import pytest
 
 from engine import MarionetteError
 from engine.cli import main as cli_main
-from engine.motion.resample import (bone_length_drift, fill_gaps, quat_between, quat_exp, quat_log, quat_mul,
-                             quat_rotate, resample_positions, resample_rotations, resample_skeleton,
-                             skeleton_from_directions)
+from engine.geometry.rotations import quat_between, quat_exp, quat_log, quat_mul, quat_rotate
+from engine.motion.resample import (bone_length_drift, fill_gaps, resample_positions, resample_rotations,
+                                    resample_skeleton, skeleton_from_directions)
 from engine.io.skeleton_file import SkeletonSequence, load_skeleton, save_skeleton
 from engine.body.joint_sets import get_joint_set
 

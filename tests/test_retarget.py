@@ -287,7 +287,7 @@ def test_every_joint_set_as_source_and_target(name):
 
 def test_twist_from_rotation_sources_is_carried_over():
     """A forearm rolling about its own axis moves no joint; from a rotation source it still reaches the target."""
-    from engine.motion.resample import quat_exp, quat_log
+    from engine.geometry.rotations import quat_exp, quat_log
 
     src_rig = mixamo_template_rig(arm_angle=0.0, rolls=0.0)  # T-pose
     tgt_rig = mixamo_template_rig(arm_angle=0.7)  # A-pose, other rolls

@@ -12,8 +12,11 @@ from engine.cli import main
 from engine.body.smpl.silhouette import SilhouetteTerm, soft_silhouette
 from engine.io.skeleton_file import SkeletonSequence, save_skeleton
 from engine.body.joint_sets import get_joint_set
-from engine.body.smpl.fit import FitOptions, fit_smpl, make_synthetic_motion, synthetic_observations
-from engine.body.smpl.model import SMPLTorch, make_synthetic_smpl_model, save_smpl_npz
+from engine.body.smpl.fit import FitOptions, fit_smpl
+from engine.synthetic.smpl import make_synthetic_motion, synthetic_observations
+from engine.body.smpl.model import save_smpl_npz
+from engine.body.smpl.skinning import SMPLTorch
+from engine.synthetic.smpl import make_synthetic_smpl_model
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from engine import MarionetteError
-from engine.body.smpl.model import (SMPL_LANDMARKS, SMPLTorch, load_smpl_model, make_synthetic_smpl_model,
-                               restricted_pickle_load, save_smpl_npz, to_smplx)
+from engine.body.smpl.model import SMPL_LANDMARKS, load_smpl_model, save_smpl_npz
+from engine.body.smpl.skinning import SMPLTorch
+from engine.synthetic.smpl import make_synthetic_smpl_model
+from engine.body.smpl.unpickle import restricted_pickle_load
+from engine.body.smpl.smplx_adapter import to_smplx
 
 
 @pytest.fixture(scope="module")

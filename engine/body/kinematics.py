@@ -37,6 +37,8 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.body.joint_sets import JointSet
+from engine.geometry.rotations import (axis_angle_to_matrix, make_quats_continuous, matrix_to_quat, quat_conj,
+                                       quat_mul, quat_to_matrix, swing_matrix)
 
 _EPS = 1e-12
 # Twist comes from the reference edge when the sine of its angle to the bone is above
@@ -44,133 +46,6 @@ _EPS = 1e-12
 TWIST_BLEND = (0.05, 0.25)
 # Blender drops zero-length bones; bones are never shorter than this (metres after scaling).
 MIN_BONE_LENGTH = 1e-3
-
-# File up axis -> rotation taking it to Blender's +Z (right-handed, as Blender's own importers do:
-# Y-up becomes Z-up by +90 degrees about X, so the file's -Z "forward" becomes Blender's +Y... i.e. (x, y, z) -> (x, -z, y)).
-_UP_AXIS = {
-    "Z": ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
-    "Y": ((1, 0, 0), (0, 0, -1), (0, 1, 0)),
-    "X": ((0, 0, -1), (0, 1, 0), (1, 0, 0)),
-    "-Z": ((1, 0, 0), (0, -1, 0), (0, 0, -1)),
-    "-Y": ((1, 0, 0), (0, 0, 1), (0, -1, 0)),
-    "-X": ((0, 0, 1), (0, 1, 0), (-1, 0, 0)),
-}
-
-
-def up_axis_matrix(axis: str) -> np.ndarray:
-    """Rotation [3, 3] taking coordinates with the given up axis to Blender's Z-up."""
-    key = str(axis).upper().strip()
-    if key.startswith("+"):
-        key = key[1:]
-    if key not in _UP_AXIS:
-        raise MarionetteError(f"up axis {axis!r}: expected one of {', '.join(_UP_AXIS)}")
-    return np.array(_UP_AXIS[key], dtype=np.float64)
-
-
-# ----------------------------------------------------------------------------- rotations
-
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Quaternions [..., 4] (w, x, y, z), any length -> rotation matrices [..., 3, 3]."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), _EPS)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
-
-
-def matrix_to_quat(R: np.ndarray) -> np.ndarray:
-    """Rotation matrices [..., 3, 3] -> unit quaternions [..., 4] (w, x, y, z), w >= 0.
-
-    Shepperd's method: per matrix, divide by the largest of (trace, diagonal) for a
-    well-conditioned result; each branch is evaluated only on the matrices that need it.
-    """
-    R = np.asarray(R, dtype=np.float64)
-    shape = R.shape[:-2]
-    r = R.reshape(-1, 3, 3)
-    m00, m11, m22 = r[:, 0, 0], r[:, 1, 1], r[:, 2, 2]
-    k = np.argmax(np.stack([m00 + m11 + m22, m00, m11, m22], -1), axis=-1)
-    out = np.empty((len(r), 4))
-    for i in range(4):
-        sel = np.flatnonzero(k == i)
-        if not len(sel):
-            continue
-        m = r[sel]
-        a00, a11, a22 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
-        if i == 0:
-            s = np.sqrt(np.maximum(1.0 + a00 + a11 + a22, _EPS)) * 2
-            c = (0.25 * s, (m[:, 2, 1] - m[:, 1, 2]) / s, (m[:, 0, 2] - m[:, 2, 0]) / s, (m[:, 1, 0] - m[:, 0, 1]) / s)
-        elif i == 1:
-            s = np.sqrt(np.maximum(1.0 + a00 - a11 - a22, _EPS)) * 2
-            c = ((m[:, 2, 1] - m[:, 1, 2]) / s, 0.25 * s, (m[:, 0, 1] + m[:, 1, 0]) / s, (m[:, 0, 2] + m[:, 2, 0]) / s)
-        elif i == 2:
-            s = np.sqrt(np.maximum(1.0 - a00 + a11 - a22, _EPS)) * 2
-            c = ((m[:, 0, 2] - m[:, 2, 0]) / s, (m[:, 0, 1] + m[:, 1, 0]) / s, 0.25 * s, (m[:, 1, 2] + m[:, 2, 1]) / s)
-        else:
-            s = np.sqrt(np.maximum(1.0 - a00 - a11 + a22, _EPS)) * 2
-            c = ((m[:, 1, 0] - m[:, 0, 1]) / s, (m[:, 0, 2] + m[:, 2, 0]) / s, (m[:, 1, 2] + m[:, 2, 1]) / s, 0.25 * s)
-        out[sel] = np.stack(c, -1)
-    out /= np.linalg.norm(out, axis=-1, keepdims=True)
-    out = np.where(out[:, :1] < 0, -out, out)
-    return out.reshape(shape + (4,))
-
-
-def axis_angle_to_matrix(v: np.ndarray) -> np.ndarray:
-    """Rotation vectors [..., 3] (axis times angle, radians) -> matrices [..., 3, 3] (Rodrigues)."""
-    v = np.asarray(v, dtype=np.float64)
-    angle = np.linalg.norm(v, axis=-1)[..., None, None]
-    axis = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), _EPS)
-    x, y, z = np.moveaxis(axis, -1, 0)
-    zero = np.zeros_like(x)
-    K = np.stack([np.stack([zero, -z, y], -1), np.stack([z, zero, -x], -1), np.stack([-y, x, zero], -1)], -2)
-    eye = np.broadcast_to(np.eye(3), K.shape)
-    return eye + np.sin(angle) * K + (1 - np.cos(angle)) * (K @ K)
-
-
-def swing_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Minimal rotation [..., 3, 3] taking direction a to direction b (any lengths)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), _EPS)
-    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), _EPS)
-    axis = np.cross(a, b)
-    s = np.linalg.norm(axis, axis=-1)
-    c = np.sum(a * b, axis=-1)
-    angle = np.arctan2(s, c)
-    # anti-parallel: half turn about any axis perpendicular to a
-    perp = np.cross(a, np.eye(3)[np.argmin(np.abs(a), axis=-1)])
-    axis = np.where(((s < 1e-9) & (c < 0))[..., None], perp, axis)
-    axis = axis / np.maximum(np.linalg.norm(axis, axis=-1, keepdims=True), _EPS)
-    return axis_angle_to_matrix(axis * angle[..., None])
-
-
-def make_quats_continuous(q: np.ndarray) -> np.ndarray:
-    """Flip signs of quaternions [T, B, 4] (NaN = missing) so each track stays in one hemisphere.
-
-    Consecutive *valid* keys are compared, so a track is continuous across gaps too
-    (Blender interpolates quaternion F-curves component-wise).
-    """
-    q = np.array(q, dtype=np.float64)
-    ok = np.isfinite(q).all(-1)  # [T, B]
-    full = ok.all(0)
-    if full.any() and q.shape[0] > 1:
-        # tracks without gaps: all at once
-        qf = q[:, full]
-        dots = np.sum(qf[1:] * qf[:-1], axis=-1)
-        sign = np.concatenate([np.ones((1, qf.shape[1])), np.cumprod(np.where(dots < 0, -1.0, 1.0), axis=0)])
-        q[:, full] = qf * sign[..., None]
-    for b in np.flatnonzero(~full):
-        idx = np.flatnonzero(ok[:, b])
-        if len(idx) < 2:
-            continue
-        qb = q[idx, b]
-        dots = np.sum(qb[1:] * qb[:-1], axis=-1)
-        sign = np.concatenate([[1.0], np.cumprod(np.where(dots < 0, -1.0, 1.0))])
-        q[idx, b] = qb * sign[:, None]
-    return q
-
 
 def _frames(primary: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormal frames [..., 3, 3] (columns e1 along primary, e2 in the primary-reference plane,
@@ -461,8 +336,6 @@ def local_rotations(rig: Rig, world: np.ndarray, valid: np.ndarray) -> np.ndarra
     """Keyed bone rotations [T, B, 4] (w, x, y, z; NaN where invalid) from world rotations
     [T, B, 3, 3]: ``Q_b = Rrest_b^T W_a^T W_b Rrest_b``. A bone whose parent is invalid is
     invalid too. Quaternions are sign-continuous along each track."""
-    from engine.motion.resample import quat_conj, quat_mul
-
     # in quaternions: one matrix conversion of W, then cheap elementwise products
     qW = matrix_to_quat(np.asarray(world, dtype=np.float64))  # [T, B, 4]
     qR = matrix_to_quat(rig.rest_rotations)  # [B, 4]
@@ -526,74 +399,3 @@ def skeleton_animation(rig: Rig, joints: np.ndarray) -> tuple[np.ndarray, np.nda
     q = local_rotations(rig, W, valid)
     loc = root_locations(rig, X[:, rig.root])
     return q, loc
-
-
-def resample_animation(quats: np.ndarray, root_location: np.ndarray, times: np.ndarray,
-                       target_fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Put keyed rotations [T, B, 4] and root locations [T, 3] sampled at ``times`` (seconds from
-    the first sample) onto frames of ``target_fps``; returns (quats, locations, frame offsets).
-
-    When every sample already falls on a frame (e.g. same rate, or dropped rows of a
-    ``frame_indices`` file) the keys are kept as they are, on their frames. Otherwise the
-    motion is resampled by time with ``engine.motion.resample`` (C1 quaternion cubic through the
-    keys, Hermite for the root) every 1/target_fps seconds; a missing key is never bridged,
-    so gaps in the source stay gaps.
-    """
-    from engine.motion import resample as rs
-
-    if not (np.isfinite(target_fps) and target_fps > 0):
-        raise MarionetteError(f"target frame rate must be positive, got {target_fps}")
-    t = np.asarray(times, dtype=np.float64)
-    if len(t) != quats.shape[0] or len(t) != root_location.shape[0]:
-        raise MarionetteError(f"{len(t)} times for {quats.shape[0]} rotation and {root_location.shape[0]} location keys")
-    f = t * target_fps
-    frames = np.round(f)
-    if np.all(np.abs(f - frames) < 1e-6) and (len(frames) < 2 or np.all(np.diff(frames) > 0)):
-        return quats, root_location, frames.astype(np.int64)
-    t_out = np.arange(int(np.floor(t[-1] * target_fps + 1e-6)) + 1) / target_fps
-    q = rs.resample_rotations(quats, t, t_out, max_gap=0.0)
-    loc = rs.resample_positions(root_location, t, t_out, max_gap=0.0)
-    return q, loc, np.arange(len(t_out), dtype=np.int64)
-
-
-def synthetic_skeleton_motion(joint_set: JointSet, num_frames: int, fps: float = 30.0, seed: int = 0,
-                              amplitude: float = 0.6) -> np.ndarray:
-    """A smooth made-up motion [T, J, 3] (metres, Z-up) with exactly constant bone lengths.
-
-    For tests and benchmarks: a standing layout (limbs down/sideways, head up), every
-    joint swinging on sines of random frequency and phase, the root walking forward.
-    """
-    rng = np.random.default_rng(seed)
-    J = joint_set.num_joints
-    parents = np.asarray(joint_set.parents)
-    rest = np.zeros((J, 3))
-    rest[joint_set.root] = (0.0, 0.0, 1.0)
-    for j in joint_set.topological_order():
-        p = parents[j]
-        if p < 0:
-            continue
-        name = joint_set.canonical[j]
-        side = 1.0 if name.startswith("left") or name.startswith("smpl_left") else (-1.0 if name.startswith("right") or name.startswith("smpl_right") else 0.0)
-        up = any(k in name for k in ("neck", "nose", "eye", "ear", "head", "spine", "thorax", "shoulder", "collar"))
-        d = np.array([0.35 * side, 0.05 * rng.standard_normal(), 1.0 if up else -1.0])
-        if "toe" in name or name.endswith("foot"):
-            d = np.array([0.1 * side, -1.0, -0.3])
-        d /= np.linalg.norm(d)
-        rest[j] = rest[p] + rng.uniform(0.08, 0.4) * d
-    t = np.arange(num_frames) / fps
-    freq = rng.uniform(0.2, 1.5, size=(J, 3))
-    phase = rng.uniform(0, 2 * np.pi, size=(J, 3))
-    aa = amplitude * np.sin(2 * np.pi * freq[None] * t[:, None, None] + phase[None])  # [T, J, 3]
-    Rl = axis_angle_to_matrix(aa)
-    G = np.empty((num_frames, J, 3, 3))
-    X = np.empty((num_frames, J, 3))
-    root_path = np.stack([0.3 * np.sin(0.5 * t), 0.8 * t, 0.03 * np.sin(4 * t)], -1)
-    for j in joint_set.topological_order():
-        p = parents[j]
-        if p < 0:
-            G[:, j] = Rl[:, j]
-            X[:, j] = rest[j] + root_path
-        else:
-            G[:, j] = G[:, p] @ Rl[:, j]
-            X[:, j] = X[:, p] + np.einsum("tij,j->ti", G[:, p], rest[j] - rest[p])
-    return X

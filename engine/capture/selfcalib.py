@@ -28,6 +28,7 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.geometry.camera import Camera
+from engine.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from engine.body.joint_sets import JointSet
 
 
@@ -38,18 +39,6 @@ class SelfCalibration:
     reprojection_px: float      # median reprojection error after refinement
     scale_note: str
     lines: list[str] = field(default_factory=list)
-
-
-def _rodrigues(rvec):
-    import cv2
-
-    return cv2.Rodrigues(np.asarray(rvec, dtype=np.float64))[0]
-
-
-def _rotvec(R):
-    import cv2
-
-    return cv2.Rodrigues(np.asarray(R, dtype=np.float64))[0].ravel()
 
 
 def _normalised(kp: np.ndarray, cameras: list[Camera], min_confidence: float):
@@ -102,7 +91,7 @@ def _bundle_adjust(cams, xy, w, X0, fixed: int, anchor: int, max_nfev: int, f_sc
         Rs[fixed], ts[fixed] = cams[fixed].R, cams[fixed].t
         for c in free:
             k = slot[c] * 6
-            Rs[c], ts[c] = _rodrigues(p[k:k + 3]), p[k + 3:k + 6]
+            Rs[c], ts[c] = axis_angle_to_matrix(p[k:k + 3]), p[k + 3:k + 6]
         return np.stack(Rs), np.stack(ts), p[n_cam:].reshape(N, 3)
 
     def residuals(p):
@@ -114,7 +103,7 @@ def _bundle_adjust(cams, xy, w, X0, fixed: int, anchor: int, max_nfev: int, f_sc
         gauge = (np.linalg.norm(ts[anchor]) - anchor_norm) * 1e3
         return np.concatenate([r.ravel(), [gauge]])
 
-    p0 = [np.concatenate([_rotvec(cams[c].R), cams[c].t]) for c in free]
+    p0 = [np.concatenate([matrix_to_axis_angle(cams[c].R), cams[c].t]) for c in free]
     p0 = np.concatenate(p0 + [X0.ravel()])
     M = 2 * len(obs_c) + 1
     rows = np.arange(len(obs_c))

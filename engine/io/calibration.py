@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
+from engine.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from engine.geometry.camera import CAMERA_JSON_FORMAT, Camera, load_cameras_json
 
 # The OpenCV frame is the Qualisys camera frame rotated by pi about X (looks down +Z, Y down).
@@ -125,7 +126,7 @@ def read_pose2sim_toml(path, text: str | None = None) -> list[Camera]:
         if rvec.shape == (3, 3):
             R = rvec
         elif rvec.shape == (3,):
-            R = _rodrigues(rvec)
+            R = axis_angle_to_matrix(rvec)
         else:
             raise MarionetteError(f"{where} field 'rotation': expected a Rodrigues vector of 3 numbers, "
                                   f"got shape {rvec.shape}")
@@ -149,7 +150,7 @@ def write_pose2sim_toml(path, cameras: list[Camera]) -> None:
 
     lines = []
     for i, c in enumerate(cameras):
-        rvec = _rodrigues_inverse(c.R)
+        rvec = matrix_to_axis_angle(c.R)
         lines += [f"[cam_{i:02d}]", f'name = "{c.name}"', f"size = {fmt([c.width, c.height])}",
                   "matrix = [ " + ", ".join(fmt(r) for r in c.K) + "]",
                   f"distortions = {fmt(c.dist[:4])}", f"rotation = {fmt(rvec)}",
@@ -159,21 +160,6 @@ def write_pose2sim_toml(path, cameras: list[Camera]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)
-
-
-def _rodrigues(rvec: np.ndarray) -> np.ndarray:
-    theta = float(np.linalg.norm(rvec))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = rvec / theta
-    Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(theta) * Kx + (1 - math.cos(theta)) * Kx @ Kx
-
-
-def _rodrigues_inverse(R: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.Rodrigues(np.asarray(R, dtype=np.float64))[0].ravel()
 
 
 # ---------------------------------------------------------------------- Qualisys

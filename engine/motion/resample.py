@@ -38,124 +38,16 @@ from __future__ import annotations
 import numpy as np
 
 from engine import MarionetteError
+from engine.geometry.rotations import (quat_between, quat_conj, quat_continuous, quat_cumprod, quat_exp,  # noqa: F401
+                                       quat_log, quat_mul, quat_normalize, quat_rotate)
 from engine.io.skeleton_file import SkeletonSequence
 
 __all__ = [
-    "quat_mul", "quat_cumprod", "quat_conj", "quat_exp", "quat_log", "quat_rotate", "quat_between", "quat_normalize",
-    "resample_rotations", "resample_positions", "resample_skeleton", "fill_gaps", "skeleton_times",
+    "resample_rotations", "resample_positions", "resample_animation", "resample_skeleton", "fill_gaps", "skeleton_times",
     "bone_directions", "bone_lengths", "skeleton_from_directions", "bone_length_drift",
 ]
 
 _EPS = 1e-12
-
-
-# ----------------------------------------------------------------------------- quaternions (w, x, y, z)
-
-def quat_normalize(q: np.ndarray) -> np.ndarray:
-    q = np.asarray(q, dtype=np.float64)
-    return q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), _EPS)
-
-
-def quat_conj(q: np.ndarray) -> np.ndarray:
-    q = np.asarray(q, dtype=np.float64)
-    return q * np.array([1.0, -1.0, -1.0, -1.0])
-
-
-def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product ``a * b`` (apply b, then a), broadcasting over leading axes."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return np.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], axis=-1)
-
-
-def quat_cumprod(steps: np.ndarray) -> np.ndarray:
-    """Running products ``steps[i] * ... * steps[0]`` along axis 0 ([T, ..., 4]).
-
-    A parallel prefix scan (log2(T) vectorised passes) instead of T sequential products;
-    quaternion products are associative, and renormalising each pass keeps them unit.
-    """
-    out = quat_normalize(steps).copy()
-    offset = 1
-    while offset < len(out):
-        nxt = out.copy()
-        nxt[offset:] = quat_normalize(quat_mul(out[offset:], out[:-offset]))
-        out = nxt
-        offset *= 2
-    return out
-
-
-def quat_exp(v: np.ndarray) -> np.ndarray:
-    """Rotation vector [..., 3] (axis * angle) -> unit quaternion [..., 4]."""
-    v = np.asarray(v, dtype=np.float64)
-    angle = np.linalg.norm(v, axis=-1, keepdims=True)
-    half = 0.5 * angle
-    # sin(half)/angle without dividing by zero: 0.5 * sinc(half/pi) with numpy's normalised sinc
-    k = 0.5 * np.sinc(half / np.pi)
-    return np.concatenate([np.cos(half), k * v], axis=-1)
-
-
-def quat_log(q: np.ndarray) -> np.ndarray:
-    """Unit quaternion [..., 4] -> rotation vector [..., 3] of the shorter rotation (angle <= pi)."""
-    q = np.asarray(q, dtype=np.float64)
-    q = np.where(q[..., :1] < 0, -q, q)
-    w = np.clip(q[..., :1], -1.0, 1.0)
-    xyz = q[..., 1:]
-    s = np.linalg.norm(xyz, axis=-1, keepdims=True)
-    angle = 2.0 * np.arctan2(s, w)
-    # angle / s -> 2 / w as s -> 0
-    factor = np.where(s > 1e-9, angle / np.maximum(s, 1e-300), 2.0 / np.maximum(w, 1e-300))
-    return factor * xyz
-
-
-def quat_rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Rotate vectors [..., 3] by unit quaternions [..., 4]."""
-    q = np.asarray(q, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64)
-    w = q[..., :1]
-    u = q[..., 1:]
-    t = 2.0 * np.cross(u, v)
-    return v + w * t + np.cross(u, t)
-
-
-def quat_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Minimal rotation taking direction ``a`` to direction ``b`` (both [..., 3], any length).
-
-    Opposite directions have no unique minimal rotation; a half turn about an
-    axis perpendicular to ``a`` is returned.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), _EPS)
-    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), _EPS)
-    dot = np.sum(a * b, axis=-1, keepdims=True)
-    q = np.concatenate([1.0 + dot, np.cross(a, b)], axis=-1)
-    opposite = (1.0 + dot[..., 0]) < 1e-9
-    if np.any(opposite):
-        ao = a[opposite]
-        # any axis perpendicular to a: cross with the coordinate axis least aligned with it
-        helper = np.eye(3)[np.argmin(np.abs(ao), axis=-1)]
-        axis = np.cross(ao, helper)
-        q[opposite] = np.concatenate([np.zeros((len(ao), 1)), axis], axis=-1)
-    return quat_normalize(q)
-
-
-def _make_continuous(q: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Flip signs along ``axis`` so consecutive quaternions lie in the same hemisphere."""
-    q = np.moveaxis(np.array(q, dtype=np.float64), axis, 0)
-    if len(q) < 2:
-        return np.moveaxis(q, 0, axis)
-    # q[i] keeps its sign relative to the *flipped* q[i-1]: the running product of the signs
-    # of consecutive dot products
-    sign = np.where(np.sum(q[1:] * q[:-1], axis=-1) < 0, -1.0, 1.0)
-    flips = np.concatenate([np.ones((1,) + sign.shape[1:]), np.cumprod(sign, axis=0)], axis=0)
-    return np.moveaxis(q * flips[..., None], 0, axis)
 
 
 # ----------------------------------------------------------------------------- key handling
@@ -274,7 +166,7 @@ def resample_rotations(quats, times_in, times_out, max_gap: float | None = None,
         if not ok.any():
             continue
         tk = t_in[ok]
-        qk = _make_continuous(q[ok, b] / norms[ok, None])
+        qk = quat_continuous(q[ok, b] / norms[ok, None])
         runs = _runs(tk, max_gap, step)
         # angular velocities (body frame) at each key, per run
         omega = np.zeros((len(tk), 3))
@@ -312,7 +204,7 @@ def resample_rotations(quats, times_in, times_out, max_gap: float | None = None,
         ob = out[order, b]
         good = np.all(np.isfinite(ob), axis=-1)
         if good.sum() > 1:
-            ob[good] = _make_continuous(ob[good])
+            ob[good] = quat_continuous(ob[good])
             out[order, b] = ob
     return out[:, 0] if single else out
 
@@ -363,6 +255,32 @@ def resample_positions(values, times_in, times_out, max_gap: float | None = None
 
 
 # ----------------------------------------------------------------------------- skeletons
+
+def resample_animation(quats: np.ndarray, root_location: np.ndarray, times: np.ndarray,
+                       target_fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Put keyed rotations [T, B, 4] and root locations [T, 3] sampled at ``times`` (seconds from
+    the first sample) onto frames of ``target_fps``; returns (quats, locations, frame offsets).
+
+    When every sample already falls on a frame (e.g. same rate, or dropped rows of a
+    ``frame_indices`` file) the keys are kept as they are, on their frames. Otherwise the
+    motion is resampled by time with this module (C1 quaternion cubic through the
+    keys, Hermite for the root) every 1/target_fps seconds; a missing key is never bridged,
+    so gaps in the source stay gaps.
+    """
+    if not (np.isfinite(target_fps) and target_fps > 0):
+        raise MarionetteError(f"target frame rate must be positive, got {target_fps}")
+    t = np.asarray(times, dtype=np.float64)
+    if len(t) != quats.shape[0] or len(t) != root_location.shape[0]:
+        raise MarionetteError(f"{len(t)} times for {quats.shape[0]} rotation and {root_location.shape[0]} location keys")
+    f = t * target_fps
+    frames = np.round(f)
+    if np.all(np.abs(f - frames) < 1e-6) and (len(frames) < 2 or np.all(np.diff(frames) > 0)):
+        return quats, root_location, frames.astype(np.int64)
+    t_out = np.arange(int(np.floor(t[-1] * target_fps + 1e-6)) + 1) / target_fps
+    q = resample_rotations(quats, t, t_out, max_gap=0.0)
+    loc = resample_positions(root_location, t, t_out, max_gap=0.0)
+    return q, loc, np.arange(len(t_out), dtype=np.int64)
+
 
 def skeleton_times(seq: SkeletonSequence) -> np.ndarray:
     """Time in seconds of every row: ``frame_indices / fps`` when present, else ``row / fps``."""

@@ -32,14 +32,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import MarionetteError
-from engine.motion.resample import (bone_lengths, fill_gaps, quat_between, quat_conj, quat_exp, quat_mul,
-                             quat_normalize, quat_rotate, skeleton_times)
-from engine.body.kinematics import matrix_to_quat, quat_to_matrix
+from engine.geometry.axes import up_vector
+from engine.geometry.rotations import (matrix_to_quat, quat_between, quat_conj, quat_exp, quat_mul, quat_normalize,
+                                       quat_rotate, quat_to_matrix)
+from engine.motion.resample import bone_lengths, fill_gaps, skeleton_times
 from engine.io.skeleton_file import SkeletonSequence
 from engine.body.joint_sets import DERIVED, JointSet
 
 __all__ = ["Rig", "RigMotion", "CanonicalMotion", "source_twist", "RetargetResult", "retarget", "source_positions", "detect_contacts",
-           "foot_sliding", "direction_errors", "up_vector", "quat_to_matrix", "matrix_to_quat"]
+           "foot_sliding", "direction_errors", "up_vector"]
 
 # Canonical joints reachable from others, beyond engine.body.joint_sets.DERIVED (retargeting only).
 _EXTRA_DERIVED = {
@@ -88,24 +89,6 @@ BONE_RULES = _bone_rules()
 
 
 # ----------------------------------------------------------------------------- small math
-
-def up_vector(up) -> np.ndarray:
-    """``"Z"``, ``"-Y"``... or a 3-vector -> unit vector."""
-    if isinstance(up, str):
-        axis = up.strip().upper()
-        sign = -1.0 if axis.startswith("-") else 1.0
-        key = axis.lstrip("+-")
-        if key not in ("X", "Y", "Z"):
-            raise MarionetteError(f"up axis: expected X, Y, Z (optionally with '-'), got {up!r}")
-        v = np.zeros(3)
-        v["XYZ".index(key)] = sign
-        return v
-    v = np.asarray(up, dtype=np.float64).reshape(3)
-    n = np.linalg.norm(v)
-    if not np.isfinite(n) or n < 1e-9:
-        raise MarionetteError(f"up vector: expected a non-zero 3-vector, got {up!r}")
-    return v / n
-
 
 def _rotation_between_up(src_up: np.ndarray, dst_up: np.ndarray) -> np.ndarray:
     return quat_between(src_up[None], dst_up[None])[0]

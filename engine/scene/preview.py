@@ -16,26 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
+from engine.geometry.axes import view_frame
 from engine.io.skeleton_file import SkeletonSequence
 
 _LEFT = (220, 120, 30)    # BGR blue-ish
 _RIGHT = (40, 40, 220)    # red
 _MID = (90, 160, 90)      # green-grey
 _BG = (250, 250, 250)
-
-
-def _up_frame(up_axis: str) -> np.ndarray:
-    """Rows: world directions of (right, forward, up) for the views, per up axis."""
-    axes = {"X": 0, "Y": 1, "Z": 2}
-    sign = -1.0 if up_axis.startswith("-") else 1.0
-    u = axes[up_axis[-1]]
-    up = np.zeros(3)
-    up[u] = sign
-    others = [i for i in range(3) if i != u]
-    right = np.zeros(3)
-    right[others[0]] = 1.0
-    fwd = np.cross(up, right)
-    return np.stack([right, fwd, up])
 
 
 def _bone_colour(canon_a: str, canon_b: str):
@@ -56,7 +43,7 @@ def render_preview(seq: SkeletonSequence, path, frames: int = 4, panel: int = 30
     if valid_frames.size == 0:
         raise MarionetteError("preview: the skeleton has no valid joint in any frame")
     pick = valid_frames[np.linspace(0, valid_frames.size - 1, min(frames, valid_frames.size)).round().astype(int)]
-    basis = _up_frame(seq.up_axis)  # right, forward, up
+    basis = view_frame(seq.up_axis)  # right, forward, up
     views = [("front", 0, 2, 1), ("side", 1, 2, 1), ("top", 0, 1, 1)]  # (name, horizontal, vertical) axes
     local = joints @ basis.T  # coordinates along (right, forward, up)
     finite = local[np.isfinite(local).all(-1)]

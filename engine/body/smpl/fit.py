@@ -40,7 +40,10 @@ import numpy as np
 from engine import MarionetteError
 from engine.body.joint_sets import JointSet
 from engine.body.smpl.joints import POINTS, Correspondence, PointEvaluator, correspondence
-from engine.body.smpl.model import NUM_JOINTS, SMPLModelData, SMPLTorch, batch_rodrigues
+from engine.body.smpl.model import NUM_JOINTS, SMPLModelData
+from engine.body.smpl.skinning import SMPLTorch
+from engine.geometry.rotations import (axis_angle_to_matrix, axis_angle_to_matrix_torch, matrix_to_axis_angle,
+                                       matrix_to_axis_angle_torch, skew_torch)
 
 TORSO = ("left_hip", "right_hip", "left_shoulder", "right_shoulder", "neck", "pelvis", "upper_neck", "thorax")
 
@@ -94,18 +97,6 @@ def _dtype_for(device):
     return torch.float32
 
 
-def _rotvec_to_matrix(rv: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_rotvec(rv.reshape(-1, 3)).as_matrix().reshape(*rv.shape[:-1], 3, 3)
-
-
-def _matrix_to_rotvec(m: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(m.reshape(-1, 3, 3)).as_rotvec().reshape(*m.shape[:-2], 3)
-
-
 def _normalize(v, eps=1e-9):
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     return v / np.maximum(n, eps), n[..., 0]
@@ -118,7 +109,7 @@ def _swing(a, b):
     c = (a * b).sum(-1)
     ang = np.arctan2(s, c)
     rv = axis / np.maximum(s, 1e-12)[:, None] * ang[:, None]
-    return _rotvec_to_matrix(rv)
+    return axis_angle_to_matrix(rv)
 
 
 def _frame_from(d, n):
@@ -319,7 +310,7 @@ def _initial_pose(pb: _Problem, betas: np.ndarray, messages):
             Gm = np.einsum("tij,tjk->tik", S, G)
             Gm = np.where(ok_lower[:, None, None], Gm, G)
             local[:, jm] = np.einsum("tji,tjk->tik", G, Gm)
-    pose = _matrix_to_rotvec(local)
+    pose = matrix_to_axis_angle(local)
     return pose, trans
 
 
@@ -639,42 +630,6 @@ def save_fit(path, result: FitResult, model: SMPLModelData, seq, extras: dict | 
 # small system and its own damping, and a frame's step is accepted only if its cost drops.
 
 
-def _skew(v):
-    import torch
-
-    x, y, z = v.unbind(-1)
-    o = torch.zeros_like(x)
-    return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape[:-1], 3, 3)
-
-
-def matrix_to_axis_angle(R):
-    """Rotation matrices [..., 3, 3] -> axis-angle [..., 3] (via quaternions; stable near pi)."""
-    import torch
-
-    m = R
-    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    cand = torch.stack([
-        torch.stack([1 + tr, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-        torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                     m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-        torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0],
-                     1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1]], -1),
-        torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1],
-                     1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
-    ], -2)  # [..., 4, 4]: each row proportional to (w, x, y, z)
-    diag = torch.stack([1 + tr, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                        1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
-    best = diag.argmax(-1)
-    q = torch.gather(cand, -2, best[..., None, None].expand(*best.shape, 1, 4))[..., 0, :]
-    q = q / q.norm(dim=-1, keepdim=True)
-    q = torch.where(q[..., :1] < 0, -q, q)  # w >= 0: angle in [0, pi]
-    w, xyz = q[..., 0], q[..., 1:]
-    s = xyz.norm(dim=-1)
-    angle = 2 * torch.atan2(s, w)
-    scale = torch.where(s > 1e-8, angle / s.clamp_min(1e-12), 2.0 / w.clamp_min(1e-12))
-    return xyz * scale[..., None]
-
-
 def _inv_right_jacobian(aa):
     """J_r^{-1}(aa): d aa = J_r^{-1} d, for aa(R exp(d)) ~ aa + J_r^{-1}(aa) d. [..., 3] -> [..., 3, 3]"""
     import torch
@@ -685,7 +640,7 @@ def _inv_right_jacobian(aa):
     th_safe = torch.where(small, torch.ones_like(th), th).clamp(max=math.pi - 1e-3)
     coef = 1 / th_safe ** 2 - (1 + torch.cos(th_safe)) / (2 * th_safe * torch.sin(th_safe))
     coef = torch.where(small, torch.full_like(th, 1 / 12), coef)
-    K = _skew(aa)
+    K = skew_torch(aa)
     eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
     return eye + 0.5 * K + coef[..., None, None] * (K @ K)
 
@@ -783,7 +738,7 @@ class _LMModel:
 
         smpl, ev = self.pb.smpl, self.pb.ev
         T = aa.shape[0]
-        rot = batch_rodrigues(aa)
+        rot = axis_angle_to_matrix_torch(aa)
         rest = smpl.rest_joints(betas).expand(T, -1, -1)
         G, Pj = smpl._transforms(rot, rest)
         Pj = Pj + trans[:, None]
@@ -809,7 +764,7 @@ class _LMModel:
         Jr = self._chain_jac(q, Pj, G, self.att_chain, self.att_cmask, self.att_scatter, self.num_points)
         if self.lm_ids:
             # pose blend shapes of the landmarks: d feat_k / d delta_(k,a) = vec(R_k [e_a]x)
-            Ea = _skew(eye3)  # [3(a), 3, 3]
+            Ea = skew_torch(eye3)  # [3(a), 3, 3]
             M = (rot[:, 1:, None] @ Ea).reshape(T, NUM_JOINTS - 1, 3, 9)
             pd = self.lm_pd.reshape(len(self.lm_ids), 3, NUM_JOINTS - 1, 9)
             dv = torch.einsum("lcki,tkai->tlcka", pd, M).reshape(T, len(self.lm_ids), 3, -1)
@@ -1092,8 +1047,8 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
         d = d * torch.clamp(0.5 / d.norm(dim=-1, keepdim=True).clamp_min(1e-12), max=1.0)
         dtr = step_f[:, 72:]
         dtr = dtr * torch.clamp(0.3 / dtr.norm(dim=-1, keepdim=True).clamp_min(1e-12), max=1.0)
-        rot_new = batch_rodrigues(cur["aa"].reshape(T, NUM_JOINTS, 3)) @ batch_rodrigues(d)
-        aa_new = matrix_to_axis_angle(rot_new).reshape(T, -1)
+        rot_new = axis_angle_to_matrix_torch(cur["aa"].reshape(T, NUM_JOINTS, 3)) @ axis_angle_to_matrix_torch(d)
+        aa_new = matrix_to_axis_angle_torch(rot_new).reshape(T, -1)
         betas_new = betas + step_g[:nb]
         offsets_new = offsets.clone()
         if nl:
@@ -1151,80 +1106,3 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
                 progress(opts.iters, opts.iters)
             break
     return cur["aa"], cur["trans"], betas, offsets[:nl], history
-
-
-# ------------------------------------------------------------------------------------------
-# synthetic ground truth (tests, benchmark)
-
-# sampling ranges (centre, amplitude) per joint and axis for plausible motion: arms mostly down,
-# knees and elbows bending the right way, small twists; hands still.
-def _motion_ranges():
-    from engine.body.smpl.prior import JOINT_LIMITS
-
-    lo, hi = JOINT_LIMITS[..., 0].copy(), JOINT_LIMITS[..., 1].copy()
-    centre = np.clip(0.5 * (lo + hi), -0.3, 0.3)
-    amp = 0.25 * (hi - lo)
-    centre[[16, 17], 2] = (-1.0, 1.0)       # arms down from the T-pose
-    amp[[16, 17]] = ((0.5, 0.3, 0.4),) * 2
-    centre[[4, 5], 0] = 0.7                  # knees bent
-    amp[[4, 5], 0] = 0.6
-    centre[18, 1], centre[19, 1] = -0.9, 0.9  # elbows bent
-    amp[[18, 19], 1] = 0.7
-    amp[[1, 2], 0] = 0.6                     # hip swing
-    amp[:, :] = np.minimum(amp, 0.6)
-    twist = [(1, 1), (2, 1), (16, 0), (17, 0), (18, 0), (19, 0), (4, 1), (5, 1), (4, 2), (5, 2), (18, 2), (19, 2)]
-    for j, a in twist:
-        centre[j, a], amp[j, a] = 0.0, 0.1
-    amp[[20, 21]] = 0.2
-    centre[[22, 23]], amp[[22, 23]] = 0.0, 0.0
-    amp[0] = 0.0
-    return centre, amp
-
-
-def make_synthetic_motion(T: int, fps: float = 30.0, seed: int = 0, num_betas: int = 10, up_axis: str = "Z"):
-    """Smooth random plausible SMPL motion: (poses [T,72], trans [T,3], betas [num_betas])."""
-    rng = np.random.default_rng(seed)
-    centre, amp = _motion_ranges()
-    t = np.arange(T)[:, None, None] / fps
-    freq = rng.uniform(0.2, 1.0, size=(1, NUM_JOINTS, 3))
-    phase = rng.uniform(0, 2 * np.pi, size=(1, NUM_JOINTS, 3))
-    local = centre[None] + amp[None] * np.sin(2 * np.pi * freq * t + phase)
-    # root: SMPL is Y-up; turn it to the world up axis, with a slowly changing heading and a little tilt
-    heading = rng.uniform(0, 2 * np.pi) + 0.6 * np.sin(2 * np.pi * 0.1 * t[:, 0, 0])
-    tilt = 0.1 * np.sin(2 * np.pi * 0.3 * t[:, 0, 0] + rng.uniform(0, 6))
-    from scipy.spatial.transform import Rotation
-
-    yup_to_world = np.eye(3) if up_axis == "Y" else np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
-    R = Rotation.from_matrix(yup_to_world) * Rotation.from_euler("yx", np.stack([heading, tilt], 1))
-    local[:, 0] = R.as_rotvec()
-    trans = np.zeros((T, 3))
-    walk = np.cumsum(rng.normal(scale=0.01, size=(T, 2)), axis=0)
-    trans[:, 0], trans[:, 1] = walk[:, 0], walk[:, 1]
-    trans[:, 2] = 1.0 if up_axis == "Z" else 0.0
-    if up_axis == "Y":
-        trans[:, 1], trans[:, 2] = 1.0, walk[:, 1]
-    betas = np.clip(rng.normal(size=num_betas), -2, 2)
-    return local.reshape(T, -1), trans, betas
-
-
-def synthetic_observations(model: SMPLModelData, joint_set: JointSet, poses, trans, betas, noise: float = 0.0,
-                           drop: float = 0.0, seed: int = 0):
-    """Keypoints of ``joint_set`` for the given SMPL motion, through the correspondence (prior offsets),
-    plus Gaussian noise (metres) and randomly dropped joints (NaN). -> (keypoints [T,J,3], smpl joints [T,24,3])"""
-    import torch
-
-    dt = torch.float64
-    smpl = SMPLTorch(model, "cpu", dt, num_betas=len(betas))
-    corr = correspondence(joint_set)
-    ev = PointEvaluator(corr, model.landmarks, "cpu", dt)
-    T = poses.shape[0]
-    with torch.no_grad():
-        out = smpl(torch.tensor(betas, dtype=dt), torch.tensor(poses, dtype=dt).reshape(T, NUM_JOINTS, 3),
-                   torch.tensor(trans, dtype=dt), vertex_ids=ev.vertex_ids)
-        kp = ev.keypoints(out["joints"], out["rot"], out["vertices"]).numpy()
-    rng = np.random.default_rng(seed)
-    kp = kp + rng.normal(scale=noise, size=kp.shape) if noise > 0 else kp.copy()
-    kp[:, ~corr.used] = np.nan
-    if drop > 0:
-        kp[rng.uniform(size=kp.shape[:2]) < drop] = np.nan
-    return kp, out["joints"].numpy()

@@ -37,7 +37,9 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.fileio import read_npz
-from engine.body.kinematics import Rig, axis_angle_to_matrix, bone_frames, make_quats_continuous, matrix_to_quat
+from engine.body.kinematics import Rig, bone_frames
+from engine.geometry.rotations import (axis_angle_to_matrix, make_quats_continuous, matrix_to_quat, quat_conj, quat_exp,
+                                       quat_mul)
 from engine.body.joint_sets import SMPL_24
 
 FPS_KEYS = ("mocap_framerate", "mocap_frame_rate", "fps")
@@ -253,8 +255,6 @@ def smpl_animation(rig: Rig, poses: np.ndarray, trans: np.ndarray, rest_joints_f
                turn moves into the root rotation (``C R_0 M^T``); other joints get ``M R_j M^T``.
     Either way the posed joints land at ``scale * axes @ smpl_joints``.
     """
-    from engine.motion.resample import quat_conj, quat_exp, quat_mul
-
     C = np.asarray(axes, np.float64)
     M = C if rest_axes is None else np.asarray(rest_axes, np.float64)
     Rr = rig.rest_rotations

@@ -123,7 +123,7 @@ class GMMPosePrior:
             except Exception as exc:  # noqa: BLE001
                 raise MarionetteError(f"{path}: not a readable .npz ({exc})") from None
         else:
-            from engine.body.smpl.model import restricted_pickle_load
+            from engine.body.smpl.unpickle import restricted_pickle_load
 
             d = restricted_pickle_load(raw, str(path))
             if not isinstance(d, dict):
