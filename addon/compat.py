@@ -73,7 +73,7 @@ class Transaction:
         alive = []
         for block in self.created:
             try:
-                block.name  # raises once Blender has freed it
+                block.name  # noqa: B018 - raises once Blender has freed it
             except ReferenceError:
                 continue
             if block not in alive:
