@@ -13,9 +13,6 @@ import bpy
 BLENDER_VERSION = tuple(bpy.app.version)
 
 
-def version_at_least(major: int, minor: int = 0) -> bool:
-    return BLENDER_VERSION[:2] >= (major, minor)
-
 
 def addon_preferences(context=None):
     """This add-on's preferences, or None when it is not enabled as an add-on (e.g. the

@@ -87,10 +87,6 @@ def build_rig(spec: RigSpec) -> tuple[list[Camera], list[str], list[str]]:
     return cams, train, held
 
 
-def ring_positions(cams: list[Camera]) -> np.ndarray:
-    """Camera centres [N, 3] (handy for plots and checks)."""
-    return np.stack([c.center for c in cams])
-
 
 def orbit_path(centre, radius: float, height: float, frames: int, start_deg: float = -90.0,
                sweep_deg: float = 90.0) -> np.ndarray:

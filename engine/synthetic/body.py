@@ -587,7 +587,3 @@ def root_matrix(rest_joints: np.ndarray, targets: np.ndarray) -> np.ndarray:
     M[:3, 3] = o1 - R @ o0
     return M
 
-
-def aim_targets() -> dict:
-    """Aim bone -> the BODY_25B joint whose target it tracks (its tail joint)."""
-    return {name: spec[1] for name, spec in AIM_BONES.items()}

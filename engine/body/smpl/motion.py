@@ -180,22 +180,6 @@ def load_smpl_motion(path) -> SmplMotion:
                       gender=gender, fps=fps, up_axis=up, source_joints=src_j)
 
 
-def save_smpl_motion(path, poses, trans, fps: float, betas=None, gender: str = "neutral",
-                     up_axis: str | None = None) -> None:
-    """Write an AMASS-style motion ``.npz`` atomically (for tests, demos and the fitter)."""
-    import os
-
-    path = Path(path)
-    arrays = dict(poses=np.asarray(poses, np.float64).reshape(len(poses), -1), trans=np.asarray(trans, np.float64),
-                  mocap_framerate=np.array(float(fps)), gender=np.array(gender),
-                  betas=np.zeros(10) if betas is None else np.asarray(betas, np.float64))
-    if up_axis is not None:
-        arrays["up_axis"] = np.array(up_axis)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
 
 def smpl_joints(rest_joints: np.ndarray, poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """SMPL forward kinematics in numpy: posed joints [T, 24, 3] in the file's frame
