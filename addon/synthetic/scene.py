@@ -11,6 +11,7 @@ import numpy as np
 from mathutils import Matrix
 
 from engine.geometry.camera import to_blender
+from engine.scene.compositing import srgb_to_linear
 from engine.body.joint_sets import BODY_25B
 from engine.synthetic.body import AIM_BONES, JOINT_SOURCES, REGIONS, Body
 
@@ -84,8 +85,7 @@ def _principled(name, colour, roughness=0.5):
 
 
 def _srgb_to_linear(c):
-    c = np.asarray(c, dtype=np.float64)
-    return tuple(float(v) for v in np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4))
+    return tuple(float(v) for v in srgb_to_linear(c, dtype=np.float64))
 
 
 def _pattern(nt, bsdf, kind, colour_a, colour_b, scale):

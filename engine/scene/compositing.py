@@ -46,10 +46,14 @@ def composite_layers(rgba_layers: list[np.ndarray], depth_layers: list[np.ndarra
     return np.concatenate([rgb, alpha], axis=-1)
 
 
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    """IEC 61966-2-1 sRGB decoding (what Blender's 'Standard' view transform inverts on save)."""
-    c = np.asarray(c, dtype=np.float32)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+def srgb_to_linear(c: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """IEC 61966-2-1 sRGB decoding (what Blender's 'Standard' view transform inverts on save), ``(*,) -> (*,)``.
+
+    >>> srgb_to_linear([0.0, 1.0])
+    array([0., 1.], dtype=float32)
+    """
+    c = np.asarray(c, dtype=dtype)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(dtype)
 
 
 def linear_to_srgb(c: np.ndarray) -> np.ndarray:
