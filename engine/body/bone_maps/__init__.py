@@ -5,7 +5,8 @@ vocabulary, e.g. ``"left_knee"``) to the rig's bone whose *head* sits at that
 joint (``"mixamorig:LeftLeg"``)::
 
     {"name": "mixamo", "title": "...", "kind": "armature" | "joint_set",
-     "joint_set": "SMPL_24"            (joint_set rigs only),
+     "joint_set": "SMPL_24"            (joint_set maps only: their "joints" default to the joint set's
+                                        own names, from ``engine.body.joint_sets``, the one source),
      "strip_prefix": ":"               (optional: ignore a namespace before ':' when matching),
      "rest_joints": {"Hips": [x, y, z]} (optional: a default rest skeleton, metres, Z up, facing -Y),
      "joints": {"pelvis": "Hips", "left_hip": "LeftUpLeg", ...}}
@@ -67,16 +68,31 @@ def normalize_bone_name(name: str, strip_prefix: str | None = None) -> str:
     return re.sub(r"[\s._\-]+", "", name).lower()
 
 
+def _joint_set_bones(name: str, path: Path) -> dict[str, str]:
+    """canonical joint -> the joint set's own joint name (joint-set skeletons have one bone per joint)."""
+    from engine.body.joint_sets import get_joint_set
+
+    try:
+        js = get_joint_set(str(name))
+    except MarionetteError as exc:
+        raise MarionetteError(f"{path}: field 'joint_set': {exc}") from None
+    return dict(zip(js.canonical, js.names))
+
+
 def _load(path: Path) -> RigMap:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise MarionetteError(f"{path}: not a readable rig map JSON ({exc})") from None
-    for key in ("name", "kind", "joints"):
+    for key in ("name", "kind"):
         if key not in data:
             raise MarionetteError(f"{path}: missing field {key!r}")
     if data["kind"] not in ("armature", "joint_set"):
         raise MarionetteError(f"{path}: field 'kind' must be 'armature' or 'joint_set', got {data['kind']!r}")
+    if "joints" not in data and data["kind"] == "joint_set" and "joint_set" in data:
+        data["joints"] = _joint_set_bones(data["joint_set"], path)
+    if "joints" not in data:
+        raise MarionetteError(f"{path}: missing field 'joints'")
     joints = data["joints"]
     if not isinstance(joints, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in joints.items()):
         raise MarionetteError(f"{path}: field 'joints' must map canonical joint names to bone names (strings)")
