@@ -1,4 +1,4 @@
-"""Armatures (and skinned meshes) from ``engine.kinematics.Rig`` arrays.
+"""Armatures (and skinned meshes) from ``engine.body.kinematics.Rig`` arrays.
 
 The math lives in ``engine``; this module only turns arrays into datablocks. Every
 datablock is registered with the caller's ``compat.Transaction`` so a failure
@@ -7,7 +7,7 @@ anywhere removes everything again.
 Custom properties written on the armature object (read by ``pose_read`` and by
 later tools):
 
-* ``obj["marionette_joint_set"]``   joint set name (``engine.skeletons``)
+* ``obj["marionette_joint_set"]``   joint set name (``engine.body.joint_sets``)
 * ``obj["marionette_joint_bones"]`` bone name holding each joint, in joint order
 * ``obj["marionette_joint_at_tail"]`` 1 if the joint is the bone's tail, 0 for its head
 * ``obj["marionette_source"]``, ``obj["marionette_fps"]`` the file and the keyed frame rate
@@ -19,7 +19,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from engine.kinematics import Rig
+from engine.body.kinematics import Rig
 
 from . import fcurves
 

@@ -13,9 +13,6 @@ import bpy
 BLENDER_VERSION = tuple(bpy.app.version)
 
 
-def version_at_least(major: int, minor: int = 0) -> bool:
-    return BLENDER_VERSION[:2] >= (major, minor)
-
 
 def addon_preferences(context=None):
     """This add-on's preferences, or None when it is not enabled as an add-on (e.g. the
@@ -73,7 +70,7 @@ class Transaction:
         alive = []
         for block in self.created:
             try:
-                block.name  # raises once Blender has freed it
+                block.name  # noqa: B018 - raises once Blender has freed it
             except ReferenceError:
                 continue
             if block not in alive:

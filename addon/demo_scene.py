@@ -1,6 +1,6 @@
 """The Blender half of ``marionette demo``: skeleton -> armature -> bound actor -> orbiting neural render.
 
-Runs on the ``bpy`` module in a subprocess started by ``engine/commands/demo.py`` (the
+Runs on the ``bpy`` module in a subprocess started by ``engine/cli/commands/demo.py`` (the
 engine never imports bpy)::
 
     python -m addon.demo_scene --skeleton out/skeleton.npz --actor ACTOR_DIR -o out
@@ -76,7 +76,7 @@ def build_scene(bpy, skeleton: str, actor: str, resolution: int = 256, fps: floa
     track.target = target
     track.track_axis = "TRACK_NEGATIVE_Z"
     track.up_axis = "UP_Y"
-    from engine.rig import orbit_path
+    from engine.scene.camera_ring import orbit_path
 
     # a quarter orbit over the clip
     for f, eye in zip(frames, orbit_path((cx, cy), radius, height + 0.3 * (cz - 1.0), len(frames))):

@@ -113,14 +113,6 @@ def ensure_fcurve(action, obj, data_path: str, index: int = 0, group: str = ""):
     return bag.fcurves.new(data_path, index=index, group_name=group)
 
 
-def remove_fcurve(action, obj, fcurve) -> None:
-    if not HAS_SLOTS:
-        action.fcurves.remove(fcurve)
-        return
-    bag = _channelbag(action, obj, create=False)
-    if bag is not None:
-        bag.fcurves.remove(fcurve)
-
 
 def write_keys(fcurve, frames, values, interpolation: str = "LINEAR", replace: bool = True) -> int:
     """Key ``values`` at ``frames`` (1-D, same length) in bulk; NaN values are skipped (a gap).

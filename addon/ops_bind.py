@@ -29,7 +29,7 @@ def _actor_folder(path: str) -> str:
 
 def check_binding(obj, path: str) -> tuple[bool, str]:
     """(ok, message) for binding the actor at ``path`` to armature ``obj``."""
-    from engine.scene_render import joint_set_compatibility, read_actor_header
+    from engine.scene.shot import joint_set_compatibility, read_actor_header
 
     if obj is None or obj.type != "ARMATURE":
         return False, "select an armature"

@@ -19,7 +19,9 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from bpy_extras.io_utils import ImportHelper
 
 from engine import MarionetteError
-from engine import kinematics as kin
+from engine.body import kinematics as kin
+from engine.geometry import axes
+from engine.motion import resample
 
 from . import armature, compat
 
@@ -86,7 +88,7 @@ class _ImportOptions:
     def _key(self, context, tx, obj, rig, q, loc, times):
         """Resample by time to the target rate, key, extend the scene's frame range."""
         target = self._target_fps(context)
-        q, loc, offsets = kin.resample_animation(q, loc, times, target)
+        q, loc, offsets = resample.resample_animation(q, loc, times, target)
         action = armature.key_animation(tx, obj, rig, q, loc, self.start_frame, obj.name + "Action",
                                         frame_offsets=offsets)
         last = int(self.start_frame + (offsets[-1] if len(offsets) else 0))
@@ -106,13 +108,13 @@ class MARIONETTE_OT_import_skeleton(_ImportOptions, bpy.types.Operator, ImportHe
     bl_options = {"REGISTER", "UNDO"}
 
     def build(self, context, tx, wm):
-        from engine.resample import skeleton_times
-        from engine.skeleton_io import load_skeleton
+        from engine.motion.resample import skeleton_times
+        from engine.io.skeleton_file import load_skeleton
 
         seq = load_skeleton(self.filepath)
         wm.progress_update(10)
         up = seq.up_axis if self.up_axis == "FILE" else self.up_axis
-        C = kin.up_axis_matrix(up)
+        C = axes.up_axis_matrix(up)
         X = self.scale * (seq.joints.astype(np.float64) @ C.T)
         if seq.missing.all():
             raise MarionetteError(f"{self.filepath}: every joint of every frame is missing (NaN); nothing to import")
@@ -143,12 +145,12 @@ class MARIONETTE_OT_import_smpl(_ImportOptions, bpy.types.Operator, ImportHelper
                               description="With a model file, also create the skinned SMPL mesh")
 
     def build(self, context, tx, wm):
-        from engine import smpl_motion as sm
+        from engine.body.smpl import motion as sm
 
         motion = sm.load_smpl_motion(self.filepath)
         wm.progress_update(10)
         up = (motion.up_axis or "Z") if self.up_axis == "FILE" else self.up_axis
-        C = kin.up_axis_matrix(up)
+        C = axes.up_axis_matrix(up)
         s = float(self.scale)
 
         model_path = bpy.path.abspath(self.model_path) if self.model_path else ""
@@ -157,7 +159,7 @@ class MARIONETTE_OT_import_smpl(_ImportOptions, bpy.types.Operator, ImportHelper
             model_path = prefs.model_for_gender(motion.gender) if prefs is not None else ""
         model = None
         if model_path:
-            from engine.smpl_model import load_smpl_model
+            from engine.body.smpl.model import load_smpl_model
 
             model = load_smpl_model(model_path)
             betas = motion.betas[: model.num_betas]
@@ -170,7 +172,7 @@ class MARIONETTE_OT_import_smpl(_ImportOptions, bpy.types.Operator, ImportHelper
         name = self._name()
         # the rest pose stands upright in Blender (SMPL's body frame is Y-up) whatever the file's
         # world up axis; the body-to-world turn is carried by the root's rotation keys
-        M = kin.up_axis_matrix("Y")
+        M = axes.up_axis_matrix("Y")
         rig = sm.smpl_rig(s * rest @ M.T)
         obj = armature.create_armature(context, tx, name, rig)
         q, loc = sm.smpl_animation(rig, motion.poses, motion.trans, rest, C, s, rest_axes=M)

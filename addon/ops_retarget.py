@@ -3,12 +3,12 @@
     bpy.ops.marionette.retarget(root_motion='KEEP', pin_feet=True)       # active -> selected
     bpy.ops.marionette.retarget_detect()                                 # fill the bone maps shown in the panel
 
-The math is ``engine.retarget``; this module reads poses and writes keys. The source is
+The math is ``engine.motion.retarget``; this module reads poses and writes keys. The source is
 sampled as world-space joint positions frame by frame (so constraints, drivers and NLA
 on the source are honoured); the target's rest pose, bone lengths and rest orientations
 come from its armature. Bone maps: an armature imported by Marionette knows its joints
 (custom properties); any other armature is matched by bone names against
-``engine/rigs/*.json``; either can be overridden per armature in the Retarget panel
+``engine/body/bone_maps/*.json``; either can be overridden per armature in the Retarget panel
 (stored on the object as ``marionette_bone_map``).
 
 All-or-nothing: every check runs and the whole retarget is computed before anything is
@@ -51,7 +51,7 @@ def _escape(name: str) -> str:
 def bone_map(obj) -> tuple[dict, dict, str]:
     """(head mapping, tail mapping, description) of an armature: panel override, Marionette
     properties, or detection from bone names. Raises MarionetteError when nothing matches."""
-    from engine.rigs import detect_rig
+    from engine.body.bone_maps import detect_rig
 
     names = [b.name for b in obj.data.bones]
     items = getattr(obj, "marionette_bone_map", None)
@@ -64,7 +64,7 @@ def bone_map(obj) -> tuple[dict, dict, str]:
                                   f"have: {', '.join(bad[:5])}; fix them or press Detect Mapping")
         return head, tail, str(obj.get("marionette_rig_name", "edited map"))
     if JOINT_BONES_PROP in obj and JOINT_SET_PROP in obj:
-        from engine.skeletons import get_joint_set
+        from engine.body.joint_sets import get_joint_set
 
         js = get_joint_set(str(obj[JOINT_SET_PROP]))
         bones = [str(n) for n in obj[JOINT_BONES_PROP]]
@@ -84,8 +84,8 @@ def bone_map(obj) -> tuple[dict, dict, str]:
 
 
 def target_rig(obj, head: dict, tail: dict):
-    """engine.retarget.Rig of an armature's rest pose, in armature space."""
-    from engine.retarget import Rig
+    """engine.motion.retarget.Rig of an armature's rest pose, in armature space."""
+    from engine.motion.retarget import Rig
 
     bones = obj.data.bones
     names = [b.name for b in bones]
@@ -302,7 +302,7 @@ class MARIONETTE_OT_retarget(bpy.types.Operator):
         return np.arange(self.frame_start, self.frame_end + 1)
 
     def _run(self, context, src, tgt, wm) -> str:
-        from engine.retarget import CanonicalMotion, retarget
+        from engine.motion.retarget import CanonicalMotion, retarget
 
         # every check first: nothing is changed before all of them pass
         action = _source_action(src)

@@ -5,7 +5,7 @@
 Works on any armature imported by Marionette (it reads the custom properties
 ``marionette_joint_bones``/``marionette_joint_at_tail`` that ``armature.py`` writes);
 the render engine calls it every frame, so it reads all bones in bulk with
-``foreach_get`` and leaves the math to ``engine.kinematics.joints_from_pose``.
+``foreach_get`` and leaves the math to ``engine.body.kinematics.joints_from_pose``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import bpy
 import numpy as np
 
 from engine import MarionetteError
-from engine.kinematics import joints_from_pose
+from engine.body.kinematics import joints_from_pose
 
 from .armature import JOINT_AT_TAIL_PROP, JOINT_BONES_PROP, JOINT_SET_PROP
 

@@ -1,7 +1,7 @@
 """The Marionette render engine: neural renders of learned actors through any Blender camera.
 
 Blender glue only: this module reads the scene camera and every visible armature
-bound to an actor, hands plain arrays to ``engine.scene_render.render_shot`` and writes
+bound to an actor, hands plain arrays to ``engine.scene.shot.render_shot`` and writes
 the pixels back. Colour contract: the decoder produces straight sRGB; we write
 scene-linear premultiplied pixels (Blender's internal convention), so with the
 'Standard' view transform (no look, exposure 0, gamma 1) and dither 0 the saved PNG
@@ -53,8 +53,8 @@ def output_resolution(scene) -> tuple[int, int]:
 
 
 def camera_from_scene(scene, depsgraph):
-    """The scene camera as an ``engine.camera.Camera`` at the final output resolution."""
-    from engine.camera import from_blender
+    """The scene camera as an ``engine.geometry.camera.Camera`` at the final output resolution."""
+    from engine.geometry.camera import from_blender
 
     cam_obj = scene.camera
     if cam_obj is None:
@@ -89,7 +89,7 @@ def bound_armatures(scene, depsgraph):
 
 
 def gather_actors(scene, depsgraph):
-    from engine.scene_render import BoundActor
+    from engine.scene.shot import BoundActor
 
     from .pose_read import evaluated_joints, joint_set_name
 
@@ -110,7 +110,7 @@ def gather_actors(scene, depsgraph):
 
 def world_background(scene):
     """Straight sRGB RGBA behind the actors: transparent with Film > Transparent, else the world colour."""
-    from engine.compositing import linear_to_srgb
+    from engine.scene.compositing import linear_to_srgb
 
     if scene.render.film_transparent:
         return None
@@ -139,7 +139,7 @@ def colour_settings_exact(scene) -> bool:
 
 def ensure_torch(context=None) -> None:
     """Make torch importable (the preferences' extra folder), or raise a clear error."""
-    from engine.scene_render import add_site_packages
+    from engine.scene.shot import add_site_packages
 
     prefs = _prefs(context)
     folder = getattr(prefs, "torch_path", "") if prefs is not None else ""
@@ -203,11 +203,11 @@ class MarionetteRenderEngine(bpy.types.RenderEngine):
         self.update_stats("", f"Marionette | {len(stats.get('rendered', []))} actor(s) | {1000 * total:.0f} ms")
 
     def _render_pixels(self, scene, depsgraph):
-        from engine.compositing import to_blender_pixels
+        from engine.scene.compositing import to_blender_pixels
 
         t0 = time.perf_counter()
         ensure_torch()
-        from engine.scene_render import render_shot
+        from engine.scene.shot import render_shot
 
         camera = camera_from_scene(scene, depsgraph)
         actors, problems = gather_actors(scene, depsgraph)

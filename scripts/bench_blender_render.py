@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     import torch
 
     from engine.data import demo_actor_path
-    from engine.commands.demo import triangulate_demo
+    from engine.cli.commands.demo import triangulate_demo
 
     actor_path = Path(args.actor) if args.actor else demo_actor_path()
     work = Path(tempfile.mkdtemp(prefix="marionette-bench-"))
@@ -65,15 +65,15 @@ def main(argv=None) -> int:
         rows.append(row)
 
     # renderer vs decoder split, same actor/camera/joints, in the engine
-    from engine.actor.model import latent_intrinsics
-    from engine.scene_render import _CACHE, resolve_device
+    from engine.neural.actor.model import latent_intrinsics
+    from engine.scene.shot import _CACHE, resolve_device
 
     depsgraph = bpy.context.evaluated_depsgraph_get()
     cam = render_engine.camera_from_scene(scene, depsgraph)
     actors, _ = render_engine.gather_actors(scene, depsgraph)
     dev = resolve_device(args.device)
     actor = _CACHE.get(actors[0].actor_path, dev)
-    from engine.scene_render import joints_for_actor
+    from engine.scene.shot import joints_for_actor
 
     J = torch.as_tensor(joints_for_actor(actors[0].joints, actors[0].joint_set, actor.joint_set.name, "bench")[None])
     K = torch.as_tensor(cam.K[None], dtype=torch.float32)

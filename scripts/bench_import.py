@@ -38,9 +38,9 @@ def main(argv=None) -> int:
 
     import bpy
     from blender_sandbox import BlenderSandbox, build_zip
-    from engine import kinematics as K
-    from engine.skeleton_io import SkeletonSequence, save_skeleton
-    from engine.skeletons import BODY_25
+    from engine.synthetic.skeleton_motion import synthetic_skeleton_motion
+    from engine.io.skeleton_file import SkeletonSequence, save_skeleton
+    from engine.body.joint_sets import BODY_25
 
     sandbox = BlenderSandbox(tmp / "blender_user", build_zip(tmp / "zip"))
     sandbox.install()
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     T = args.frames
     skel = tmp / "skeleton.npz"
-    save_skeleton(skel, SkeletonSequence(joints=K.synthetic_skeleton_motion(BODY_25, T, fps=30.0, seed=0, amplitude=0.3),
+    save_skeleton(skel, SkeletonSequence(joints=synthetic_skeleton_motion(BODY_25, T, fps=30.0, seed=0, amplitude=0.3),
                                          joint_set=BODY_25, fps=30.0))
     rng = np.random.default_rng(0)
     smpl = tmp / "smpl.npz"

@@ -41,10 +41,10 @@ def main() -> int:
 
     import torch
 
-    from engine.actor.dataset import open_capture
-    from engine.actor.evaluate import evaluate_actor
-    from engine.actor.model_file import load_actor
-    from engine.actor.train import TrainConfig, resolve_device, train
+    from engine.neural.actor.dataset import open_capture
+    from engine.neural.actor.evaluate import evaluate_actor
+    from engine.neural.actor.model_file import load_actor
+    from engine.neural.actor.train import TrainConfig, resolve_device, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,11 +54,11 @@ def main() -> int:
         capture = Path(args.capture)
         source = str(capture)
     else:
-        from engine.actor.toy_capture import make_toy_capture
+        from engine.synthetic.toy_capture import make_toy_capture
 
         capture = make_toy_capture(work / "toy_capture", cameras=6, frames=24, size=args.resolution,
                                    heldout_cameras=1, heldout_every=4, overwrite=True)
-        source = "procedural stick figure (engine.actor.toy_capture), 6 cams x 24 frames"
+        source = "procedural stick figure (engine.synthetic.toy_capture), 6 cams x 24 frames"
     cap = open_capture(capture)
     device = resolve_device(args.device)
     rows = {}
@@ -76,7 +76,7 @@ def main() -> int:
         rows[mode] = {"train_s": round(train_s, 1), "train_psnr": summary["train_psnr"], **ev["overall"],
                       "splits": ev["splits"]}
 
-    from engine.render.raycast import kernel_available, resolve_backend
+    from engine.neural.render.raycast import kernel_available, resolve_backend
 
     backend = resolve_backend()
     if backend == "auto":

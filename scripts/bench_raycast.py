@@ -75,10 +75,10 @@ def _scene(size: int, bones: int, channels: int):
     import numpy as np
     import torch
 
-    from engine.actor.toy_capture import ring_cameras, walk_sequence
-    from engine.render import bone_gaussians
-    from engine.render.rays import cameras_to_tensors
-    from engine.skeletons import BODY_25B
+    from engine.synthetic.toy_capture import ring_cameras, walk_sequence
+    from engine.neural.render import bone_gaussians
+    from engine.neural.render.rays import cameras_to_tensors
+    from engine.body.joint_sets import BODY_25B
 
     rng = np.random.default_rng(0)
     joints = walk_sequence(4)[1].astype(np.float64)  # [25, 3]
@@ -107,7 +107,7 @@ def _scene(size: int, bones: int, channels: int):
 def worker(impl: str, size: int, bones: int, channels: int, reps: int, ref_reps: int, threads: int) -> dict:
     import torch
 
-    from engine.render import kernels, raycast_reference
+    from engine.neural.render import kernels, raycast_reference
 
     if threads > 0:
         torch.set_num_threads(threads)

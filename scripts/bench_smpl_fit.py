@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Benchmark SMPL fitting on synthetic ground truth.
 
-Random plausible motion and shape of a synthetic SMPL-format model (engine.smpl_model; not SMPL
+Random plausible motion and shape of a synthetic SMPL-format model (engine.body.smpl.model; not SMPL
 data) are mapped through the joint correspondence to a keypoint set, optionally with Gaussian
-noise and randomly dropped joints, then fitted with engine.smpl_fit. Reports the mean per-joint
+noise and randomly dropped joints, then fitted with engine.body.smpl.fit. Reports the mean per-joint
 position error (MPJPE) of the fitted keypoints to the noise-free true ones, of the fitted SMPL
 joints (22 body joints, hands excluded: their rotation is unobservable) to the true ones, and
 frames per second.
@@ -26,10 +26,11 @@ import numpy as np  # noqa: E402
 
 
 def write_demo(folder: Path, frames: int, joint_set: str, seed: int):
-    from engine.skeleton_io import SkeletonSequence, save_skeleton
-    from engine.skeletons import get_joint_set
-    from engine.smpl_fit import make_synthetic_motion, synthetic_observations
-    from engine.smpl_model import make_synthetic_smpl_model, save_smpl_npz
+    from engine.io.skeleton_file import SkeletonSequence, save_skeleton
+    from engine.body.joint_sets import get_joint_set
+    from engine.synthetic.smpl import make_synthetic_motion, synthetic_observations
+    from engine.body.smpl.model import save_smpl_npz
+    from engine.synthetic.smpl import make_synthetic_smpl_model
 
     folder.mkdir(parents=True, exist_ok=True)
     model = make_synthetic_smpl_model(seed)
@@ -63,9 +64,10 @@ def main(argv=None) -> int:
         write_demo(Path(args.write_demo), args.frames, args.joint_set, args.seed)
         return 0
 
-    from engine.skeletons import get_joint_set
-    from engine.smpl_fit import FitOptions, fit_smpl, make_synthetic_motion, synthetic_observations
-    from engine.smpl_model import make_synthetic_smpl_model
+    from engine.body.joint_sets import get_joint_set
+    from engine.body.smpl.fit import FitOptions, fit_smpl
+    from engine.synthetic.smpl import make_synthetic_motion, synthetic_observations
+    from engine.synthetic.smpl import make_synthetic_smpl_model
 
     model = make_synthetic_smpl_model(0)
     js = get_joint_set(args.joint_set)

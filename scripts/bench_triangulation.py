@@ -31,10 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.calibration import load_calibration, write_pose2sim_toml  # noqa: E402
+from engine.io.calibration import load_calibration, write_pose2sim_toml  # noqa: E402
 from engine.data import demo_capture_paths  # noqa: E402
-from engine.keypoints import match_cameras, read_keypoints, select_subject  # noqa: E402
-from engine.triangulation import _numba_kernel, triangulate  # noqa: E402
+from engine.capture.association import select_subject# noqa: E402
+from engine.io.keypoints import match_cameras, read_keypoints# noqa: E402
+from engine.capture.triangulation import _numba_kernel, triangulate  # noqa: E402
 
 
 def limb_stats(points, js):

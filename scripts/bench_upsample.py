@@ -6,7 +6,7 @@ the dropped ones:
 
 * linear interpolation of joint positions (the in-betweening papers' baseline),
 * a cubic spline on joint positions (per joint, same Hermite/Bessel cubic as ours),
-* ours (``engine.resample.resample_skeleton``): quaternion splines on bone
+* ours (``engine.motion.resample.resample_skeleton``): quaternion splines on bone
   directions, cubic spline on the root, fixed bone lengths.
 
 Prints mean / median / 95th-percentile joint error (mm) on the dropped frames,
@@ -30,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.resample import bone_length_drift, resample_positions, resample_skeleton  # noqa: E402
-from engine.skeleton_io import SkeletonSequence, load_skeleton  # noqa: E402
+from engine.motion.resample import bone_length_drift, resample_positions, resample_skeleton  # noqa: E402
+from engine.io.skeleton_file import SkeletonSequence, load_skeleton  # noqa: E402
 
 DEMO = ROOT / "engine" / "data" / "pose2sim_demo"
 

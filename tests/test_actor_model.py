@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from engine import MarionetteError
-from engine.actor.decoder import Decoder, DecoderConfig
-from engine.actor.losses import ActorLoss, mask_iou, psnr, ssim
-from engine.actor.model import Actor, latent_intrinsics, make_config
-from engine.actor.model_file import JSON_FILE, TENSOR_FILE, load_actor, save_actor
-from engine.camera import Camera
+from engine.neural.actor.decoder import Decoder, DecoderConfig
+from engine.neural.actor.losses import ActorLoss, mask_iou, psnr, ssim
+from engine.neural.actor.model import Actor, latent_intrinsics, make_config
+from engine.neural.actor.model_file import JSON_FILE, TENSOR_FILE, load_actor, save_actor
+from engine.geometry.camera import Camera
 
 
 @pytest.mark.parametrize("upsample,H,W", [(1, 20, 28), (2, 21, 30)])
@@ -89,7 +89,7 @@ def test_actor_forward_and_gradients_reach_everything():
     actor = _small_actor(upsample=2)
     torch.nn.init.normal_(actor.decoder.head.weight, std=0.1)  # zero at init (grey start); as after a first step
     cam = Camera.look_at("c", [0, -3, 1], [0, 0, 0.9], 30, 22)
-    from engine.actor.toy_capture import walk_sequence
+    from engine.synthetic.toy_capture import walk_sequence
 
     J = torch.tensor(walk_sequence(2))
     K, R, t = (torch.tensor(np.stack([x, x]), dtype=torch.float32) for x in (cam.K, cam.R, cam.t))
@@ -105,7 +105,7 @@ def test_actor_forward_and_gradients_reach_everything():
 
 def test_render_frames_rejects_nan_joints():
     actor = _small_actor()
-    from engine.actor.toy_capture import walk_sequence
+    from engine.synthetic.toy_capture import walk_sequence
 
     J = walk_sequence(3)
     J[1, 9] = np.nan  # LWrist
@@ -209,7 +209,7 @@ def test_refuses_to_save_nan(tmp_path):
 
 
 def test_perceptual_weights_are_optional_and_never_fetched(monkeypatch, tmp_path):
-    from engine.actor.losses import find_perceptual_weights
+    from engine.neural.actor.losses import find_perceptual_weights
 
     monkeypatch.delenv("MARIONETTE_VGG_WEIGHTS", raising=False)
     assert find_perceptual_weights(None) is None
@@ -223,7 +223,7 @@ def test_perceptual_weights_are_optional_and_never_fetched(monkeypatch, tmp_path
 def test_perceptual_loss_loads_vgg_safetensors(tmp_path):
     from safetensors.torch import save_file
 
-    from engine.actor.losses import _LPIPS_CHANNELS, VGGPerceptual
+    from engine.neural.actor.losses import _LPIPS_CHANNELS, VGGPerceptual
 
     cfg, cin, sd, i = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512], 3, {}, 0
     for v in cfg:

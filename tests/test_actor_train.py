@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from engine import MarionetteError
-from engine.actor.model_file import load_actor
-from engine.actor.toy_capture import make_toy_capture
+from engine.neural.actor.model_file import load_actor
+from engine.synthetic.toy_capture import make_toy_capture
 from engine.cli import main
 
 TRAIN = ["--resolution", "32", "--batch", "2", "--decoder", "tiny", "--latent-dim", "4", "--quiet",
@@ -67,7 +67,7 @@ def test_existing_folder_needs_resume_or_overwrite(trained, capture, capsys):
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(capture, tmp_path):
-    from engine.actor.train import TrainConfig, train
+    from engine.neural.actor.train import TrainConfig, train
 
     out = tmp_path / "nan"
     cfg = TrainConfig(capture=str(capture), out=str(out), steps=6, resolution=32, batch=2, preset="tiny",
@@ -108,8 +108,8 @@ def test_render_cli_writes_rgba_pngs(trained, capture, tmp_path):
         assert im.mode == "RGBA" and im.size == (32, 32)
     # the PNG holds exactly the decoder's straight RGB and alpha
     actor, _ = load_actor(trained)
-    from engine.camera import load_cameras_json
-    from engine.skeleton_io import load_skeleton
+    from engine.geometry.camera import load_cameras_json
+    from engine.io.skeleton_file import load_skeleton
 
     cam = [c for c in load_cameras_json(capture / "cameras.json") if c.name == "cam01"][0]
     rgb, alpha = actor.render_frames(load_skeleton(capture / "joints3d.npz").joints[1:2], cam)
@@ -120,14 +120,13 @@ def test_render_cli_writes_rgba_pngs(trained, capture, tmp_path):
 
 
 def test_render_maps_joint_sets_and_rejects_bad_skeletons(trained, capture, tmp_path, capsys):
-    from engine.skeleton_io import SkeletonSequence, load_skeleton, save_skeleton
-    from engine.skeletons import get_joint_set
+    from engine.io.skeleton_file import SkeletonSequence, load_skeleton, save_skeleton
+    from engine.body.joint_sets import get_joint_set
 
     seq = load_skeleton(capture / "joints3d.npz")
     # COCO-17 has no toes/heels/head top: the BODY_25B actor cannot be driven by it
     coco = get_joint_set("COCO_17")
-    rows = [seq.joint_set.index(n) for n in coco.names if n in seq.joint_set.names] if False else None
-    from engine.skeletons import map_joints
+    from engine.body.joint_sets import map_joints
 
     save_skeleton(tmp_path / "coco.npz", SkeletonSequence(map_joints(seq.joints, seq.joint_set, coco), coco, 30.0))
     args = ["--camera", str(capture / "cameras.json"), "--camera-name", "cam00", "-o", str(tmp_path / "o"), "--quiet"]

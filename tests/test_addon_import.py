@@ -16,10 +16,11 @@ import pytest
 pytest.importorskip("bpy")
 
 from blender_sandbox import data_counts  # noqa: E402
-from engine import kinematics as K  # noqa: E402
-from engine import smpl_motion as S  # noqa: E402
-from engine.skeleton_io import SkeletonSequence, save_skeleton  # noqa: E402
-from engine.skeletons import BODY_25, BODY_25B, SMPL_24  # noqa: E402
+from engine.synthetic.skeleton_motion import synthetic_skeleton_motion  # noqa: E402
+from engine.geometry import axes  # noqa: E402
+from engine.body.smpl import motion as S  # noqa: E402
+from engine.io.skeleton_file import SkeletonSequence, save_skeleton  # noqa: E402
+from engine.body.joint_sets import BODY_25, BODY_25B, SMPL_24  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -30,7 +31,7 @@ def _mod(sandbox, name):
 
 def _skeleton_file(path, joint_set=BODY_25, T=60, fps=30.0, up_axis="Z", seed=1, X=None):
     if X is None:
-        X = K.synthetic_skeleton_motion(joint_set, T, fps=fps, seed=seed, amplitude=0.3)
+        X = synthetic_skeleton_motion(joint_set, T, fps=fps, seed=seed, amplitude=0.3)
     save_skeleton(path, SkeletonSequence(joints=X, joint_set=joint_set, fps=fps, up_axis=up_axis))
     return path, X
 
@@ -46,11 +47,11 @@ def _joints_at(bpy, pose_read, obj, frame):
 def test_zip_carries_addon_and_engine_only(blender_sandbox):
     names = zipfile.ZipFile(blender_sandbox.zip_path).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names and "ops_import.py" in names
-    assert "_vendor/engine/kinematics.py" in names and "_vendor/engine/__init__.py" in names
+    assert "_vendor/engine/body/kinematics.py" in names and "_vendor/engine/__init__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "docs/", "dist/")) or "__pycache__" in n
                 or n.endswith(".pyc")]
     # the installed add-on resolves its own copy of engine when nothing else provided one
-    assert (blender_sandbox.installed_path / "_vendor" / "engine" / "kinematics.py").is_file()
+    assert (blender_sandbox.installed_path / "_vendor" / "engine" / "body" / "kinematics.py").is_file()
 
 
 def test_manifest_passes_blenders_validator(blender_sandbox):
@@ -83,7 +84,7 @@ def test_operators_registered_with_undo_and_in_file_import_menu(blender):
 
 def test_skeleton_import_round_trip_gaps_and_properties(blender, blender_sandbox, tmp_path):
     bpy = blender
-    X = K.synthetic_skeleton_motion(BODY_25B, 60, seed=2, amplitude=0.3)
+    X = synthetic_skeleton_motion(BODY_25B, 60, seed=2, amplitude=0.3)
     wrist = BODY_25B.index("RWrist")
     X[20:25, wrist] = np.nan
     path, _ = _skeleton_file(tmp_path / "walk.npz", BODY_25B, X=X)
@@ -118,7 +119,7 @@ def test_skeleton_import_options_scale_up_axis_name_and_frame_rate(blender, blen
     bpy = blender
     path, X = _skeleton_file(tmp_path / "yup.npz", BODY_25, T=31, up_axis="Y", seed=3)
     pose_read = _mod(blender_sandbox, "pose_read")
-    C = K.up_axis_matrix("Y")
+    C = axes.up_axis_matrix("Y")
     assert bpy.ops.marionette.import_skeleton(filepath=str(path), object_name="Actor", scale=2.0, target_fps=30,
                                               start_frame=1) == {"FINISHED"}
     obj = bpy.data.objects["Actor"]
@@ -148,7 +149,8 @@ def test_skeleton_import_options_scale_up_axis_name_and_frame_rate(blender, blen
 
 @pytest.fixture(scope="module")
 def synthetic_model(tmp_path_factory):
-    from engine.smpl_model import make_synthetic_smpl_model, save_smpl_npz
+    from engine.body.smpl.model import save_smpl_npz
+    from engine.synthetic.smpl import make_synthetic_smpl_model
 
     model = make_synthetic_smpl_model(seed=0, num_vertices=2000)
     path = tmp_path_factory.mktemp("smpl") / "SMPL_NEUTRAL.npz"
@@ -170,7 +172,7 @@ def test_smpl_import_matches_smplx_joints_and_mesh(blender, blender_sandbox, syn
     torch = pytest.importorskip("torch")
     pytest.importorskip("smplx")
 
-    from engine.smpl_model import to_smplx
+    from engine.body.smpl.smplx_adapter import to_smplx
 
     bpy = blender
     model, model_path = synthetic_model
@@ -223,7 +225,7 @@ def test_smpl_import_without_model_uses_generic_rest(blender, blender_sandbox, t
     assert "gen_body" not in bpy.data.objects
     bones = obj.data.bones
     assert bones["head"].head_local.z - bones["left_ankle"].head_local.z > 1.0
-    C = K.up_axis_matrix("Y")
+    C = axes.up_axis_matrix("Y")
     expected = S.smpl_joints(S.GENERIC_SMPL_REST_JOINTS, a["poses"].reshape(6, 24, 3), a["trans"]) @ C.T
     pose_read = _mod(blender_sandbox, "pose_read")
     for f in range(6):

@@ -10,12 +10,12 @@ from blender_sandbox import data_counts
 pytest.importorskip("bpy")
 torch = pytest.importorskip("torch")
 
-from engine.actor.model import Actor, make_config  # noqa: E402
-from engine.actor.model_file import save_actor  # noqa: E402
-from engine.actor.toy_capture import walk_sequence  # noqa: E402
-from engine.camera import Camera, save_cameras, to_blender  # noqa: E402
-from engine.skeleton_io import SkeletonSequence, save_skeleton  # noqa: E402
-from engine.skeletons import BODY_25B  # noqa: E402
+from engine.neural.actor.model import Actor, make_config  # noqa: E402
+from engine.neural.actor.model_file import save_actor  # noqa: E402
+from engine.synthetic.toy_capture import walk_sequence  # noqa: E402
+from engine.geometry.camera import Camera, save_cameras, to_blender  # noqa: E402
+from engine.io.skeleton_file import SkeletonSequence, save_skeleton  # noqa: E402
+from engine.body.joint_sets import BODY_25B  # noqa: E402
 
 W, H = 48, 40
 
@@ -121,7 +121,7 @@ def test_world_background_and_two_actors_composite(blender, tmp_path, actor_dir,
     straight = _render_png(bpy, tmp_path / "transparent.png")
     scene.render.film_transparent = False
     opaque = _render_png(bpy, tmp_path / "opaque.png")
-    from engine.compositing import linear_to_srgb
+    from engine.scene.compositing import linear_to_srgb
 
     bg = linear_to_srgb(np.array([0.2, 0.5, 0.1]))
     a = straight[..., 3:4]
@@ -163,7 +163,7 @@ def test_errors_are_reported_and_change_nothing(blender, tmp_path, actor_dir, sk
 
 def test_bind_refuses_incompatible_joint_set(blender, tmp_path, actor_dir):
     bpy = blender
-    from engine.skeletons import H36M_17
+    from engine.body.joint_sets import H36M_17
 
     path = tmp_path / "h36m.npz"
     j = np.random.default_rng(0).normal(size=(3, 17, 3)) * 0.3 + [0, 0, 1]

@@ -14,7 +14,7 @@ pytest.importorskip("bpy")
 from blender_sandbox import MODULE, data_counts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-REST = json.loads((ROOT / "engine" / "rigs" / "smpl_24.json").read_text())["rest_joints"]
+REST = json.loads((ROOT / "engine" / "body" / "bone_maps" / "smpl_24.json").read_text())["rest_joints"]
 SMPL_PARENT = {"left_hip": "pelvis", "right_hip": "pelvis", "spine1": "pelvis", "left_knee": "left_hip",
                "right_knee": "right_hip", "spine2": "spine1", "left_ankle": "left_knee", "right_ankle": "right_knee",
                "spine3": "spine2", "left_foot": "left_ankle", "right_foot": "right_ankle", "neck": "spine3",
@@ -296,8 +296,8 @@ def test_motion_transfer_between_imported_skeletons(blender, tmp_path):
     limbs take A's directions, read back through the add-on's own pose reader."""
     import importlib
 
-    from engine.skeleton_io import SkeletonSequence, save_skeleton
-    from engine.skeletons import get_joint_set
+    from engine.io.skeleton_file import SkeletonSequence, save_skeleton
+    from engine.body.joint_sets import get_joint_set
 
     bpy = blender
     scene = bpy.context.scene
@@ -345,8 +345,8 @@ def test_real_capture_onto_mixamo_armature_in_blender(blender, tmp_path):
     """The bundled capture, triangulated, imported and retargeted onto a Mixamo-named armature in Blender:
     where the source's feet are planted, the target's stay put."""
     from engine.cli import main as cli_main
-    from engine.retarget import detect_contacts
-    from engine.skeleton_io import load_skeleton
+    from engine.motion.retarget import detect_contacts
+    from engine.io.skeleton_file import load_skeleton
 
     bpy = blender
     demo = ROOT / "engine" / "data" / "pose2sim_demo"
@@ -362,7 +362,7 @@ def test_real_capture_onto_mixamo_armature_in_blender(blender, tmp_path):
     assert bpy.ops.marionette.retarget() == {"FINISHED"}
     import importlib
 
-    from engine.retarget import _floor_height
+    from engine.motion.retarget import _floor_height
 
     pose_read = importlib.import_module(MODULE + ".pose_read")
     js = load_skeleton(cap).joint_set

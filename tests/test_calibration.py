@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from engine import MarionetteError
-from engine.calibration import load_calibration, load_calibration_info, write_pose2sim_toml
-from engine.camera import Camera, save_cameras
+from engine.io.calibration import load_calibration, load_calibration_info, write_pose2sim_toml
+from engine.geometry.camera import Camera, save_cameras
 from engine.data import demo_capture_paths
 
 QCA = demo_capture_paths().calibration
@@ -29,8 +29,9 @@ def test_qualisys_reader_on_bundled_calibration():
 
 def test_qualisys_conventions_reproject_real_keypoints():
     """The right conventions make the bundled OpenPose detections agree across views."""
-    from engine.keypoints import read_keypoints, select_subject
-    from engine.triangulation import triangulate
+    from engine.capture.association import select_subject
+    from engine.io.keypoints import read_keypoints
+    from engine.capture.triangulation import triangulate
 
     cams = load_calibration(QCA)
     kp = select_subject(read_keypoints(demo_capture_paths().pose_dir, joint_set="BODY_25B"), cams)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine import MarionetteError
-from engine.camera import (Camera, distort_normalized, from_blender, load_cameras_json, project_points_torch,
+from engine.geometry.camera import (Camera, distort_normalized, from_blender, load_cameras_json, project_points_torch,
                            save_cameras, to_blender, undistort_normalized, undistort_pixels_torch)
 
 

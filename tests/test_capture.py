@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from engine import MarionetteError
-from engine.camera import Camera, load_cameras_json
-from engine.capture import (begin_capture, finish_capture, image_relpath, keypoints_relpath, load_capture,
+from engine.geometry.camera import Camera, load_cameras_json
+from engine.io.capture_folder import (begin_capture, finish_capture, image_relpath, keypoints_relpath, load_capture,
                             mask_relpath, partial_path, read_openpose_json, write_openpose_json)
-from engine.skeleton_io import SkeletonSequence
-from engine.skeletons import BODY_25B
+from engine.io.skeleton_file import SkeletonSequence
+from engine.body.joint_sets import BODY_25B
 
 
 def _fake_capture(tmp_path, names=("cam00", "cam01"), frames=(0, 1), size=(32, 24)):
@@ -94,10 +94,10 @@ def test_openpose_json_round_trip(tmp_path):
 
 
 # ====================================================================== engine-side synthetic maths
-from engine.rig import RigSpec, build_rig  # noqa: E402
-from engine.skeleton_io import save_skeleton  # noqa: E402
-from engine.skeletons import COCO_17, SMPL_24  # noqa: E402
-from engine.synthetic import (AIM_BONES, REGIONS, build_body, look_from_seed, motion_targets,  # noqa: E402
+from engine.scene.camera_ring import RigSpec, build_rig  # noqa: E402
+from engine.io.skeleton_file import save_skeleton  # noqa: E402
+from engine.body.joint_sets import COCO_17, SMPL_24  # noqa: E402
+from engine.synthetic.body import (AIM_BONES, REGIONS, build_body, look_from_seed, motion_targets,  # noqa: E402
                               procedural_walk, project_keypoints, root_matrix)
 
 
@@ -270,10 +270,10 @@ def test_tiny_capture_triangulates_to_ground_truth(tiny_capture):
 
 @pytest.mark.blender
 def test_tiny_capture_engine_triangulation_recovers_joints(tiny_capture, tmp_path):
-    """engine.triangulation on the keypoint files, and the triangulate CLI on the capture folder."""
+    """engine.capture.triangulation on the keypoint files, and the triangulate CLI on the capture folder."""
     from engine.cli import main
-    from engine.skeleton_io import load_skeleton
-    from engine.triangulation import triangulate
+    from engine.io.skeleton_file import load_skeleton
+    from engine.capture.triangulation import triangulate
 
     cap = load_capture(tiny_capture)
     kp = np.stack([[cap.load_keypoints(c.name, f) for f in cap.frames] for c in cap.cameras])
@@ -368,7 +368,7 @@ def test_failure_while_rendering_leaves_nothing(tmp_path, monkeypatch):
     pytest.importorskip("bpy")
     from addon.synthetic import make_capture as mc
     from addon.synthetic import scene as S
-    from engine.commands.make_capture import build_parser, config_from_args
+    from engine.synthetic.capture_config import build_parser, config_from_args
 
     calls = {"n": 0}
     real = S.read_joints

@@ -1,6 +1,6 @@
 import numpy as np
 
-from engine.compositing import composite_layers, linear_to_srgb, srgb_to_linear, to_blender_pixels
+from engine.scene.compositing import composite_layers, linear_to_srgb, srgb_to_linear, to_blender_pixels
 
 
 def test_nearer_layer_wins_per_pixel():

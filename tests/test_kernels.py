@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from engine import MarionetteError
-from engine.camera import Camera
-from engine.render import bone_gaussians, kernels, raycast, raycast_reference, render_latent
-from engine.skeletons import BODY_25B
+from engine.geometry.camera import Camera
+from engine.neural.render import bone_gaussians, kernels, raycast, raycast_reference, render_latent
+from engine.body.joint_sets import BODY_25B
 
 CSRC = Path(__file__).resolve().parents[1] / "cuda_ext" / "csrc"
 MODES = ("transmittance", "rochette")
@@ -280,7 +280,7 @@ def test_bad_inputs_are_errors():
 @pytest.mark.parametrize("mode", MODES)
 def test_render_latent_posed_body(mode):
     """The whole path: BODY_25B pose -> bone Gaussians -> render_latent on both backends."""
-    from engine.actor.toy_capture import ring_cameras, walk_sequence
+    from engine.synthetic.toy_capture import ring_cameras, walk_sequence
     joints = torch.as_tensor(walk_sequence(2)).double()
     cams = ring_cameras(2, 48)
     g = torch.Generator().manual_seed(0)

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from engine import MarionetteError
-from engine.camera import Camera
+from engine.geometry.camera import Camera
 from engine.data import demo_capture_paths
-from engine.keypoints import frame_number, match_cameras, read_keypoints, select_subject
-from engine.skeletons import BODY_25, BODY_25B, COCO_17, map_joints
+from engine.capture.association import select_subject
+from engine.io.keypoints import frame_number, match_cameras, read_keypoints
+from engine.body.joint_sets import BODY_25, BODY_25B, COCO_17, map_joints
 
 DEMO = demo_capture_paths()
 

@@ -1,4 +1,4 @@
-"""engine.kinematics and engine.smpl_motion: rotations, rigs, round trips, SMPL motion files (no bpy)."""
+"""engine.body.kinematics and engine.body.smpl.motion: rotations, rigs, round trips, SMPL motion files (no bpy)."""
 
 from __future__ import annotations
 
@@ -6,51 +6,55 @@ import numpy as np
 import pytest
 
 from engine import MarionetteError
-from engine import kinematics as K
-from engine import smpl_motion as S
-from engine.skeletons import BODY_25, BODY_25B, COCO_17, H36M_17, JOINT_SETS, PANOPTIC_19, SMPL_24
+from engine.body import kinematics as K
+from engine.synthetic.skeleton_motion import synthetic_skeleton_motion
+from engine.geometry import rotations
+from engine.geometry import axes
+from engine.motion import resample
+from engine.body.smpl import motion as S
+from engine.body.joint_sets import BODY_25, BODY_25B, COCO_17, H36M_17, JOINT_SETS, PANOPTIC_19, SMPL_24
 
 
 def _random_rotations(n, seed=0):
     rng = np.random.default_rng(seed)
-    return K.axis_angle_to_matrix(rng.normal(0, 1.5, (n, 3)))
+    return rotations.axis_angle_to_matrix(rng.normal(0, 1.5, (n, 3)))
 
 
 def test_quaternion_matrix_round_trip():
     R = _random_rotations(500)
-    q = K.matrix_to_quat(R)
+    q = rotations.matrix_to_quat(R)
     assert np.allclose(np.linalg.norm(q, axis=-1), 1)
-    assert np.allclose(K.quat_to_matrix(q), R, atol=1e-12)
+    assert np.allclose(rotations.quat_to_matrix(q), R, atol=1e-12)
     # the half-turn cases that break naive conversions
     for axis in np.eye(3):
-        Rh = K.axis_angle_to_matrix(np.pi * axis)
-        assert np.allclose(K.quat_to_matrix(K.matrix_to_quat(Rh)), Rh, atol=1e-12)
+        Rh = rotations.axis_angle_to_matrix(np.pi * axis)
+        assert np.allclose(rotations.quat_to_matrix(rotations.matrix_to_quat(Rh)), Rh, atol=1e-12)
 
 
 def test_axis_angle_matches_scipy():
     Rotation = pytest.importorskip("scipy.spatial.transform").Rotation
 
     v = np.random.default_rng(1).normal(0, 1, (100, 3))
-    assert np.allclose(K.axis_angle_to_matrix(v), Rotation.from_rotvec(v).as_matrix(), atol=1e-12)
-    assert np.allclose(K.axis_angle_to_matrix(np.zeros(3)), np.eye(3))
+    assert np.allclose(rotations.axis_angle_to_matrix(v), Rotation.from_rotvec(v).as_matrix(), atol=1e-12)
+    assert np.allclose(rotations.axis_angle_to_matrix(np.zeros(3)), np.eye(3))
 
 
 def test_swing_matrix_is_minimal_and_handles_opposites():
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
-    R = K.swing_matrix(a, b)
+    R = rotations.swing_matrix(a, b)
     an = a / np.linalg.norm(a, axis=-1, keepdims=True)
     bn = b / np.linalg.norm(b, axis=-1, keepdims=True)
     assert np.allclose(np.einsum("nij,nj->ni", R, an), bn, atol=1e-12)
     # minimal: the rotation axis is perpendicular to both
     assert np.allclose(np.einsum("nij,nj->ni", R, np.cross(an, bn)), np.cross(an, bn), atol=1e-12)
-    Ro = K.swing_matrix(np.array([0.0, 0, 1]), np.array([0.0, 0, -1]))
+    Ro = rotations.swing_matrix(np.array([0.0, 0, 1]), np.array([0.0, 0, -1]))
     assert np.allclose(Ro @ [0, 0, 1], [0, 0, -1])
 
 
 @pytest.mark.parametrize("axis", ["X", "Y", "Z", "-X", "-Y", "-Z"])
 def test_up_axis_matrix(axis):
-    C = K.up_axis_matrix(axis)
+    C = axes.up_axis_matrix(axis)
     assert np.allclose(C @ C.T, np.eye(3)) and np.isclose(np.linalg.det(C), 1)
     up = np.zeros(3)
     up["XYZ".index(axis[-1])] = -1.0 if axis.startswith("-") else 1.0
@@ -59,14 +63,14 @@ def test_up_axis_matrix(axis):
 
 def test_up_axis_y_matches_blender_convention():
     # Y-up files (glTF, SMPL) come in as (x, y, z) -> (x, -z, y)
-    assert np.allclose(K.up_axis_matrix("Y") @ [1, 2, 3], [1, -3, 2])
+    assert np.allclose(axes.up_axis_matrix("Y") @ [1, 2, 3], [1, -3, 2])
     with pytest.raises(MarionetteError, match="up axis"):
-        K.up_axis_matrix("W")
+        axes.up_axis_matrix("W")
 
 
 @pytest.mark.parametrize("joint_set", list(JOINT_SETS.values()), ids=list(JOINT_SETS))
 def test_skeleton_round_trip_is_exact(joint_set):
-    X = K.synthetic_skeleton_motion(joint_set, 120, seed=3)
+    X = synthetic_skeleton_motion(joint_set, 120, seed=3)
     rig = K.build_skeleton_rig(X, joint_set)
     q, loc = K.skeleton_animation(rig, X)
     assert np.isfinite(q).all() and np.isfinite(loc).all()
@@ -79,7 +83,7 @@ def test_skeleton_round_trip_is_exact(joint_set):
 
 
 def test_rest_lengths_are_robust_medians():
-    X = K.synthetic_skeleton_motion(BODY_25, 101, seed=4)
+    X = synthetic_skeleton_motion(BODY_25, 101, seed=4)
     knee, hip = BODY_25.index("RKnee"), BODY_25.index("RHip")
     true = np.linalg.norm(X[0, knee] - X[0, hip])
     X_bad = X.copy()
@@ -89,7 +93,7 @@ def test_rest_lengths_are_robust_medians():
 
 
 def test_missing_joints_leave_gaps_not_zeros():
-    X = K.synthetic_skeleton_motion(BODY_25, 60, seed=5)
+    X = synthetic_skeleton_motion(BODY_25, 60, seed=5)
     elbow, wrist, root = BODY_25.index("RElbow"), BODY_25.index("RWrist"), BODY_25.root
     X[10:20, elbow] = np.nan
     X[30, root] = np.nan
@@ -109,7 +113,7 @@ def test_missing_joints_leave_gaps_not_zeros():
 
 
 def test_root_never_seen_is_an_error():
-    X = K.synthetic_skeleton_motion(COCO_17, 10)
+    X = synthetic_skeleton_motion(COCO_17, 10)
     X[:, COCO_17.root] = np.nan
     with pytest.raises(MarionetteError, match="never observed"):
         K.build_skeleton_rig(X, COCO_17)
@@ -122,7 +126,7 @@ def test_root_never_seen_is_an_error():
 def test_twist_follows_the_rigid_neighbour():
     """A bone whose reference is a sibling edge (same rigid parent segment) must turn
     exactly with that segment: twist is observed, not guessed, so bones do not spin."""
-    X = K.synthetic_skeleton_motion(PANOPTIC_19, 200, seed=6)
+    X = synthetic_skeleton_motion(PANOPTIC_19, 200, seed=6)
     rig = K.build_skeleton_rig(X, PANOPTIC_19)
     W, valid = K.skeleton_bone_rotations(rig, X)
     assert valid.all()
@@ -142,22 +146,22 @@ def test_twist_follows_the_rigid_neighbour():
 
 
 def test_local_rotations_are_sign_continuous():
-    X = K.synthetic_skeleton_motion(H36M_17, 300, seed=7, amplitude=0.3)
+    X = synthetic_skeleton_motion(H36M_17, 300, seed=7, amplitude=0.3)
     rig = K.build_skeleton_rig(X, H36M_17)
     q, _ = K.skeleton_animation(rig, X)
     assert (np.sum(q[1:] * q[:-1], axis=-1) > 0).all()
 
 
 def test_resample_animation_by_time():
-    X30 = K.synthetic_skeleton_motion(BODY_25B, 61, fps=30.0, seed=8, amplitude=0.3)
-    X120 = K.synthetic_skeleton_motion(BODY_25B, 241, fps=120.0, seed=8, amplitude=0.3)
+    X30 = synthetic_skeleton_motion(BODY_25B, 61, fps=30.0, seed=8, amplitude=0.3)
+    X120 = synthetic_skeleton_motion(BODY_25B, 241, fps=120.0, seed=8, amplitude=0.3)
     assert np.allclose(X120[::4], X30)  # same motion, sampled finer
     rig = K.build_skeleton_rig(X30, BODY_25B)
     q, loc = K.skeleton_animation(rig, X30)
     t = np.arange(61) / 30.0
-    q2, loc2, off = K.resample_animation(q, loc, t, 30.0)
+    q2, loc2, off = resample.resample_animation(q, loc, t, 30.0)
     assert q2 is q and list(off) == list(range(61))
-    q24, loc24, off24 = K.resample_animation(q, loc, t, 24.0)
+    q24, loc24, off24 = resample.resample_animation(q, loc, t, 24.0)
     assert len(off24) == 49 and list(off24) == list(range(49))  # 2 s at 24 fps
     _, Y = K.forward_kinematics(rig, q24, loc24)
     # frame k at 24 fps is time k/24 = frame 5k at 120 fps; shared instants (every 1/6 s) are exact
@@ -170,12 +174,12 @@ def test_resample_animation_by_time():
     lin = X30[i0] * (1 - u)[:, None, None] + X30[np.minimum(i0 + 1, 60)] * u[:, None, None]
     assert err < 0.02 and err <= np.abs(lin - X120[::5]).max()
     # rows with frame numbers (dropped frames) stay on their frames without resampling
-    _, _, off_drop = K.resample_animation(q[[0, 1, 5]], loc[[0, 1, 5]], t[[0, 1, 5]], 30.0)
+    _, _, off_drop = resample.resample_animation(q[[0, 1, 5]], loc[[0, 1, 5]], t[[0, 1, 5]], 30.0)
     assert list(off_drop) == [0, 1, 5]
 
 
 def test_joints_from_pose_reads_heads_and_tails():
-    X = K.synthetic_skeleton_motion(COCO_17, 5)
+    X = synthetic_skeleton_motion(COCO_17, 5)
     rig = K.build_skeleton_rig(X, COCO_17)
     P, Y = K.forward_kinematics(rig, np.tile([1.0, 0, 0, 0], (1, rig.num_bones, 1)), np.zeros((1, 3)))
     assert np.allclose(Y[0], rig.rest_joints)
@@ -203,8 +207,8 @@ def test_smpl_rig_reproduces_smpl_kinematics(up, upright):
     rng = np.random.default_rng(9)
     T = 40
     poses, trans = rng.normal(0, 0.5, (T, 24, 3)), rng.normal(0, 1, (T, 3))
-    C, s = K.up_axis_matrix(up), 0.5
-    M = K.up_axis_matrix("Y") if upright else C  # rest pose standing in Blender, whatever the file's world
+    C, s = axes.up_axis_matrix(up), 0.5
+    M = axes.up_axis_matrix("Y") if upright else C  # rest pose standing in Blender, whatever the file's world
     rest = S.GENERIC_SMPL_REST_JOINTS
     rig = S.smpl_rig(s * rest @ M.T)
     q, loc = S.smpl_animation(rig, poses, trans, rest, C, s, rest_axes=M)

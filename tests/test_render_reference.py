@@ -1,4 +1,4 @@
-"""The pure-PyTorch reference renderer (engine.render) against the contract in renderer_spec.md."""
+"""The pure-PyTorch reference renderer (engine.neural.render) against the contract in renderer_spec.md."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import torch
 from scipy import integrate
 
 from engine import MarionetteError
-from engine.camera import Camera
-from engine.render import BonePrimitives, bone_gaussians, raycast, raycast_reference, render_latent
-from engine.render.rays import camera_origins, pixel_directions
-from engine.skeletons import BODY_25, BODY_25B, COCO_17, SMPL_24
+from engine.geometry.camera import Camera
+from engine.neural.render import BonePrimitives, bone_gaussians, raycast, raycast_reference, render_latent
+from engine.neural.render.rays import camera_origins, pixel_directions
+from engine.body.joint_sets import BODY_25, BODY_25B, COCO_17, SMPL_24
 
 # the package exports the function ``raycast``, which shadows the submodule of the same name
-raycast_module = importlib.import_module("engine.render.raycast")
+raycast_module = importlib.import_module("engine.neural.render.raycast")
 MODES = ("transmittance", "rochette")
 
 

@@ -1,4 +1,4 @@
-"""engine.resample: quaternion splines, root splines, skeleton resampling with exact bone lengths, gap filling."""
+"""engine.motion.resample: quaternion splines, root splines, skeleton resampling with exact bone lengths, gap filling."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import pytest
 
 from engine import MarionetteError
 from engine.cli import main as cli_main
-from engine.resample import (bone_length_drift, fill_gaps, quat_between, quat_exp, quat_log, quat_mul,
-                             quat_rotate, resample_positions, resample_rotations, resample_skeleton,
-                             skeleton_from_directions)
-from engine.skeleton_io import SkeletonSequence, load_skeleton, save_skeleton
-from engine.skeletons import get_joint_set
+from engine.geometry.rotations import quat_between, quat_exp, quat_log, quat_mul, quat_rotate
+from engine.motion.resample import (bone_length_drift, fill_gaps, resample_positions, resample_rotations,
+                                    resample_skeleton, skeleton_from_directions)
+from engine.io.skeleton_file import SkeletonSequence, load_skeleton, save_skeleton
+from engine.body.joint_sets import get_joint_set
 
 
 def rigid_motion(js, T=240, fps=60.0, seed=0):

@@ -1,4 +1,4 @@
-"""engine.rigs (bone maps, detection) and engine.retarget (direction matching, root, feet, FK round trips)."""
+"""engine.body.bone_maps (bone maps, detection) and engine.motion.retarget (direction matching, root, feet, FK round trips)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 
 from engine import MarionetteError
 from engine.cli import main as cli_main
-from engine.retarget import (CanonicalMotion, Rig, RigMotion, direction_errors, foot_sliding, retarget,
+from engine.motion.retarget import (CanonicalMotion, Rig, RigMotion, direction_errors, foot_sliding, retarget,
                              up_vector)
-from engine.rigs import detect_rig, list_rigs, load_rig
-from engine.skeleton_io import SkeletonSequence, load_skeleton
-from engine.skeletons import JOINT_SETS, get_joint_set
+from engine.body.bone_maps import detect_rig, list_rigs, load_rig
+from engine.io.skeleton_file import SkeletonSequence, load_skeleton
+from engine.body.joint_sets import JOINT_SETS, get_joint_set
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "engine" / "data" / "pose2sim_demo"
@@ -244,7 +244,7 @@ def test_real_capture_onto_smpl_and_motion_transfer_cli(capture, tmp_path):
     assert max(direction_errors(res.source, tgt, pairs).values()) < 1.0  # degrees; arms are untouched by IK
     # motion transfer: the capture onto "another actor" with 10% longer bones, via the CLI
     other = SkeletonSequence(seq.joints * 1.1, seq.joint_set, seq.fps, up_axis=seq.up_axis)
-    from engine.skeleton_io import save_skeleton
+    from engine.io.skeleton_file import save_skeleton
 
     save_skeleton(tmp_path / "other.npz", other)
     assert cli_main(["retarget", str(capture), "--onto", str(tmp_path / "other.npz"), "-o",
@@ -252,7 +252,7 @@ def test_real_capture_onto_smpl_and_motion_transfer_cli(capture, tmp_path):
     moved = load_skeleton(tmp_path / "moved.npz")
     assert moved.joint_set.name == "BODY_25B" and moved.num_frames == seq.num_frames
     js = moved.joint_set
-    from engine.resample import bone_lengths
+    from engine.motion.resample import bone_lengths
 
     bones = np.asarray(js.parents) >= 0
     ratio = bone_lengths(moved.joints, js.parents)[bones] / bone_lengths(seq.joints, js.parents)[bones]
@@ -263,7 +263,7 @@ def test_real_capture_onto_smpl_and_motion_transfer_cli(capture, tmp_path):
 @pytest.mark.parametrize("name", ["BODY_25", "BODY_25B", "COCO_17", "H36M_17", "PANOPTIC_19"])
 def test_every_joint_set_as_source_and_target(name):
     """Motion in any shipped joint set drives SMPL, and SMPL motion drives a skeleton of that set."""
-    from engine.skeletons import map_joints
+    from engine.body.joint_sets import map_joints
 
     js = get_joint_set(name)
     X = squat(T=40)
@@ -287,7 +287,7 @@ def test_every_joint_set_as_source_and_target(name):
 
 def test_twist_from_rotation_sources_is_carried_over():
     """A forearm rolling about its own axis moves no joint; from a rotation source it still reaches the target."""
-    from engine.resample import quat_exp, quat_log
+    from engine.geometry.rotations import quat_exp, quat_log
 
     src_rig = mixamo_template_rig(arm_angle=0.0, rolls=0.0)  # T-pose
     tgt_rig = mixamo_template_rig(arm_angle=0.7)  # A-pose, other rolls

@@ -2,13 +2,14 @@ import numpy as np
 import pytest
 
 from engine import MarionetteError
-from engine.calibration import load_calibration
+from engine.io.calibration import load_calibration
 from engine.cli import main
 from engine.data import demo_capture_paths
-from engine.keypoints import read_keypoints, select_subject
-from engine.selfcalib import calibrate_from_keypoints, compare_cameras, subject_scale
-from engine.skeletons import BODY_25B
-from engine.triangulation import triangulate
+from engine.capture.association import select_subject
+from engine.io.keypoints import read_keypoints
+from engine.capture.selfcalib import calibrate_from_keypoints, compare_cameras, subject_scale
+from engine.body.joint_sets import BODY_25B
+from engine.capture.triangulation import triangulate
 
 DEMO = demo_capture_paths()
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from engine import MarionetteError
-from engine.skeletons import (BODY_25, BODY_25B, COCO_17, H36M_17, JOINT_SETS, PANOPTIC_19, SMPL_24,
+from engine.body.joint_sets import (BODY_25, BODY_25B, COCO_17, H36M_17, JOINT_SETS, PANOPTIC_19, SMPL_24,
                               get_joint_set, map_joints, mapped_fraction, mapping_matrix)
 
 

@@ -7,13 +7,16 @@ import pytest
 import torch
 
 from engine import MarionetteError
-from engine.camera import Camera, save_cameras
+from engine.geometry.camera import Camera, save_cameras
 from engine.cli import main
-from engine.silhouette import SilhouetteTerm, soft_silhouette
-from engine.skeleton_io import SkeletonSequence, save_skeleton
-from engine.skeletons import get_joint_set
-from engine.smpl_fit import FitOptions, fit_smpl, make_synthetic_motion, synthetic_observations
-from engine.smpl_model import SMPLTorch, make_synthetic_smpl_model, save_smpl_npz
+from engine.body.smpl.silhouette import SilhouetteTerm, soft_silhouette
+from engine.io.skeleton_file import SkeletonSequence, save_skeleton
+from engine.body.joint_sets import get_joint_set
+from engine.body.smpl.fit import FitOptions, fit_smpl
+from engine.synthetic.smpl import make_synthetic_motion, synthetic_observations
+from engine.body.smpl.model import save_smpl_npz
+from engine.body.smpl.skinning import SMPLTorch
+from engine.synthetic.smpl import make_synthetic_smpl_model
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def test_cli_writes_amass_style_fit(setup, capsys):
         assert str(d["failure_reason"][2]) == "too few joints"
         assert d["fit_error"].shape == (6,) and np.nanmax(d["fit_error"]) < 0.03
         assert d["frame_indices"].tolist() == list(range(10, 16))
-    from engine.smpl_motion import load_smpl_motion
+    from engine.body.smpl.motion import load_smpl_motion
 
     load_smpl_motion(out)  # the Blender importer's reader accepts it
     assert "1 of 6 frames failed" in capsys.readouterr().out

@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from engine import MarionetteError
-from engine.skeletons import JointSet, get_joint_set
-from engine.smpl_fit import (FitOptions, _LMModel, _Problem, _inv_right_jacobian, fit_smpl, make_synthetic_motion,
-                             matrix_to_axis_angle, synthetic_observations)
-from engine.smpl_joints import SUPPORTED_SETS, correspondence
-from engine.smpl_model import batch_rodrigues, make_synthetic_smpl_model
-from engine.smpl_prior import GMMPosePrior, bending_penalty, limit_penalty
+from engine.body.joint_sets import JointSet, get_joint_set
+from engine.body.smpl.fit import FitOptions, _LMModel, _Problem, _inv_right_jacobian, fit_smpl
+from engine.synthetic.smpl import make_synthetic_motion, synthetic_observations
+from engine.geometry.rotations import matrix_to_axis_angle_torch as matrix_to_axis_angle
+from engine.body.smpl.joints import SUPPORTED_SETS, correspondence
+from engine.synthetic.smpl import make_synthetic_smpl_model
+from engine.geometry.rotations import axis_angle_to_matrix_torch as batch_rodrigues
+from engine.body.smpl.prior import GMMPosePrior, bending_penalty, limit_penalty
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from engine import MarionetteError
-from engine.smpl_model import (SMPL_LANDMARKS, SMPLTorch, load_smpl_model, make_synthetic_smpl_model,
-                               restricted_pickle_load, save_smpl_npz, to_smplx)
+from engine.body.smpl.model import SMPL_LANDMARKS, load_smpl_model, save_smpl_npz
+from engine.body.smpl.skinning import SMPLTorch
+from engine.synthetic.smpl import make_synthetic_smpl_model
+from engine.body.smpl.unpickle import restricted_pickle_load
+from engine.body.smpl.smplx_adapter import to_smplx
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +116,7 @@ def test_pkl_with_chumpy_and_sparse(small, tmp_path, monkeypatch, protocol):
 
 
 def test_real_topology_gets_smpl_landmarks(model):
-    from engine.smpl_model import _from_dict
+    from engine.body.smpl.model import _from_dict
 
     arrays = {k: getattr(model, k) for k in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights",
                                              "kintree_table", "f")}

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from engine import MarionetteError
-from engine.actor.model import Actor, make_config
-from engine.actor.model_file import JSON_FILE, load_actor, save_actor
-from engine.render import kernels, raycast, raycast_reference
-from engine.render.primitives import SurfacePrimitives, body_axes, bone_frames, lateral_bones, surface_layout
-from engine.skeletons import BLAZEPOSE_33, BODY_25B, SMPL_24
+from engine.neural.actor.model import Actor, make_config
+from engine.neural.actor.model_file import JSON_FILE, load_actor, save_actor
+from engine.neural.render import kernels, raycast, raycast_reference
+from engine.neural.render.primitives import SurfacePrimitives, body_axes, bone_frames, lateral_bones, surface_layout
+from engine.body.joint_sets import BLAZEPOSE_33, BODY_25B, SMPL_24
 from tests.test_kernels import _cam
 
 needs_ext = pytest.mark.skipif(not kernels.available("cpu"), reason=kernels.unavailable_reason() or "no CPU kernels")

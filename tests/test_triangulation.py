@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from engine import MarionetteError
-from engine.camera import Camera
+from engine.geometry.camera import Camera
 from engine.cli import main
 from engine.data import demo_capture_paths
-from engine.filtering import butterworth, fill_gaps
-from engine.skeleton_io import load_skeleton
-from engine.triangulation import dlt, triangulate
+from engine.capture.filtering import butterworth, fill_gaps
+from engine.io.skeleton_file import load_skeleton
+from engine.capture.triangulation import dlt, triangulate
 
 DEMO = demo_capture_paths()
 

@@ -19,14 +19,14 @@ import time
 import numpy as np
 
 from engine import MarionetteError, __version__
-from engine.capture import (begin_capture, finish_capture, image_relpath, keypoints_relpath, mask_relpath,
+from engine.io.capture_folder import (begin_capture, finish_capture, image_relpath, keypoints_relpath, mask_relpath,
                             write_openpose_json)
-from engine.commands.make_capture import (ERROR_PREFIX, INFO_PREFIX, PROGRESS_PREFIX, argv_from_args,
+from engine.synthetic.capture_config import (ERROR_PREFIX, INFO_PREFIX, PROGRESS_PREFIX, argv_from_args,
                                           build_parser, config_from_args)
-from engine.rig import build_rig
-from engine.skeleton_io import SkeletonSequence
-from engine.skeletons import BODY_25B
-from engine.synthetic import (REQUIRED_MOTION_JOINTS, build_body, joint_mapping_record, load_motion,
+from engine.scene.camera_ring import build_rig
+from engine.io.skeleton_file import SkeletonSequence
+from engine.body.joint_sets import BODY_25B
+from engine.synthetic.body import (REQUIRED_MOTION_JOINTS, build_body, joint_mapping_record, load_motion,
                               look_from_seed, procedural_walk, project_keypoints, root_matrix)
 
 

@@ -1,7 +1,7 @@
 """Blender scene for a synthetic capture: skinned MakeHuman body, aim rig, materials, lights, cameras.
 
 All maths (shape, bone placement, regions, joint rules, motion, cameras) comes from
-``engine.synthetic`` / ``engine.rig``; this module only turns those arrays into Blender data.
+``engine.synthetic.body`` / ``engine.scene.camera_ring``; this module only turns those arrays into Blender data.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from engine.camera import to_blender
-from engine.skeletons import BODY_25B
-from engine.synthetic import AIM_BONES, JOINT_SOURCES, REGIONS, Body
+from engine.geometry.camera import to_blender
+from engine.scene.compositing import srgb_to_linear
+from engine.body.joint_sets import BODY_25B
+from engine.synthetic.body import AIM_BONES, JOINT_SOURCES, REGIONS, Body
 
 
 def reset_scene() -> bpy.types.Scene:
@@ -84,8 +85,7 @@ def _principled(name, colour, roughness=0.5):
 
 
 def _srgb_to_linear(c):
-    c = np.asarray(c, dtype=np.float64)
-    return tuple(float(v) for v in np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4))
+    return tuple(float(v) for v in srgb_to_linear(c, dtype=np.float64))
 
 
 def _pattern(nt, bsdf, kind, colour_a, colour_b, scale):
@@ -223,7 +223,7 @@ def pose_frame(arm_obj, targets, root_matrix: np.ndarray, target_joints: np.ndar
 
 def read_joints(mesh_obj, arm_obj, body: Body) -> np.ndarray:
     """BODY_25B joints [25, 3] of the posed body (bones of the evaluated armature, vertices of
-    the evaluated mesh), per ``engine.synthetic.JOINT_SOURCES``."""
+    the evaluated mesh), per ``engine.synthetic.body.JOINT_SOURCES``."""
     dg = bpy.context.evaluated_depsgraph_get()
     arm_eval = arm_obj.evaluated_get(dg)
     mw = np.array(arm_eval.matrix_world)
@@ -280,7 +280,7 @@ def _track_euler(direction):
 
 
 def add_camera(scene, camera):
-    """A Blender camera reproducing an ``engine.camera.Camera`` (no distortion)."""
+    """A Blender camera reproducing an ``engine.geometry.camera.Camera`` (no distortion)."""
     p = to_blender(camera)
     data = bpy.data.cameras.new(camera.name)
     data.lens = p["lens"]

@@ -2,7 +2,7 @@
 
 Importing this package registers the torch operators ``torch.ops.marionette.raycast_fwd`` and
 ``torch.ops.marionette.raycast_bwd`` (CPU always, CUDA when built with it).  Autograd and fake
-kernels are registered by ``engine.render.kernels``, which is the API to use.
+kernels are registered by ``engine.neural.render.kernels``, which is the API to use.
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)

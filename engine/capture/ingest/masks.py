@@ -1,0 +1,126 @@
+"""Person masks: the detector's segmentation, refined with the multi-view 3D skeleton.
+
+Per view and frame (in the crop's pixels):
+
+1. **Seeds from the skeleton.** Every bone of the triangulated skeleton is projected and
+   drawn as a capsule whose radius is a fraction of the bone's default width (metres, from
+   the joint set) at the bone's depth: thin capsules are *sure person*; the detector's mask
+   above 0.5 is *probably person*; a band around person and capsules is *probably
+   background*; everything further is *sure background*.
+2. **GrabCut** (colour models of person and background) settles the probable pixels.
+3. **Only the subject:** connected blobs that no capsule touches are removed (other people,
+   furniture the segmenter took for a person).
+
+Quality, per view: ``coverage`` — the fraction of points sampled along the projected bones
+that fall inside the mask (a mask that misses a limb scores low); ``area`` — mask area over
+the view's median (a frame far from 1 is suspect). A frame is flagged when coverage < 0.85,
+area is outside [0.6, 1.6], or the detector found nobody; flagged views are excluded from
+training and listed in ``capture.json``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.geometry.camera import Camera
+
+MIN_COVERAGE = 0.85
+AREA_RANGE = (0.6, 1.6)
+
+
+def bone_segments(joints: np.ndarray, bones, widths: np.ndarray, cam: Camera) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Projected bones: [(p0 [2], p1 [2], width in pixels)] for bones with both joints in front of the camera."""
+    out = []
+    Xc = joints @ cam.R.T + cam.t
+    for (a, b), w in zip(bones, widths):
+        if not (np.isfinite(joints[a]).all() and np.isfinite(joints[b]).all()):
+            continue
+        za, zb = Xc[a, 2], Xc[b, 2]
+        if za <= 0.05 or zb <= 0.05:
+            continue
+        pa, pb = cam.project(joints[[a, b]], distort=False)
+        out.append((pa, pb, float(cam.fx * w / (0.5 * (za + zb)))))
+    return out
+
+
+def draw_capsules(shape, segments, scale: float) -> np.ndarray:
+    import cv2
+
+    img = np.zeros(shape, np.uint8)
+    for pa, pb, wpx in segments:
+        r = max(1, int(round(scale * wpx)))
+        cv2.line(img, tuple(int(round(v)) for v in pa), tuple(int(round(v)) for v in pb), 1, thickness=2 * r,
+                 lineType=cv2.LINE_8)
+    return img
+
+
+def refine_mask(bgr: np.ndarray, seg: np.ndarray | None, segments, iterations: int = 2) -> np.ndarray:
+    """GrabCut with skeleton seeds. Returns a uint8 mask (255 person, 0 background)."""
+    import cv2
+
+    H, W = bgr.shape[:2]
+    core = draw_capsules((H, W), segments, 0.5)
+    body = draw_capsules((H, W), segments, 2.0)
+    prob = (seg > 0.5).astype(np.uint8) if seg is not None else body
+    person = (prob | body).astype(np.uint8)
+    k = max(5, int(0.06 * max(H, W)) | 1)
+    near = cv2.dilate(person, np.ones((k, k), np.uint8))
+    gc = np.full((H, W), cv2.GC_BGD, np.uint8)
+    gc[near > 0] = cv2.GC_PR_BGD
+    gc[prob > 0] = cv2.GC_PR_FGD
+    gc[core > 0] = cv2.GC_FGD
+    if (gc == cv2.GC_FGD).sum() < 10 or (gc == cv2.GC_BGD).sum() < 10:
+        out = prob
+    else:
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        try:
+            cv2.grabCut(np.ascontiguousarray(bgr), gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+            out = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+        except cv2.error:
+            out = prob
+    return keep_subject_blobs(out, core) * 255
+
+
+def keep_subject_blobs(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Keep the connected components of ``mask`` that touch ``seeds``."""
+    import cv2
+
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return mask.astype(np.uint8)
+    keep = np.unique(labels[(seeds > 0) & (labels > 0)])
+    return np.isin(labels, keep).astype(np.uint8)
+
+
+def coverage(mask: np.ndarray, segments, samples: int = 9) -> float:
+    """Fraction of points along the projected bones (ends excluded) inside the mask."""
+    H, W = mask.shape
+    hits = total = 0
+    for pa, pb, _ in segments:
+        for s in np.linspace(0.1, 0.9, samples):
+            x, y = pa + s * (pb - pa)
+            xi, yi = int(round(x)), int(round(y))
+            if 0 <= xi < W and 0 <= yi < H:
+                total += 1
+                hits += mask[yi, xi] > 127
+    return hits / total if total else float("nan")
+
+
+def view_quality(masks: list[np.ndarray], segments: list, detected: list[bool]) -> dict:
+    """Per-view figures and flagged frame positions (indices into ``masks``)."""
+    areas = np.array([(m > 127).sum() for m in masks], dtype=np.float64)
+    med = float(np.median(areas[areas > 0])) if (areas > 0).any() else 1.0
+    cov = np.array([coverage(m, s) for m, s in zip(masks, segments)])
+    ratio = areas / max(med, 1.0)
+    flagged = [i for i in range(len(masks))
+               if not detected[i] or not np.isfinite(cov[i]) or cov[i] < MIN_COVERAGE
+               or not (AREA_RANGE[0] <= ratio[i] <= AREA_RANGE[1])]
+    return {
+        "coverage_mean": float(np.nanmean(cov)) if np.isfinite(cov).any() else float("nan"),
+        "coverage_min": float(np.nanmin(cov)) if np.isfinite(cov).any() else float("nan"),
+        "area_cv": float(np.std(areas) / max(np.mean(areas), 1.0)),
+        "area_ratio_range": [float(ratio.min()), float(ratio.max())],
+        "detector_failures": int(sum(not d for d in detected)),
+        "flagged": flagged,
+        "coverage": cov.tolist(),
+    }

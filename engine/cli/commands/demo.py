@@ -1,0 +1,125 @@
+"""``marionette demo``: the main job on the embedded default capture, from keypoints to rendered frames."""
+
+from __future__ import annotations
+
+NAME = "demo"
+HELP = "run the main job on the bundled real capture: triangulate, retarget, import in Blender, neural render"
+ORDER = 1
+DESCRIPTION = """\
+Run Marionette's main job end to end on the bundled real 4-camera capture (Pose2Sim's
+S01_Demo_SingleTrial, BSD-3-Clause):
+
+  1. triangulate its OpenPose keypoints with its Qualisys calibration and clean them
+       OUT/skeleton.npz, OUT/skeleton_preview.png
+  2. transfer the motion onto the shipped demo actor's own skeleton (its bone lengths)
+       OUT/skeleton_on_actor.npz
+  3. in a new Blender scene (the bpy module, no Blender install needed): import it as an
+     armature, bind the demo actor, render a short clip through the Marionette neural
+     render engine from a camera orbiting the actor
+       OUT/frames/*.png, OUT/demo.gif, OUT/demo_contact_sheet.png, OUT/demo.blend
+
+Steps 2-3 need the bpy module and the demo actor (both installed by scripts/install.sh);
+--no-render stops after step 1. Re-render the saved scene with scripts/render_batch.py.
+
+Example:
+  marionette demo -o out
+"""
+
+
+def add_arguments(p):
+    p.add_argument("-o", "--output", default="out", metavar="OUT", help="output folder (default: out)")
+    p.add_argument("--no-render", action="store_true", help="only triangulate (no Blender, no neural render)")
+    p.add_argument("--actor", metavar="ACTOR_DIR", help="actor to render (default: the shipped demo actor)")
+    p.add_argument("--resolution", type=int, default=256, help="square frame size in pixels (default 256)")
+    p.add_argument("--seconds", type=float, default=1.6, help="clip length in seconds (default 1.6)")
+    p.add_argument("--fps", type=float, default=15.0, help="clip frame rate (default 15)")
+
+
+def triangulate_demo(out_dir, progress: bool = True):
+    """Step 1 of the demo pipeline: returns (report, skeleton path, preview path)."""
+    from pathlib import Path
+
+    from engine.data import demo_capture_paths
+    from engine.scene.preview import render_preview
+    from engine.io.skeleton_file import save_skeleton
+    from engine.capture.reconstruct import reconstruct
+
+    demo = demo_capture_paths()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = reconstruct(demo.pose_dir, demo.calibration, joint_set=demo.joint_set, fps=demo.fps, progress=progress)
+    skel = out / "skeleton.npz"
+    save_skeleton(skel, report.skeleton)
+    preview = render_preview(report.skeleton, out / "skeleton_preview.png")
+    return report, skel, preview
+
+
+def transfer_to_actor(skeleton_path, actor_dir, out_path):
+    """Step 2: retarget the motion onto the actor's reference skeleton (motion transfer).
+
+    Returns the path rendered next: the retargeted file, or the input when the actor ships no
+    reference skeleton (it is then driven by the captured person's own bone lengths).
+    """
+    from pathlib import Path
+
+    from engine.motion.retarget import Rig, retarget
+    from engine.io.skeleton_file import load_skeleton, save_skeleton
+
+    reference = Path(actor_dir) / "reference_skeleton.npz"
+    if not reference.is_file():
+        return Path(skeleton_path), "no reference skeleton shipped with the actor; rendering the capture's own"
+    src = load_skeleton(skeleton_path)
+    res = retarget(src, Rig.from_skeleton(load_skeleton(reference)), root="keep", feet=True)
+    out = res.to_skeleton()
+    save_skeleton(out_path, out)
+    return Path(out_path), f"motion moved onto the actor's bone lengths (root scale {res.scale:.3f})"
+
+
+def render_in_blender(skeleton_path, actor_dir, out_dir, resolution: int, seconds: float, fps: float) -> None:
+    """Step 3 in a subprocess on the bpy module (the engine itself never imports bpy)."""
+    import subprocess
+    import sys
+
+    from engine import MarionetteError
+
+    cmd = [sys.executable, "-m", "addon.demo_scene", "--skeleton", str(skeleton_path), "--actor", str(actor_dir),
+           "-o", str(out_dir), "--resolution", str(resolution), "--seconds", str(seconds), "--fps", str(fps)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail = []
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-15:]
+        if line.startswith("demo:"):
+            print("  " + line[5:].strip(), flush=True)
+    if proc.wait() != 0:
+        raise MarionetteError("the Blender step failed:\n    " + "\n    ".join(tail))
+
+
+def run(args) -> int:
+    import importlib.util
+    from pathlib import Path
+
+    from engine import MarionetteError
+    from engine.data import demo_actor_path
+
+    out = Path(args.output)
+    print("Marionette demo: bundled Pose2Sim capture (S01_Demo_SingleTrial, 4 cameras, 60 fps)")
+    report, skel, preview = triangulate_demo(out)
+    for line in report.lines:
+        print("  " + line)
+    print(f"wrote {skel}")
+    print(f"wrote {preview}")
+    if args.no_render:
+        return 0
+    if importlib.util.find_spec("bpy") is None:
+        raise MarionetteError("the render steps need the bpy module (pip install bpy==5.0.1, or run "
+                              "scripts/install.sh); use --no-render to stop after triangulation")
+    actor = Path(args.actor) if args.actor else demo_actor_path()
+    if args.resolution <= 0 or args.seconds <= 0 or args.fps <= 0:
+        raise MarionetteError("--resolution, --seconds and --fps must be positive")
+    driven, how = transfer_to_actor(skel, actor, out / "skeleton_on_actor.npz")
+    print(f"motion transfer: {how}; wrote {driven}")
+    print(f"rendering {args.seconds:g} s at {args.fps:g} fps, {args.resolution}x{args.resolution}, actor {actor}")
+    render_in_blender(driven, actor, out, args.resolution, args.seconds, args.fps)
+    print(f"wrote {out / 'frames'}/*.png, {out / 'demo.gif'}, {out / 'demo_contact_sheet.png'}, {out / 'demo.blend'}")
+    return 0

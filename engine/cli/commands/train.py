@@ -1,0 +1,90 @@
+"""marionette train: learn an actor from a capture folder."""
+
+NAME = "train"
+HELP = "train a neural actor (bone Gaussians + decoder) on a capture folder"
+ORDER = 60
+DESCRIPTION = """Train a neural actor on a capture folder (images, masks, cameras, 3D joints; see
+'marionette make-capture'). Training uses the capture's train cameras and all frames
+except its held-out frames; held-out views are scored at the end.
+
+Example (CPU, about 20 minutes for a first look):
+  marionette train --capture captures/train8 -o actors/me --steps 1500 --resolution 128
+
+Continue later, or longer:
+  marionette train --capture captures/train8 -o actors/me --steps 4000 --resume
+
+Several GPUs (PyTorch DistributedDataParallel; --batch is per process):
+  torchrun --nproc_per_node 4 -m engine train --capture captures/train8 -o actors/me --device cuda
+
+Watch it: tensorboard --logdir actors/me/logs
+"""
+
+
+def add_arguments(p):
+    p.add_argument("--capture", required=True, metavar="DIR", help="capture folder (with capture.json)")
+    p.add_argument("-o", "--output", required=True, metavar="ACTOR_DIR", help="actor folder to write")
+    p.add_argument("--steps", type=int, default=2000, help="optimisation steps in total (default 2000)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="longer image side in pixels that training renders at (default: the capture's own)")
+    p.add_argument("--per-bone", type=int, default=4, metavar="K",
+                   help="Gaussians per bone, each with its own latent vector, placed in the bone's frame so front "
+                        "and back differ (default 4; 1 = the seed paper's one Gaussian per bone)")
+    p.add_argument("--no-colour-correction", action="store_true",
+                   help="do not learn a per-camera colour gain/offset (learned by default for real cameras; "
+                        "never applied at render time)")
+    p.add_argument("--batch", type=int, default=4, help="views per step (per process under torchrun; default 4)")
+    p.add_argument("--mode", choices=("transmittance", "rochette"), default="transmittance",
+                   help="renderer: front-to-back compositing (default) or the seed paper's soft weighting")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default auto")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue from the folder's latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start over in a non-empty actor folder")
+    p.add_argument("--log-dir", metavar="DIR", help="TensorBoard folder (default ACTOR_DIR/logs)")
+    p.add_argument("--lr", type=float, default=1e-3, help="decoder learning rate (default 1e-3)")
+    p.add_argument("--decoder", choices=("tiny", "small", "large"), default="small",
+                   help="decoder size: small = base 32 ch, 3 levels (CPU); large = base 64, 4 levels (GPU)")
+    p.add_argument("--upsample", type=int, choices=(1, 2), default=1,
+                   help="2: render the latent image at half resolution and let the decoder upsample (faster)")
+    p.add_argument("--latent-dim", type=int, default=16, help="latent channels per bone (default 16)")
+    p.add_argument("--checkpoint-every", type=int, default=250, metavar="N", help="steps between checkpoints")
+    p.add_argument("--max-minutes", type=float, metavar="M", help="stop (with a checkpoint) after M minutes")
+    p.add_argument("--perceptual-weights", metavar="FILE",
+                   help="VGG-16 safetensors for a perceptual loss (default $MARIONETTE_VGG_WEIGHTS; never downloaded)")
+    p.add_argument("--eval-views", type=int, default=16, metavar="N",
+                   help="held-out views per split scored at the end (0 to skip)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def effective_command(args) -> str:
+    """The command line with every option spelled out, so the provenance records what really ran."""
+    import shlex
+
+    parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
+    for opt in ("steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
+                "per_bone", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
+        value = getattr(args, opt)
+        if value is not None:
+            parts += ["--" + opt.replace("_", "-"), str(value)]
+    parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "no_colour_correction") if getattr(args, f)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run(args) -> int:
+    import json
+    import os
+
+    from engine.neural.actor.train import TrainConfig, train
+
+    cfg = TrainConfig(capture=args.capture, out=args.output, steps=args.steps, resolution=args.resolution,
+                      batch=args.batch, mode=args.mode, device=args.device, seed=args.seed, resume=args.resume,
+                      overwrite=args.overwrite, log_dir=args.log_dir, lr=args.lr, preset=args.decoder,
+                      upsample=args.upsample, latent_dim=args.latent_dim, checkpoint_every=args.checkpoint_every,
+                      max_minutes=args.max_minutes, perceptual_weights=args.perceptual_weights,
+                      eval_views=args.eval_views, threads=args.threads, progress=not args.quiet,
+                      per_bone=args.per_bone, colour_correction=not args.no_colour_correction,
+                      command=effective_command(args))
+    summary = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+        print(json.dumps({"actor": args.output, **summary}, indent=1))
+    return 0

@@ -1,0 +1,1 @@
+"""Motion of skeletons over time: resampling and retargeting onto armatures."""

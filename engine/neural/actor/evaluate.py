@@ -1,0 +1,146 @@
+"""Scoring an actor on the views it never saw (``marionette evaluate``).
+
+Splits (``engine.neural.actor.dataset.split_views``): ``novel_view`` = held-out cameras x
+training frames, ``novel_pose`` = training cameras x held-out frames, ``novel_both``
+= held-out cameras x held-out frames. Metrics per split and overall (mean over views):
+
+* ``psnr``: dB over the whole image, render and truth both composited over black
+  (render ``rgb * alpha``, truth ``rgb * mask``) — the usual masked-capture convention;
+* ``psnr_person``: dB over the truth mask's pixels only (straight colours), which
+  background pixels cannot inflate;
+* ``ssim``: mean SSIM (11x11 Gaussian window) of the composites over black;
+* ``mask_iou``: IoU of ``alpha > 0.5`` and ``mask > 0.5``;
+* ``lpips``: only when VGG+LPIPS weights are available locally (``MARIONETTE_VGG_WEIGHTS``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import MarionetteError
+from engine.neural.actor.losses import VGGPerceptual, find_perceptual_weights, mask_iou, psnr, ssim
+
+SPLITS = ("novel_view", "novel_pose", "novel_both")
+METRICS = ("psnr", "psnr_person", "ssim", "mask_iou")
+
+
+def _pick(views: list, n: int | None) -> list:
+    """``n`` views spread evenly over the list (deterministic), or all."""
+    if not n or len(views) <= n:
+        return views
+    idx = np.unique(np.linspace(0, len(views) - 1, n).round().astype(int))
+    return [views[i] for i in idx]
+
+
+@torch.no_grad()
+def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | None = 64, device=None,
+                   batch: int = 4, grid_path=None, progress: bool = False, splits=SPLITS) -> dict:
+    from engine.neural.actor.dataset import ViewSet, split_views
+
+    device = device or next(actor.parameters()).device
+    if cap.joint_set.name != actor.joint_set.name:
+        from engine.body.joint_sets import mapping_matrix
+
+        M = mapping_matrix(cap.joint_set, actor.joint_set)
+        missing = [actor.joint_set.names[j] for j in actor.needed_joints() if not (M[j] != 0).any()]
+        if missing:
+            raise MarionetteError(f"{cap.root / 'joints3d.npz'}: the capture's joints are {cap.joint_set.name} but the "
+                                  f"actor was trained on {actor.joint_set.name}; joints {missing} cannot be obtained")
+    lpips_net = None
+    wpath = find_perceptual_weights(None)
+    if wpath is not None:
+        net = VGGPerceptual(wpath).to(device)
+        lpips_net = net if net.is_lpips else None
+    if resolution is None:
+        res = getattr(actor, "training_resolution", None)  # [W, H] recorded by training
+        resolution = max(res) if res else None
+    result = {"splits": {}, "resolution": None, "lpips": "available" if lpips_net else
+              "skipped (no local LPIPS weights; set MARIONETTE_VGG_WEIGHTS)"}
+    all_rows: list[dict] = []
+    grid_rows = []
+    todo = [(s, _pick(split_views(cap, s), max_views)) for s in splits]
+    todo = [(s, v) for s, v in todo if v]
+    if not todo:
+        raise MarionetteError(f"{cap.root / 'capture.json'}: no held-out cameras or frames "
+                              "(fields 'heldout_cameras' and 'heldout_frames' are empty); nothing to evaluate on")
+    total = sum(len(v) for _, v in todo)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="evaluating", unit="view", dynamic_ncols=True)
+    try:
+        for split, views in todo:
+            ds = ViewSet(cap, views, resolution=resolution, joint_set=actor.joint_set)
+            rows = []
+            for start in range(0, len(ds), batch):
+                idx = list(range(start, min(len(ds), start + batch)))
+                groups = [idx] if ds.size is not None else [[i] for i in idx]
+                for g in groups:
+                    b = {k: v.to(device) for k, v in ds.batch(g).items()}
+                    H, W = b["rgb"].shape[-2:]
+                    out = actor(b["joints"], b["K"], b["R"], b["t"], H, W)
+                    rgb, alpha = out["rgb"].clamp(0, 1), out["alpha"].clamp(0, 1)
+                    truth, mask = b["rgb"], b["mask"]
+                    comp_r, comp_t = rgb * alpha, truth * mask
+                    m = (mask > 0.5).float()
+                    vals = {"psnr": psnr(comp_r, comp_t), "psnr_person": psnr(rgb, truth, m),
+                            "ssim": ssim(comp_r, comp_t), "mask_iou": mask_iou(alpha, mask)}
+                    if lpips_net is not None:
+                        vals["lpips"] = lpips_net(comp_r, comp_t)
+                    for i in range(len(g)):
+                        v = ds.views[g[i]]
+                        rows.append({"camera": v.camera, "frame": v.frame,
+                                     **{k: float(x[i]) for k, x in vals.items()}})
+                    if len(grid_rows) < 8 and (not grid_rows or grid_rows[-1][0] != split):
+                        grid_rows.append((split, truth[0], mask[0], rgb[0], alpha[0]))
+                    if bar:
+                        bar.update(len(g))
+            result["splits"][split] = _summary(rows)
+            result["resolution"] = list(ds.size) if ds.size else None
+            all_rows.extend(rows)
+    finally:
+        if bar:
+            bar.close()
+    result["overall"] = _summary(all_rows)
+    result["views"] = len(all_rows)
+    result["per_view"] = all_rows
+    if grid_path is not None:
+        write_grid(grid_path, grid_rows)
+        result["grid"] = str(grid_path)
+    return result
+
+
+def _summary(rows: list[dict]) -> dict:
+    if not rows:
+        return {}
+    keys = [k for k in rows[0] if k not in ("camera", "frame")]
+    s = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
+    s["views"] = len(rows)
+    return s
+
+
+def write_grid(path, rows) -> None:
+    """PNG grid, one row per (split) example: truth | render | |error| x 4, over mid-grey."""
+    from PIL import Image
+
+    if not rows:
+        return
+    tiles = []
+    for _, truth, mask, rgb, alpha in rows:
+        t = truth * mask + 0.5 * (1 - mask)
+        r = rgb * alpha + 0.5 * (1 - alpha)
+        e = ((t - r).abs() * 4).clamp(0, 1)
+        tiles.append(torch.cat([t, r, e], dim=2))
+    W = max(t.shape[2] for t in tiles)
+    tiles = [torch.nn.functional.pad(t, (0, W - t.shape[2])) for t in tiles]
+    img = torch.cat(tiles, dim=1).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    Image.fromarray((img * 255 + 0.5).astype(np.uint8)).save(tmp)
+    os.replace(tmp, path)

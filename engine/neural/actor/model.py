@@ -1,0 +1,209 @@
+"""The Actor: bone primitives + per-bone latent codes + background code + decoder.
+
+``Actor.forward(joints, K, R, t, height, width)`` renders a batch of frames:
+joints ``[B, J, 3]`` (metres, the actor's joint set), cameras ``K, R, t`` (OpenCV,
+``[B, 3, 3]``, ``[B, 3, 3]``, ``[B, 3]``) at the *output* resolution ``height x width``
+-> ``dict(rgb [B,3,H,W] straight sRGB 0..1, alpha [B,1,H,W], latent, latent_alpha, depth)``.
+
+The renderer (``engine.neural.render``) turns the bone Gaussians into a latent image at
+``1/upsample`` of the output resolution; the decoder reads that latent image plus
+the renderer's alpha and returns RGB and alpha. Everything an actor learns lives in
+its parameters: per-bone log-widths and log-densities (``primitives``), per-bone
+latent vectors (``codes``), the background latent (``background``), the actor code
+that conditions the decoder (``actor_code``) and the decoder weights.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from engine import MarionetteError
+from engine.neural.actor.decoder import Decoder, DecoderConfig
+from engine.body.joint_sets import JointSet, get_joint_set
+
+RENDER_MODES = ("transmittance", "rochette")
+
+
+@dataclass
+class ActorConfig:
+    joint_set: str = "BODY_25B"
+    latent_dim: int = 16
+    mode: str = "transmittance"
+    density: float = 30.0
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    # Gaussians per bone: 1 = one Gaussian on the bone (the seed paper's actor, format v1);
+    # k > 1 = k Gaussians in the bone's frame, each with its own latent vector
+    # (engine.render.primitives.SurfacePrimitives)
+    per_bone: int = 1
+    # training cameras with a learned colour correction (gain, offset per RGB channel) that
+    # absorbs exposure and white-balance differences between real cameras; render never applies it
+    colour_cameras: int = 0
+
+    def validate(self, where: str = "actor config") -> None:
+        get_joint_set(self.joint_set)
+        if self.mode not in RENDER_MODES:
+            raise MarionetteError(f"{where}: 'mode' must be one of {RENDER_MODES}, got {self.mode!r}")
+        if self.latent_dim < 1:
+            raise MarionetteError(f"{where}: 'latent_dim' must be positive, got {self.latent_dim}")
+        if self.decoder.in_channels != self.latent_dim + 1:
+            raise MarionetteError(f"{where}: decoder in_channels {self.decoder.in_channels} must be latent_dim + 1 "
+                                  f"= {self.latent_dim + 1}")
+        if not (0 <= int(self.colour_cameras) <= 4096):
+            raise MarionetteError(f"{where}: 'colour_cameras' must be between 0 and 4096, got {self.colour_cameras}")
+        if not (1 <= int(self.per_bone) <= 64):
+            raise MarionetteError(f"{where}: 'per_bone' must be between 1 and 64, got {self.per_bone}")
+        if not (self.density > 0 and math.isfinite(self.density)):
+            raise MarionetteError(f"{where}: 'density' must be positive, got {self.density}")
+        self.decoder.validate(f"{where}: decoder")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decoder"] = self.decoder.to_dict()
+        return d
+
+
+def make_config(joint_set: str, latent_dim: int = 16, mode: str = "transmittance", preset: str = "small",
+                upsample: int = 1, code_dim: int = 32, density: float = 30.0, per_bone: int = 1,
+                colour_cameras: int = 0) -> ActorConfig:
+    dec = DecoderConfig.preset(preset, in_channels=latent_dim + 1, upsample=upsample, code_dim=code_dim)
+    cfg = ActorConfig(joint_set=get_joint_set(joint_set).name, latent_dim=latent_dim, mode=mode,
+                      density=density, decoder=dec, per_bone=int(per_bone), colour_cameras=int(colour_cameras))
+    cfg.validate()
+    return cfg
+
+
+def latent_intrinsics(K: torch.Tensor, factor: int) -> torch.Tensor:
+    """K for an image ``factor`` times smaller (integer pixel centres): x' = (x + 0.5)/f - 0.5."""
+    if factor == 1:
+        return K
+    K2 = K.clone()
+    K2[..., 0, 0] = K[..., 0, 0] / factor
+    K2[..., 1, 1] = K[..., 1, 1] / factor
+    K2[..., 0, 1] = K[..., 0, 1] / factor
+    K2[..., 0, 2] = (K[..., 0, 2] + 0.5) / factor - 0.5
+    K2[..., 1, 2] = (K[..., 1, 2] + 0.5) / factor - 0.5
+    return K2
+
+
+class Actor(nn.Module):
+    def __init__(self, config: ActorConfig, seed: int | None = 0):
+        super().__init__()
+        from engine.neural.render.primitives import BonePrimitives, SurfacePrimitives
+
+        config.validate()
+        self.config = config
+        self.joint_set: JointSet = get_joint_set(config.joint_set)
+        n = len(self.joint_set.bones) * int(config.per_bone)  # one latent vector per primitive
+        gen = torch.Generator().manual_seed(int(seed or 0))
+        if config.per_bone == 1:
+            self.primitives = BonePrimitives(self.joint_set, density=config.density)
+        else:
+            self.primitives = SurfacePrimitives(self.joint_set, per_bone=config.per_bone, density=config.density)
+        # small random codes break the symmetry between bones; the decoder learns their meaning
+        self.codes = nn.Parameter(torch.randn(n, config.latent_dim, generator=gen) * 0.5)
+        self.background = nn.Parameter(torch.zeros(config.latent_dim))
+        # non-zero so the FiLM layers receive gradient from the first step
+        self.actor_code = nn.Parameter(torch.randn(config.decoder.code_dim, generator=gen))
+        self.decoder = Decoder(config.decoder)
+        if config.colour_cameras:
+            # [cameras, 2, 3]: log-gain and offset per RGB channel; zeros = identity
+            self.camera_colour = nn.Parameter(torch.zeros(int(config.colour_cameras), 2, 3))
+        self.decoder.to(memory_format=torch.channels_last)
+        self.backend: str | None = None  # renderer backend; None = engine default / env var
+
+    @property
+    def bones(self) -> list[tuple[int, int]]:
+        return self.joint_set.bones
+
+    @property
+    def upsample(self) -> int:
+        return self.config.decoder.upsample
+
+    def needed_joints(self) -> list[int]:
+        return sorted({j for bone in self.bones for j in bone})
+
+    def render_latent(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                      height: int, width: int):
+        from engine.neural.render.raycast import raycast
+
+        B = joints.shape[0]
+        g = self.primitives(joints)
+        return raycast(g["means"], g["precisions"], g["densities"].expand(B, -1), self.codes[None],
+                       self.background[None].expand(B, -1), K, R, t, height, width, mode=self.config.mode,
+                       backend=self.backend)
+
+    def forward(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                height: int, width: int) -> dict:
+        if joints.dim() != 3 or joints.shape[1:] != (self.joint_set.num_joints, 3):
+            raise MarionetteError(f"actor ({self.joint_set.name}): joints must be [B, {self.joint_set.num_joints}, 3], "
+                                  f"got {list(joints.shape)}")
+        s = self.upsample
+        lh, lw = -(-int(height) // s), -(-int(width) // s)  # ceil: crop the decoder output afterwards
+        latent, lat_alpha, depth = self.render_latent(joints, latent_intrinsics(K, s), R, t, lh, lw)
+        x = torch.cat([latent, lat_alpha], dim=1)
+        amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if x.device.type == "cuda"
+               else nullcontext())
+        with amp:
+            rgb, alpha = self.decoder(x, self.actor_code)
+        rgb = rgb[:, :, :height, :width].float()
+        alpha = alpha[:, :, :height, :width].float()
+        return dict(rgb=rgb, alpha=alpha, latent=latent, latent_alpha=lat_alpha, depth=depth)
+
+    def colour_correct(self, rgb: torch.Tensor, camera_index: torch.Tensor) -> torch.Tensor:
+        """Training only: the rendered rgb [B,3,H,W] as training camera ``camera_index`` [B] saw it."""
+        if not self.config.colour_cameras:
+            return rgb
+        cc = self.camera_colour[camera_index]                      # [B, 2, 3]
+        return rgb * cc[:, 0, :, None, None].exp() + cc[:, 1, :, None, None]
+
+    # ------------------------------------------------------------------ convenience
+    @torch.no_grad()
+    def render_frames(self, joints: np.ndarray, cameras, height: int | None = None, width: int | None = None,
+                      batch: int = 4, device=None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """Render numpy joints [T, J, 3] from one ``Camera`` or a list (one per frame).
+
+        Returns rgb [T, H, W, 3] and alpha [T, H, W] float32. Raises MarionetteError for
+        NaN joints the actor needs.
+        """
+        from engine.geometry.camera import Camera
+
+        joints = np.asarray(joints, dtype=np.float32)
+        check_joints(joints, self.joint_set, self.needed_joints())
+        cams = [cameras] * len(joints) if isinstance(cameras, Camera) else list(cameras)
+        if len(cams) != len(joints):
+            raise MarionetteError(f"render: {len(cams)} cameras for {len(joints)} frames")
+        device = device or next(self.parameters()).device
+        out_rgb, out_alpha = [], []
+        for start in range(0, len(joints), batch):
+            cs = cams[start:start + batch]
+            H = height or cs[0].height
+            W = width or cs[0].width
+            cs = [c if (c.width, c.height) == (W, H) else c.scaled(W / c.width) for c in cs]
+            K = torch.as_tensor(np.stack([c.K for c in cs]), dtype=torch.float32, device=device)
+            R = torch.as_tensor(np.stack([c.R for c in cs]), dtype=torch.float32, device=device)
+            t = torch.as_tensor(np.stack([c.t for c in cs]), dtype=torch.float32, device=device)
+            J = torch.as_tensor(np.nan_to_num(joints[start:start + batch]), device=device)
+            out = self(J, K, R, t, H, W)
+            out_rgb.append(out["rgb"].permute(0, 2, 3, 1).cpu().numpy())
+            out_alpha.append(out["alpha"][:, 0].cpu().numpy())
+            if progress is not None:
+                progress(len(cs))
+        return np.concatenate(out_rgb), np.concatenate(out_alpha)
+
+
+def check_joints(joints: np.ndarray, joint_set: JointSet, needed: list[int], where: str = "skeleton") -> None:
+    """Raise a clear error when a joint the actor's bones use is NaN/inf in some frame."""
+    bad = ~np.isfinite(joints[:, needed]).all(-1)  # [T, len(needed)]
+    if bad.any():
+        t, k = np.argwhere(bad)[0]
+        names = sorted({joint_set.names[needed[j]] for j in np.nonzero(bad.any(0))[0]})
+        raise MarionetteError(
+            f"{where}: joint {joint_set.names[needed[k]]!r} is missing (NaN) in frame {int(t)} "
+            f"({int(bad.any(1).sum())} frame(s) affected; joints: {', '.join(names)}); every bone the actor "
+            "renders needs both its joints — fill gaps (e.g. interpolate) or choose frames without them")

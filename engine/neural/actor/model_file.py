@@ -1,0 +1,219 @@
+"""Actor folders: ``ACTOR_DIR/actor.safetensors`` (tensors) + ``ACTOR_DIR/actor.json`` (everything else).
+
+``actor.json``::
+
+    {"format": "marionette.actor", "version": 1,
+     "joint_set": "BODY_25B", "bones": [[parent, child], ...], "bone_names": [...],
+     "widths": [...metres, informative copy of exp(primitives.log_widths)],
+     "latent_dim": 16, "mode": "transmittance", "density": 30.0,
+     "decoder": {"in_channels": 17, "base_channels": 32, "levels": 3, ...},
+     "tensors": {"file": "actor.safetensors", "bytes": N, "sha256": "...",
+                 "shapes": {"codes": [26, 16], ...}},
+     "training": {"capture": ..., "steps": ..., "seed": ..., "command": ..., "metrics": {...},
+                  "time_s": ..., "created": ...}}
+
+Writing is atomic per file and the tensor file goes first; the JSON records its size
+and SHA-256, so a truncated or swapped tensor file is detected on load. Nothing is
+ever pickled. Checkpoints (``engine.neural.actor.train``) use the same two-file layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import MarionetteError
+from engine.fileio import read_json, write_json_atomic
+from engine.neural.actor.decoder import DecoderConfig
+from engine.neural.actor.model import Actor, ActorConfig
+from engine.body.joint_sets import JointSet, get_joint_set
+
+ACTOR_FORMAT = "marionette.actor"
+ACTOR_VERSION = 2  # v2 adds several Gaussians per bone ('per_bone'); v1 actors (one per bone) still load
+READABLE_VERSIONS = (1, 2)
+TENSOR_FILE = "actor.safetensors"
+JSON_FILE = "actor.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> dict:
+    """Write a safetensors file atomically; returns {"file", "bytes", "sha256", "shapes"}."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    save_file(clean, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    info = {"file": path.name, "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp),
+            "shapes": {k: list(v.shape) for k, v in clean.items()}}
+    os.replace(tmp, path)
+    return info
+
+
+def read_tensors(path: Path, info: dict | None, where: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, checking size and hash against ``info`` (from the JSON) when given."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise MarionetteError(f"{path}: tensor file missing (referenced by {where})")
+    if info is not None:
+        size = path.stat().st_size
+        if "bytes" in info and size != int(info["bytes"]):
+            raise MarionetteError(f"{path}: file is {size} bytes but {where} says {info['bytes']} — the file is "
+                                  "truncated or was replaced; retrain or restore a good copy")
+        if "sha256" in info and sha256_file(path) != info["sha256"]:
+            raise MarionetteError(f"{path}: contents do not match the SHA-256 recorded in {where} — the file is "
+                                  "corrupted or belongs to another actor")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise MarionetteError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def write_json(path: Path, doc: dict) -> None:
+    write_json_atomic(path, doc, default=_json_default)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def actor_header(actor: Actor) -> dict:
+    cfg = actor.config
+    js = actor.joint_set
+    return {
+        # one-Gaussian-per-bone actors stay version 1 so older Marionettes keep reading them
+        "format": ACTOR_FORMAT, "version": ACTOR_VERSION if (cfg.per_bone > 1 or cfg.colour_cameras) else 1,
+        "joint_set": js.name, "bones": [list(b) for b in js.bones], "bone_names": js.bone_names,
+        "widths": [round(float(w), 6) for w in actor.primitives.widths().detach().cpu()],
+        "latent_dim": cfg.latent_dim, "mode": cfg.mode, "density": cfg.density,
+        "decoder": cfg.decoder.to_dict(), "per_bone": cfg.per_bone, "colour_cameras": cfg.colour_cameras,
+    }
+
+
+def save_actor(actor_dir, actor: Actor, training: dict | None = None) -> Path:
+    """Write ``actor_dir/actor.safetensors`` then ``actor_dir/actor.json`` (each atomically)."""
+    actor_dir = Path(actor_dir)
+    actor_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in actor.state_dict().items()}
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise MarionetteError(f"actor: parameter {k!r} contains NaN/inf; refusing to save a broken actor")
+    doc = actor_header(actor)
+    doc["tensors"] = write_tensors(actor_dir / TENSOR_FILE, state, {"format": ACTOR_FORMAT})
+    doc["training"] = dict(training or {})
+    doc["training"].setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    write_json(actor_dir / JSON_FILE, doc)
+    return actor_dir
+
+
+def config_from_header(doc: dict, where: str) -> ActorConfig:
+    """Validate the model part of an actor/checkpoint JSON and build its ActorConfig."""
+    fmt = doc.get("format")
+    if fmt != ACTOR_FORMAT:
+        raise MarionetteError(f"{where}: field 'format' is {fmt!r}, expected {ACTOR_FORMAT!r} (not an actor file)")
+    version = doc.get("version")
+    if not isinstance(version, int):
+        raise MarionetteError(f"{where}: field 'version' must be an integer, got {version!r}")
+    if version not in READABLE_VERSIONS:
+        newer = "newer" if version > ACTOR_VERSION else "older"
+        raise MarionetteError(f"{where}: actor file version {version} is {newer} than the versions this Marionette "
+                              f"reads ({', '.join(map(str, READABLE_VERSIONS))}); use a matching Marionette or "
+                              "retrain the actor")
+    for key in ("per_bone", "colour_cameras"):
+        if version < 2 and doc.get(key, 1 if key == "per_bone" else 0) != (1 if key == "per_bone" else 0):
+            raise MarionetteError(f"{where}: field {key!r} needs actor file version 2, the file says {version}")
+    for key in ("joint_set", "bones", "latent_dim", "mode", "decoder"):
+        if key not in doc:
+            raise MarionetteError(f"{where}: missing field {key!r}")
+    try:
+        js = get_joint_set(str(doc["joint_set"]))
+    except MarionetteError as exc:
+        raise MarionetteError(f"{where}: field 'joint_set': {exc}") from None
+    if [list(map(int, b)) for b in doc["bones"]] != [list(b) for b in js.bones]:
+        raise MarionetteError(f"{where}: field 'bones' does not match the bones of joint set {js.name} in this "
+                              "Marionette (the actor was made with a different joint-set definition)")
+    try:
+        cfg = ActorConfig(joint_set=js.name, latent_dim=int(doc["latent_dim"]), mode=str(doc["mode"]),
+                          density=float(doc.get("density", 30.0)), per_bone=int(doc.get("per_bone", 1)),
+                          colour_cameras=int(doc.get("colour_cameras", 0)),
+                          decoder=DecoderConfig.from_dict(doc["decoder"], f"{where}: field 'decoder'"))
+    except (TypeError, ValueError) as exc:
+        raise MarionetteError(f"{where}: bad field value ({exc})") from None
+    try:
+        cfg.validate(where)
+    except MarionetteError as exc:
+        raise MarionetteError(str(exc)) from None
+    return cfg
+
+
+def load_state_checked(actor: Actor, state: dict[str, torch.Tensor], where: str, shapes: dict | None) -> None:
+    expected = actor.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise MarionetteError(f"{where}: tensors do not match the actor described by its JSON "
+                              f"(missing {missing[:5]}, unexpected {extra[:5]})")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise MarionetteError(f"{where}: tensor {k!r} has shape {list(state[k].shape)}, the JSON's configuration "
+                                  f"needs {list(v.shape)}")
+        if shapes is not None and k in shapes and list(shapes[k]) != list(state[k].shape):
+            raise MarionetteError(f"{where}: tensor {k!r} has shape {list(state[k].shape)} but the JSON records "
+                                  f"{shapes[k]}")
+        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            raise MarionetteError(f"{where}: tensor {k!r} contains NaN/inf")
+    actor.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()})
+
+
+def load_actor(actor_dir, joint_set: JointSet | str | None = None, device="cpu") -> tuple[Actor, dict]:
+    """Load and validate an actor folder -> (Actor in eval mode, its JSON).
+
+    ``joint_set``: when given, the actor must have been trained for that joint set.
+    """
+    actor_dir = Path(actor_dir)
+    if actor_dir.is_file() and actor_dir.name in (JSON_FILE, TENSOR_FILE):
+        actor_dir = actor_dir.parent
+    if not actor_dir.is_dir():
+        raise MarionetteError(f"{actor_dir}: actor folder not found (expected a folder with {JSON_FILE} and "
+                              f"{TENSOR_FILE}, as written by 'marionette train')")
+    json_path = actor_dir / JSON_FILE
+    doc = read_json(json_path, "actor description")
+    cfg = config_from_header(doc, str(json_path))
+    if joint_set is not None:
+        want = get_joint_set(joint_set) if isinstance(joint_set, str) else joint_set
+        if want.name != cfg.joint_set:
+            raise MarionetteError(f"{json_path}: the actor was trained for joint set {cfg.joint_set}, not {want.name}")
+    info = doc.get("tensors")
+    if not isinstance(info, dict):
+        raise MarionetteError(f"{json_path}: missing field 'tensors' (size, hash and shapes of {TENSOR_FILE})")
+    state = read_tensors(actor_dir / str(info.get("file", TENSOR_FILE)), info, str(json_path))
+    actor = Actor(cfg)
+    load_state_checked(actor, state, str(actor_dir / TENSOR_FILE), info.get("shapes"))
+    res = doc.get("training", {}).get("resolution") if isinstance(doc.get("training"), dict) else None
+    actor.training_resolution = res if isinstance(res, list) and len(res) == 2 else None  # [W, H]
+    actor.to(device)
+    actor.eval()
+    return actor, doc

@@ -1,0 +1,534 @@
+"""Training an actor on a capture folder (``marionette train``).
+
+One process by default; under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment)
+it becomes DistributedDataParallel with a ``DistributedSampler`` — PyTorch's own
+engine, so gradients are averaged across processes/GPUs and only rank 0 writes files.
+
+Files in ``ACTOR_DIR``::
+
+    actor.json, actor.safetensors          the latest good actor (rewritten at every checkpoint)
+    checkpoints/step-NNNNNN/               checkpoint.json + checkpoint.safetensors (model, Adam
+                                           state flattened to tensors by key, RNG state)
+    checkpoints/latest.json                which checkpoint --resume continues from
+    logs/                                  TensorBoard event files (when tensorboard is installed)
+
+A checkpoint folder is written under a temporary name and renamed when complete,
+then ``latest.json`` is replaced atomically, then older checkpoints are pruned — so
+an interruption at any moment leaves the previous checkpoint usable. A NaN/inf loss,
+gradient or parameter stops training with a clear message and writes nothing, so
+the last good checkpoint and actor stay in place.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import MarionetteError
+from engine.neural.actor import model_file as mf
+from engine.neural.actor.losses import ActorLoss, VGGPerceptual, find_perceptual_weights
+from engine.neural.actor.model import RENDER_MODES, Actor, make_config
+
+CHECKPOINT_FORMAT = "marionette.actor-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    capture: str
+    out: str
+    steps: int = 2000
+    resolution: int | None = None  # None: the capture's own resolution
+    batch: int = 4
+    mode: str = "transmittance"
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    log_dir: str | None = None
+    lr: float = 1e-3
+    preset: str = "small"
+    upsample: int = 1
+    latent_dim: int = 16
+    per_bone: int = 4  # Gaussians per bone (1 = the seed paper's one-Gaussian-per-bone actor)
+    colour_correction: bool = True  # learn per-training-camera gain/offset (never applied at render)
+    checkpoint_every: int = 250
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    perceptual_weights: str | None = None
+    max_minutes: float | None = None
+    eval_views: int = 16  # held-out views scored at the end (0: skip)
+    threads: int | None = None
+    command: str = ""
+    progress: bool = True
+
+    def colour_cameras_enabled(self) -> bool:
+        return bool(self.colour_correction)
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise MarionetteError(f"--steps must be at least 1, got {self.steps}")
+        if self.batch < 1:
+            raise MarionetteError(f"--batch must be at least 1, got {self.batch}")
+        if self.resolution is not None and self.resolution < 16:
+            raise MarionetteError(f"--resolution must be at least 16 pixels, got {self.resolution}")
+        if self.mode not in RENDER_MODES:
+            raise MarionetteError(f"--mode must be one of {RENDER_MODES}, got {self.mode!r}")
+        if self.upsample not in (1, 2):
+            raise MarionetteError(f"--upsample must be 1 or 2, got {self.upsample}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise MarionetteError(f"--lr must be a positive number, got {self.lr}")
+        if not (1 <= self.per_bone <= 64):
+            raise MarionetteError(f"--per-bone must be between 1 and 64, got {self.per_bone}")
+        if self.checkpoint_every < 1:
+            raise MarionetteError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+
+
+class NonFiniteError(MarionetteError):
+    pass
+
+
+# ---------------------------------------------------------------------------- devices / DDP
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise MarionetteError("--device cuda: no CUDA GPU is visible to PyTorch (is a CUDA build of torch "
+                                  "installed?); use --device cpu or auto")
+        return torch.device("cuda", local_rank)
+    if name == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise MarionetteError("--device mps: Apple Metal is not available; use --device cpu or auto")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise MarionetteError(f"--device must be auto, cpu, cuda or mps, got {name!r}")
+
+
+@dataclass
+class Dist:
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Dist:
+    """Join the torchrun process group when launched by torchrun, else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(world=dist.get_world_size(), rank=dist.get_rank(), local_rank=local)
+
+
+def _all_true(flag: bool, d: Dist, device) -> bool:
+    if not d.enabled:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
+
+
+def _broadcast_flag(flag: bool, d: Dist, device) -> bool:
+    if not d.enabled:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item() > 0.5)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _param_names(model: torch.nn.Module) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def optimizer_tensors(model, opt) -> tuple[dict, list]:
+    """Adam state flattened to ``optim.<param name>.<key>`` tensors, and the param groups without params."""
+    names = _param_names(model)
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{names[idx]}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"param_names": [names[i] for i in g["params"]]}
+              for g in sd["param_groups"]]
+    return tensors, groups
+
+
+def load_optimizer_tensors(model, opt, tensors: dict, groups: list, where: str) -> None:
+    names = _param_names(model)
+    index = {n: i for i, n in enumerate(names)}
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if not key.startswith("optim."):
+            continue
+        pname, _, skey = key[len("optim."):].rpartition(".")
+        if pname not in index:
+            raise MarionetteError(f"{where}: optimizer state for unknown parameter {pname!r}")
+        state.setdefault(index[pname], {})[skey] = value
+    cur = opt.state_dict()["param_groups"]
+    if len(groups) != len(cur):
+        raise MarionetteError(f"{where}: optimizer has {len(groups)} parameter groups, expected {len(cur)}")
+    new_groups = []
+    for g, c in zip(groups, cur):
+        pn = g.get("param_names", [])
+        if [index.get(n) for n in pn] != c["params"]:
+            raise MarionetteError(f"{where}: optimizer parameter groups do not match this model")
+        new_groups.append({k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "param_names"}
+                          | {"params": c["params"]})
+    opt.load_state_dict({"state": state, "param_groups": new_groups})
+
+
+def save_checkpoint(out: Path, actor: Actor, opt, step: int, train_doc: dict, keep: int = 2) -> Path:
+    ckdir = out / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}"
+    final = ckdir / name
+    tmp = ckdir / (name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    tensors = {f"model.{k}": v for k, v in actor.state_dict().items()}
+    opt_t, groups = optimizer_tensors(actor, opt)
+    tensors.update(opt_t)
+    tensors["rng.torch"] = torch.get_rng_state()
+    doc = mf.actor_header(actor)
+    doc["checkpoint"] = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
+                         "param_groups": groups}
+    doc["tensors"] = mf.write_tensors(tmp / "checkpoint.safetensors", tensors, {"format": CHECKPOINT_FORMAT})
+    doc["training"] = train_doc
+    mf.write_json(tmp / "checkpoint.json", doc)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    mf.write_json(ckdir / "latest.json", {"checkpoint": name, "step": step})
+    # prune: keep the newest `keep` complete checkpoints (never the one just written)
+    done = sorted(p for p in ckdir.iterdir() if p.is_dir() and p.name.startswith("step-")
+                  and not p.name.endswith(".tmp"))
+    for old in done[:-max(1, keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    ptr = out / "checkpoints" / "latest.json"
+    if not ptr.is_file():
+        return None
+    doc = mf.read_json(ptr, "checkpoint pointer")
+    path = out / "checkpoints" / str(doc.get("checkpoint", ""))
+    if not (path / "checkpoint.json").is_file():
+        raise MarionetteError(f"{ptr}: points to {path}, which is missing or incomplete")
+    return path
+
+
+def load_checkpoint(path: Path, actor: Actor, opt) -> dict:
+    where = str(path / "checkpoint.json")
+    doc = mf.read_json(path / "checkpoint.json", "checkpoint description")
+    ck = doc.get("checkpoint", {})
+    if ck.get("format") != CHECKPOINT_FORMAT or ck.get("version") != CHECKPOINT_VERSION:
+        raise MarionetteError(f"{where}: not a version-{CHECKPOINT_VERSION} Marionette training checkpoint")
+    cfg = mf.config_from_header(doc, where)
+    if cfg.to_dict() != actor.config.to_dict():
+        raise MarionetteError(f"{where}: the checkpoint was made with a different actor configuration "
+                              f"({cfg.to_dict()}) than requested ({actor.config.to_dict()}); resume with the same "
+                              "--mode/--latent-dim/--decoder/--upsample or start a new folder")
+    tensors = mf.read_tensors(path / "checkpoint.safetensors", doc.get("tensors"), where)
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    mf.load_state_checked(actor, model_state, str(path / "checkpoint.safetensors"), None)
+    load_optimizer_tensors(actor, opt, tensors, ck.get("param_groups", []), where)
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
+    return doc
+
+
+# ---------------------------------------------------------------------------- training
+def _param_groups(actor: Actor, lr: float) -> list[dict]:
+    # widths/densities live in log space: a smaller step keeps the bones from collapsing early
+    groups = [
+        {"params": list(actor.decoder.parameters()) + [actor.actor_code], "lr": lr, "name": "decoder"},
+        {"params": [actor.codes, actor.background], "lr": lr * 5, "name": "codes"},
+        {"params": list(actor.primitives.parameters()), "lr": lr * 0.5, "name": "primitives"},
+    ]
+    if actor.config.colour_cameras:
+        groups.append({"params": [actor.camera_colour], "lr": lr, "name": "camera_colour"})
+    return groups
+
+
+def capture_resolution(cap) -> int:
+    """The capture's own image size (longer side), the default training resolution."""
+    res = cap.meta.get("resolution")
+    if isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and v > 0 for v in res):
+        return int(max(res))
+    return int(max(max(c.width, c.height) for c in cap.cameras))
+
+
+def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))  # cosine to 10%
+
+
+def _image_grid(rgb, alpha, truth, mask, n: int = 2) -> torch.Tensor:
+    """[3, H*n, W*3]: truth | render | |error|x4, composited over mid-grey."""
+    rows = []
+    grey = 0.5
+    for i in range(min(n, rgb.shape[0])):
+        t = truth[i] * mask[i] + grey * (1 - mask[i])
+        r = rgb[i] * alpha[i] + grey * (1 - alpha[i])
+        e = ((t - r).abs() * 4).clamp(0, 1)
+        rows.append(torch.cat([t, r, e], dim=2))
+    return torch.cat(rows, dim=1).clamp(0, 1).detach().cpu()
+
+
+def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
+    """Train (or resume) an actor; returns a summary dict. ``_poison_step`` is a test hook that makes the
+    loss NaN at that step, to exercise the NaN guard."""
+    from engine.neural.actor.dataset import ViewSet, check_trainable_frames, open_capture, split_views
+
+    cfg.validate()
+    t_start = time.time()
+    d = init_distributed(cfg.device)
+    device = resolve_device(cfg.device, d.local_rank)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    out = Path(cfg.out)
+    if d.main:
+        _prepare_out(out, cfg)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    cap = open_capture(cfg.capture)
+    if cfg.resolution is None:
+        cfg.resolution = capture_resolution(cap)
+    views = split_views(cap, "train")
+    check_trainable_frames(cap, cap.joint_set, sorted({v.frame for v in views}))
+    bar = _bar(cfg, d, len(views), "loading views")
+    ds = ViewSet(cap, views, resolution=cfg.resolution, progress=(bar.update if bar else None))
+    if bar:
+        bar.close()
+    if ds.size is None and cfg.batch > 1:
+        raise MarionetteError(f"{cap.root}: cameras differ in aspect ratio, so views have different sizes; "
+                              "use --batch 1")
+
+    acfg = make_config(cap.joint_set.name, latent_dim=cfg.latent_dim, mode=cfg.mode, preset=cfg.preset,
+                       upsample=cfg.upsample, per_bone=cfg.per_bone,
+                       colour_cameras=len(cap.train_cameras) if cfg.colour_cameras_enabled() else 0)
+    actor = Actor(acfg, seed=cfg.seed).to(device)
+    opt = torch.optim.Adam(_param_groups(actor, cfg.lr), betas=(0.9, 0.99))
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    perceptual = None
+    wpath = find_perceptual_weights(cfg.perceptual_weights)
+    if wpath is not None:
+        perceptual = VGGPerceptual(wpath).to(device)
+    loss_fn = ActorLoss(perceptual=perceptual)
+
+    start_step = 0
+    prev_elapsed = 0.0
+    history: list[dict] = []  # earlier runs of this actor (provenance survives --resume)
+    if cfg.resume:
+        ck = latest_checkpoint(out)
+        if ck is None:
+            raise MarionetteError(f"{out}: --resume given but there is no checkpoint in {out / 'checkpoints'}")
+        doc = load_checkpoint(ck, actor, opt)
+        start_step = int(doc["checkpoint"]["step"])
+        prev = doc.get("training", {}) if isinstance(doc.get("training"), dict) else {}
+        prev_elapsed = float(prev.get("time_s", 0.0))
+        history = list(prev.get("previous_runs", [])) + [
+            {"command": prev.get("command"), "until_step": start_step, "time_s": prev.get("time_s"),
+             "device": prev.get("device")}]
+        if start_step >= cfg.steps:
+            if d.main:
+                print(f"{ck}: already at step {start_step} >= --steps {cfg.steps}; nothing to do", file=sys.stderr)
+            return {"steps": start_step, "resumed_from": start_step}
+
+    model = actor
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(actor, device_ids=[device.index] if device.type == "cuda" else None)
+    from torch.utils.data.distributed import DistributedSampler
+
+    # the same sampler with one replica gives the single-process order, so runs are reproducible either way
+    sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    batch = min(cfg.batch, max(1, len(sampler)))
+    per_epoch = max(1, len(sampler) // batch)
+
+    writer = _tensorboard(cfg, out) if d.main else None
+    H, W = ds.size[1], ds.size[0]
+    train_doc = _train_doc(cfg, cap, d, device, H, W)
+    if history:
+        train_doc["previous_runs"] = history
+    bar = _bar(cfg, d, cfg.steps, "training", initial=start_step)
+    recent: list[tuple[float, float]] = []
+    last_ck_step = start_step if cfg.resume else None
+    step = start_step
+    stopped_for_time = False
+    try:
+        while step < cfg.steps:
+            epoch, offset = divmod(step, per_epoch)
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+            idx = order[offset * batch:(offset + 1) * batch]
+            b = {k: v.to(device, non_blocking=True) for k, v in ds.batch(idx).items()}
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * _lr_factor(step, cfg.steps)
+            res = model(b["joints"], b["K"], b["R"], b["t"], H, W)
+            rgb = actor.colour_correct(res["rgb"], b["camera_index"].clamp_min(0))
+            parts = loss_fn(rgb, res["alpha"], b["rgb"], b["mask"])
+            if actor.config.colour_cameras:
+                # keep the corrections small: the decoder, not the cameras, should explain the person
+                parts["loss"] = parts["loss"] + 1e-2 * actor.camera_colour.pow(2).mean()
+            loss = parts["loss"]
+            if _poison_step is not None and step == _poison_step:
+                loss = loss * float("nan")
+            if not _all_true(bool(torch.isfinite(loss)), d, device):
+                raise NonFiniteError(_nan_message(out, step, "the loss", last_ck_step))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(actor.parameters(), 1.0)
+            if not _all_true(bool(torch.isfinite(gnorm)), d, device):
+                raise NonFiniteError(_nan_message(out, step, "the gradients", last_ck_step))
+            opt.step()
+            if not all(bool(torch.isfinite(p).all()) for p in actor.parameters()):
+                raise NonFiniteError(_nan_message(out, step, "the parameters", last_ck_step))
+            step += 1
+            recent = (recent + [(float(loss.detach()), float(parts["psnr"]))])[-50:]
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", psnr=f"{float(parts['psnr']):.2f}")
+            if writer is not None and (step % cfg.log_every == 0 or step == cfg.steps):
+                for k, v in parts.items():
+                    writer.add_scalar(f"train/{k}", float(v.detach()), step)
+                writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
+                writer.add_scalar("train/mean_width_m", float(actor.primitives.widths().detach().mean()), step)
+            out_of_time = cfg.max_minutes is not None and (time.time() - t_start) > cfg.max_minutes * 60
+            stopped_for_time = _broadcast_flag(out_of_time, d, device)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_for_time:
+                train_doc.update(steps=step, time_s=round(prev_elapsed + time.time() - t_start, 1),
+                                 metrics={"train_loss": _mean(recent, 0), "train_psnr": _mean(recent, 1)})
+                if d.main:
+                    save_checkpoint(out, actor, opt, step, dict(train_doc), keep=cfg.keep_checkpoints)
+                    mf.save_actor(out, actor, dict(train_doc))
+                    if writer is not None:
+                        writer.add_image("train/truth|render|error",
+                                         _image_grid(res["rgb"], res["alpha"], b["rgb"], b["mask"]), step)
+                        writer.flush()
+                last_ck_step = step
+            if stopped_for_time:
+                break
+    finally:
+        if bar:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    summary = {"steps": step, "time_s": round(time.time() - t_start, 1), "train_loss": _mean(recent, 0),
+               "train_psnr": _mean(recent, 1), "stopped_for_time": stopped_for_time}
+    if d.main and cfg.eval_views > 0 and (cap.heldout_cameras or cap.heldout_frames):
+        from engine.neural.actor.evaluate import evaluate_actor
+
+        actor.eval()
+        ev = evaluate_actor(actor, cap, resolution=cfg.resolution, max_views=cfg.eval_views, device=device,
+                            progress=cfg.progress)
+        train_doc["metrics"] = {**train_doc.get("metrics", {}), "heldout": ev["overall"],
+                                "heldout_views": ev["views"]}
+        train_doc.update(steps=step, time_s=round(prev_elapsed + time.time() - t_start, 1))
+        mf.save_actor(out, actor, dict(train_doc))
+        summary["heldout"] = ev["overall"]
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return summary
+
+
+def _mean(rows, i):
+    return round(float(np.mean([r[i] for r in rows])), 5) if rows else None
+
+
+def _nan_message(out: Path, step: int, what: str, last: int | None) -> str:
+    keep = (f"the last good checkpoint (step {last}) and actor are kept in {out}; continue with --resume, "
+            "perhaps with a lower --lr" if last is not None else
+            "no checkpoint had been written yet (first one at --checkpoint-every); nothing was saved")
+    return f"training stopped at step {step}: {what} became NaN or infinite; {keep}"
+
+
+def _prepare_out(out: Path, cfg: TrainConfig) -> None:
+    if out.exists() and not out.is_dir():
+        raise MarionetteError(f"{out}: exists and is not a folder")
+    has_content = out.is_dir() and any(out.iterdir())
+    if has_content and not cfg.resume:
+        if not cfg.overwrite:
+            raise MarionetteError(f"{out}: folder exists and is not empty; pass --resume to continue its training, "
+                                  "--overwrite to start over, or choose another folder")
+        for name in ("checkpoints", mf.JSON_FILE, mf.TENSOR_FILE, "logs"):
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MarionetteError(f"{out}: cannot create the actor folder ({exc.strerror})") from None
+
+
+def _train_doc(cfg: TrainConfig, cap, d: Dist, device, H: int, W: int) -> dict:
+    return {
+        "capture": str(Path(cap.root).resolve()), "capture_generator": cap.meta.get("generator"),
+        "train_cameras": cap.train_cameras, "heldout_cameras": cap.heldout_cameras,
+        "heldout_frames": cap.heldout_frames, "resolution": [W, H], "seed": cfg.seed,
+        "command": cfg.command or " ".join(sys.argv), "config": {k: v for k, v in asdict(cfg).items()
+                                                               if k not in ("command", "progress")},
+        "device": str(device), "world_size": d.world, "torch": torch.__version__, "steps": 0,
+    }
+
+
+def _bar(cfg: TrainConfig, d: Dist, total: int, desc: str, initial: int = 0):
+    if not (cfg.progress and d.main):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step" if desc == "training" else "view",
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def _tensorboard(cfg: TrainConfig, out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: training works without it
+        return None
+    return SummaryWriter(log_dir=str(cfg.log_dir or (out / "logs")))

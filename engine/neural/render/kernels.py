@@ -1,0 +1,118 @@
+"""Compiled kernels of the raycast op (``cuda_ext/`` -> the ``marionette_kernels`` package).
+
+Importing this module never fails: when the extension is not installed (or its shared library
+does not load) ``available()`` is False and ``engine.neural.render.raycast`` keeps using the PyTorch
+reference.  When it is installed, this module registers, for the torch operators
+``marionette::raycast_fwd`` / ``marionette::raycast_bwd`` defined in C++:
+
+* a fake (meta) kernel for each, so they trace under ``torch.compile(fullgraph=True)``;
+* autograd for ``raycast_fwd`` (its backward is ``raycast_bwd``), differentiable w.r.t.
+  means, precisions, densities, features and background (not the camera).
+
+    from engine.neural.render import kernels
+    if kernels.available(means.device):
+        latent, alpha, depth = kernels.raycast_kernel(means, precisions, densities, features,
+                                                      background, K, R, t, 256, 256)
+
+Shapes are those of ``engine.neural.render.raycast.raycast`` (features must be [B, N, C] or [1, N, C]).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine import MarionetteError
+
+MODE_IDS = {"transmittance": 0, "rochette": 1}
+
+try:  # the compiled extension is optional
+    import marionette_kernels as _ext
+    IMPORT_ERROR: Exception | None = None
+except Exception as exc:  # ImportError, or OSError from a library built against another torch
+    _ext = None
+    IMPORT_ERROR = exc
+
+
+def _device_types() -> frozenset:
+    # Queried once at import: the dispatcher lookup is not traceable by torch.compile.
+    if _ext is None:
+        return frozenset()
+    try:
+        return frozenset(d for d in ("cpu", "cuda") if _ext.has_device(d))
+    except Exception:
+        return frozenset()
+
+
+_DEVICE_TYPES = _device_types()
+
+
+def available(device=None) -> bool:
+    """Whether the compiled kernels can run on ``device`` (default CPU)."""
+    if _ext is None:
+        return False
+    device = torch.device("cpu" if device is None else device)
+    return device.type in _DEVICE_TYPES
+
+
+def unavailable_reason() -> str:
+    """Why ``available()`` is False on CPU (for messages and test skips)."""
+    if _ext is None:
+        return f"marionette_kernels is not installed or failed to load ({IMPORT_ERROR!r}); " \
+               "build it with: pip install --no-build-isolation ./cuda_ext"
+    return ""
+
+
+if _ext is not None:
+
+    @torch.library.register_fake("marionette::raycast_fwd")
+    def _raycast_fwd_fake(means, precisions, densities, features, background, K, R, t, height, width, mode):
+        B, C = means.shape[0], features.shape[2]
+        return (means.new_empty((B, C, height, width)), means.new_empty((B, 1, height, width)),
+                means.new_empty((B, 1, height, width)))
+
+    @torch.library.register_fake("marionette::raycast_bwd")
+    def _raycast_bwd_fake(grad_latent, grad_alpha, grad_depth, means, precisions, densities, features, background,
+                          K, R, t, height, width, mode):
+        return (torch.empty_like(means), torch.empty_like(precisions), torch.empty_like(densities),
+                torch.empty_like(features), torch.empty_like(background))
+
+    def _setup_context(ctx, inputs, output):
+        means, precisions, densities, features, background, K, R, t, height, width, mode = inputs
+        ctx.save_for_backward(means, precisions, densities, features, background, K, R, t)
+        ctx.height, ctx.width, ctx.mode = height, width, mode
+
+    def _backward(ctx, grad_latent, grad_alpha, grad_depth):
+        means, precisions, densities, features, background, K, R, t = ctx.saved_tensors
+        B, C, H, W = means.shape[0], features.shape[2], ctx.height, ctx.width
+        if grad_latent is None:
+            grad_latent = means.new_zeros((B, C, H, W))
+        if grad_alpha is None:
+            grad_alpha = means.new_zeros((B, 1, H, W))
+        if grad_depth is None:
+            grad_depth = means.new_zeros((B, 1, H, W))
+        grads = torch.ops.marionette.raycast_bwd(grad_latent, grad_alpha, grad_depth, means, precisions, densities,
+                                                 features, background, K, R, t, ctx.height, ctx.width, ctx.mode)
+        return (*grads, None, None, None, None, None, None)
+
+    torch.library.register_autograd("marionette::raycast_fwd", _backward, setup_context=_setup_context)
+
+
+def raycast_kernel(means, precisions, densities, features, background, K, R, t, height: int, width: int,
+                   mode: str = "transmittance"):
+    """The raycast op on the compiled kernels -> (latent [B,C,H,W], alpha [B,1,H,W], depth [B,1,H,W]).
+
+    Same arguments and results as ``engine.neural.render.raycast.raycast_reference`` without ``ray_dirs``
+    (pinhole cameras only).  K, R, t are cast to the dtype of ``means``.
+    """
+    if _ext is None:
+        raise MarionetteError("renderer kernels: " + unavailable_reason())
+    if mode not in MODE_IDS:
+        raise MarionetteError(f"renderer kernels: mode must be one of {tuple(MODE_IDS)}, got {mode!r}")
+    if not available(means.device):
+        raise MarionetteError(f"renderer kernels: marionette_kernels was built without support for {means.device}")
+    dtype = means.dtype
+    if features.dim() == 3 and features.shape[0] == 1 and means.shape[0] != 1:
+        features = features.expand(means.shape[0], -1, -1)
+    return torch.ops.marionette.raycast_fwd(means, precisions, densities.to(dtype), features.to(dtype),
+                                            background.to(dtype), K.to(dtype), R.to(dtype), t.to(dtype),
+                                            int(height), int(width), MODE_IDS[mode])
