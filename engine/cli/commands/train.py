@@ -48,6 +48,9 @@ def add_arguments(p):
     p.add_argument("--latent-dim", type=int, default=16, help="latent channels per bone (default 16)")
     p.add_argument("--checkpoint-every", type=int, default=250, metavar="N", help="steps between checkpoints")
     p.add_argument("--max-minutes", type=float, metavar="M", help="stop (with a checkpoint) after M minutes")
+    p.add_argument("--snapshot-minutes", type=float, nargs="*", default=[], metavar="M",
+                   help="also save the actor to ACTOR_DIR/snapshots/<M>min/ after M minutes of training "
+                        "(for learning curves, e.g. 5 15 30)")
     p.add_argument("--perceptual-weights", metavar="FILE",
                    help="VGG-16 safetensors for a perceptual loss (default $MARIONETTE_VGG_WEIGHTS; never downloaded)")
     p.add_argument("--eval-views", type=int, default=16, metavar="N",
@@ -66,6 +69,8 @@ def effective_command(args) -> str:
         value = getattr(args, opt)
         if value is not None:
             parts += ["--" + opt.replace("_", "-"), str(value)]
+    if args.snapshot_minutes:
+        parts += ["--snapshot-minutes"] + [f"{m:g}" for m in args.snapshot_minutes]
     parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "no_colour_correction") if getattr(args, f)]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -83,6 +88,7 @@ def run(args) -> int:
                       max_minutes=args.max_minutes, perceptual_weights=args.perceptual_weights,
                       eval_views=args.eval_views, threads=args.threads, progress=not args.quiet,
                       per_bone=args.per_bone, colour_correction=not args.no_colour_correction,
+                      snapshot_minutes=tuple(args.snapshot_minutes),
                       command=effective_command(args))
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports

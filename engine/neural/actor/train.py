@@ -65,6 +65,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     perceptual_weights: str | None = None
     max_minutes: float | None = None
+    snapshot_minutes: tuple = ()  # also save the actor to OUT/snapshots/<M>min/ after M minutes (learning curves)
     eval_views: int = 16  # held-out views scored at the end (0: skip)
     threads: int | None = None
     command: str = ""
@@ -397,6 +398,7 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     last_ck_step = start_step if cfg.resume else None
     step = start_step
     stopped_for_time = False
+    snapshots = sorted(float(m) for m in cfg.snapshot_minutes if float(m) * 60 > prev_elapsed)
     try:
         while step < cfg.steps:
             epoch, offset = divmod(step, per_epoch)
@@ -435,6 +437,12 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
                     writer.add_scalar(f"train/{k}", float(v.detach()), step)
                 writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
                 writer.add_scalar("train/mean_width_m", float(actor.primitives.widths().detach().mean()), step)
+            elapsed_min = (prev_elapsed + time.time() - t_start) / 60.0
+            while d.main and snapshots and elapsed_min >= snapshots[0]:
+                m = snapshots.pop(0)
+                train_doc.update(steps=step, time_s=round(elapsed_min * 60, 1),
+                                 metrics={"train_loss": _mean(recent, 0), "train_psnr": _mean(recent, 1)})
+                mf.save_actor(out / "snapshots" / f"{m:g}min", actor, dict(train_doc))
             out_of_time = cfg.max_minutes is not None and (time.time() - t_start) > cfg.max_minutes * 60
             stopped_for_time = _broadcast_flag(out_of_time, d, device)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_for_time:
