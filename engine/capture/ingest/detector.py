@@ -41,6 +41,10 @@ class Detection:
 def _import_mediapipe():
     os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging is chatty on stderr
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import warnings
+
+    # protobuf 4.25 warns about an API MediaPipe 0.10.14 still uses; nothing a user can act on
+    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
     try:
         import mediapipe as mp
     except ImportError as exc:

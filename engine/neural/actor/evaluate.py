@@ -10,6 +10,13 @@ training frames, ``novel_pose`` = training cameras x held-out frames, ``novel_bo
   background pixels cannot inflate;
 * ``ssim``: mean SSIM (11x11 Gaussian window) of the composites over black;
 * ``mask_iou``: IoU of ``alpha > 0.5`` and ``mask > 0.5``;
+* ``psnr_box`` / ``ssim_box``: dB and SSIM inside the subject's 2D box (the truth mask's
+  bounding box grown by 10 % of its size on every side, clipped to the image), render and
+  truth both composited over black — the protocol of the sparse-view avatar literature
+  (ZJU-MoCap figures), reported so Marionette's figures compare with theirs;
+* ``psnr_flat``: the flat-colour silhouette baseline — the truth mask filled with the
+  person's own mean colour in that view (an oracle colour), scored like ``psnr_person``. A
+  model that does not beat it has learned a silhouette, not an appearance;
 * ``lpips``: only when VGG+LPIPS weights are available locally (``MARIONETTE_VGG_WEIGHTS``).
 """
 
@@ -25,7 +32,44 @@ from engine import MarionetteError
 from engine.neural.actor.losses import VGGPerceptual, find_perceptual_weights, mask_iou, psnr, ssim
 
 SPLITS = ("novel_view", "novel_pose", "novel_both")
-METRICS = ("psnr", "psnr_person", "ssim", "mask_iou")
+METRICS = ("psnr", "psnr_person", "psnr_box", "ssim", "ssim_box", "mask_iou", "psnr_flat")
+BOX_MARGIN = 0.10
+
+
+def subject_box(mask: torch.Tensor, margin: float = BOX_MARGIN) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) of the mask's bounding box grown by ``margin`` of its size, clipped; None if empty."""
+    m = mask[0] > 0.5
+    if not bool(m.any()):
+        return None
+    ys = torch.nonzero(m.any(1)).flatten()
+    xs = torch.nonzero(m.any(0)).flatten()
+    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    gy, gx = int(round(margin * (y1 - y0))), int(round(margin * (x1 - x0)))
+    H, W = m.shape
+    return max(0, y0 - gy), min(H, y1 + gy), max(0, x0 - gx), min(W, x1 + gx)
+
+
+def box_metrics(comp_r: torch.Tensor, comp_t: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PSNR and SSIM per view inside each view's subject box ([B] each; NaN for an empty mask)."""
+    ps, ss = [], []
+    for i in range(comp_r.shape[0]):
+        box = subject_box(mask[i])
+        if box is None:
+            ps.append(torch.tensor(float("nan")))
+            ss.append(torch.tensor(float("nan")))
+            continue
+        y0, y1, x0, x1 = box
+        r, t = comp_r[i:i + 1, :, y0:y1, x0:x1], comp_t[i:i + 1, :, y0:y1, x0:x1]
+        ps.append(psnr(r, t)[0])
+        ss.append(ssim(r, t)[0] if min(y1 - y0, x1 - x0) >= 11 else torch.tensor(float("nan")))
+    return torch.stack(ps), torch.stack(ss)
+
+
+def flat_colour_psnr(truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B] PSNR over the person of the silhouette filled with the person's mean colour (per view)."""
+    m = (mask > 0.5).float()
+    mean = (truth * m).sum((2, 3), keepdim=True) / m.sum((2, 3), keepdim=True).clamp_min(1.0)
+    return psnr(mean.expand_as(truth), truth, m)
 
 
 def _pick(views: list, n: int | None) -> list:
@@ -88,8 +132,10 @@ def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | N
                     truth, mask = b["rgb"], b["mask"]
                     comp_r, comp_t = rgb * alpha, truth * mask
                     m = (mask > 0.5).float()
-                    vals = {"psnr": psnr(comp_r, comp_t), "psnr_person": psnr(rgb, truth, m),
-                            "ssim": ssim(comp_r, comp_t), "mask_iou": mask_iou(alpha, mask)}
+                    p_box, s_box = box_metrics(comp_r, comp_t, mask)
+                    vals = {"psnr": psnr(comp_r, comp_t), "psnr_person": psnr(rgb, truth, m), "psnr_box": p_box,
+                            "ssim": ssim(comp_r, comp_t), "ssim_box": s_box, "mask_iou": mask_iou(alpha, mask),
+                            "psnr_flat": flat_colour_psnr(truth, mask)}
                     if lpips_net is not None:
                         vals["lpips"] = lpips_net(comp_r, comp_t)
                     for i in range(len(g)):
@@ -119,7 +165,7 @@ def _summary(rows: list[dict]) -> dict:
     if not rows:
         return {}
     keys = [k for k in rows[0] if k not in ("camera", "frame")]
-    s = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
+    s = {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in keys}
     s["views"] = len(rows)
     return s
 

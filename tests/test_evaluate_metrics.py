@@ -1,0 +1,41 @@
+"""The quality figures of ``marionette evaluate``: subject box, box PSNR/SSIM, flat-colour baseline."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.neural.actor.evaluate import box_metrics, flat_colour_psnr, subject_box
+from engine.neural.actor.losses import psnr
+
+
+def test_subject_box_grows_by_ten_percent_and_clips():
+    m = torch.zeros(1, 100, 100)
+    m[0, 20:70, 40:60] = 1
+    assert subject_box(m) == (15, 75, 38, 62)
+    m2 = torch.zeros(1, 50, 50)
+    m2[0, 0:50, 0:10] = 1
+    assert subject_box(m2) == (0, 50, 0, 11)
+    assert subject_box(torch.zeros(1, 8, 8)) is None
+
+
+def test_box_psnr_ignores_background_outside_the_box():
+    truth = torch.rand(1, 3, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 20:40, 20:40] = 1
+    render = truth * mask
+    comp_t = truth * mask
+    noisy = render.clone()
+    noisy[..., :5, :5] = 1.0  # far outside the box: the box figure must not see it
+    p, s = box_metrics(noisy, comp_t, mask)
+    assert float(p[0]) > 90 and float(s[0]) > 0.99
+    assert float(psnr(noisy, comp_t)[0]) < 40  # the whole-image figure does
+
+
+def test_flat_colour_baseline_is_exact_for_a_flat_person_and_finite_otherwise():
+    truth = torch.zeros(2, 3, 16, 16)
+    truth[0, :, 4:12, 4:12] = torch.tensor([0.2, 0.5, 0.7])[:, None, None]
+    truth[1] = torch.rand(3, 16, 16)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
+    p = flat_colour_psnr(truth, mask)
+    assert float(p[0]) >= 99 and 5 < float(p[1]) < 20
