@@ -88,16 +88,50 @@ class _ImportOptions:
     def _key(self, context, tx, obj, rig, q, loc, times):
         """Resample by time to the target rate, key, extend the scene's frame range."""
         target = self._target_fps(context)
-        q, loc, offsets = resample.resample_animation(q, loc, times, target)
-        action = armature.key_animation(tx, obj, rig, q, loc, self.start_frame, obj.name + "Action",
-                                        frame_offsets=offsets)
-        last = int(self.start_frame + (offsets[-1] if len(offsets) else 0))
-        scene = context.scene
-        if last > scene.frame_end:
-            scene.frame_end = last
-        obj["marionette_fps"] = target
-        obj["marionette_source"] = self.filepath
+        action, _ = key_rig_animation(context, tx, obj, rig, q, loc, times, target, self.start_frame, self.filepath)
         return action, target
+
+
+def key_rig_animation(context, tx, obj, rig, q, loc, times, target_fps: float, start_frame: int,
+                      source: str):
+    """Resample keys [T, B, 4] / [T, 3] at ``times`` (seconds from the first) to ``target_fps``,
+    key them from ``start_frame`` and extend the scene's end frame; returns (action, frame offsets)."""
+    q, loc, offsets = resample.resample_animation(q, loc, times, target_fps)
+    action = armature.key_animation(tx, obj, rig, q, loc, start_frame, obj.name + "Action", frame_offsets=offsets)
+    last = int(start_frame + (offsets[-1] if len(offsets) else 0))
+    scene = context.scene
+    if last > scene.frame_end:
+        scene.frame_end = last
+    obj["marionette_fps"] = float(target_fps)
+    obj["marionette_source"] = source
+    return action, offsets
+
+
+def import_skeleton_sequence(context, tx, seq, name: str, source: str, target_fps: float, start_frame: int = 1,
+                             up_axis: str = "FILE", scale: float = 1.0, times=None, progress=None):
+    """The skeleton importer's body: ``seq`` (a ``SkeletonSequence``) as a keyed armature named ``name``.
+
+    ``up_axis`` 'FILE' uses ``seq.up_axis``; ``times`` (seconds, one per row) default to
+    ``skeleton_times(seq)``. Every datablock goes through ``tx``. Returns
+    ``(object, frame offsets of the keys, number of missing bone-frames)``.
+    """
+    from engine.motion.resample import skeleton_times
+
+    progress = progress or (lambda value: None)
+    up = seq.up_axis if up_axis == "FILE" else up_axis
+    C = axes.up_axis_matrix(up)
+    X = scale * (seq.joints.astype(np.float64) @ C.T)
+    if seq.missing.all():
+        raise MarionetteError(f"{source}: every joint of every frame is missing (NaN); nothing to import")
+    rig = kin.build_skeleton_rig(X, seq.joint_set)
+    obj = armature.create_armature(context, tx, name, rig)
+    progress(30)
+    q, loc = kin.skeleton_animation(rig, X)
+    progress(60)
+    times = skeleton_times(seq) if times is None else np.asarray(times, dtype=np.float64)
+    _, offsets = key_rig_animation(context, tx, obj, rig, q, loc, times - times[0], target_fps, start_frame,
+                                   source)
+    return obj, offsets, int(np.isnan(q[..., 0]).sum())
 
 
 class MARIONETTE_OT_import_skeleton(_ImportOptions, bpy.types.Operator, ImportHelper):
@@ -108,25 +142,15 @@ class MARIONETTE_OT_import_skeleton(_ImportOptions, bpy.types.Operator, ImportHe
     bl_options = {"REGISTER", "UNDO"}
 
     def build(self, context, tx, wm):
-        from engine.motion.resample import skeleton_times
         from engine.io.skeleton_file import load_skeleton
 
         seq = load_skeleton(self.filepath)
         wm.progress_update(10)
-        up = seq.up_axis if self.up_axis == "FILE" else self.up_axis
-        C = axes.up_axis_matrix(up)
-        X = self.scale * (seq.joints.astype(np.float64) @ C.T)
-        if seq.missing.all():
-            raise MarionetteError(f"{self.filepath}: every joint of every frame is missing (NaN); nothing to import")
-        rig = kin.build_skeleton_rig(X, seq.joint_set)
-        obj = armature.create_armature(context, tx, self._name(), rig)
-        wm.progress_update(30)
-        q, loc = kin.skeleton_animation(rig, X)
-        wm.progress_update(60)
-        times = skeleton_times(seq)
-        _, target = self._key(context, tx, obj, rig, q, loc, times - times[0])
+        target = self._target_fps(context)
+        obj, _, gaps = import_skeleton_sequence(context, tx, seq, self._name(), self.filepath, target,
+                                                self.start_frame, self.up_axis, self.scale,
+                                                progress=wm.progress_update)
         wm.progress_update(100)
-        gaps = int(np.isnan(q[..., 0]).sum())
         return (f"Imported {seq.num_frames} frames of {seq.joint_set.name} as '{obj.name}' at {target:g} fps"
                 + (f" ({gaps} bone-frames missing, left as gaps)" if gaps else ""))
 

