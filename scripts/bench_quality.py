@@ -1,14 +1,27 @@
 #!/usr/bin/env python
-"""Quality benchmark: transmittance compositing vs the seed paper's soft weighting ("rochette").
+"""Actor quality benchmark: variants x splits x training time, on held-out views only.
 
-Trains two actors on the same capture with the same decoder, seed, step budget and
-resolution, differing only in the renderer mode, then scores both on the capture's
-held-out cameras and frames and prints the two rows side by side.
+Variants (same data, seed, decoder and CPU budget; only the named choice differs):
 
-    python scripts/bench_quality.py --capture /work/captures/train8 --steps 600 --resolution 128
-    python scripts/bench_quality.py               # procedural stick-figure capture (no Blender), quick
+  surface     several Gaussians per bone in the bone's frame (--per-bone 4) + per-camera colour
+              correction — the default actor
+  nocolour    surface without the colour correction
+  bone        one Gaussian per bone, one latent vector per bone (the actor before issue 14)
+  rochette    bone, with the seed paper's soft depth weighting instead of compositing
 
-Prints wall time per run too, so the numbers can be extrapolated to other budgets.
+Splits are captures made by ``marionette ingest`` with different held-out sets, e.g.
+``nv`` (camera cam02 held out), ``np`` (frames 80-99 held out), ``ip`` (every 10th frame).
+For each (variant, split) the script trains for ``--minutes`` (snapshots at ``--curve``
+minutes give the learning curve), then prints person PSNR, box PSNR / SSIM (subject box +10 %,
+over black), mask IoU, the flat-colour silhouette baseline, training steps and steps/s, and
+milliseconds per 512² frame. ``--evaluate`` skips training and scores actors already trained
+into ``--out`` (how the figures in docs/sections/50-neural-actor.md were made: the trainings
+ran as separate background commands, recorded in each actor.json).
+
+    python scripts/bench_quality.py --capture nv=captures/real_nv np=captures/real_np \\
+        --variants surface bone --minutes 15 --curve 5 --resolution 128 --out bench/quality
+    python scripts/bench_quality.py --capture nv=captures/real_nv --out bench/quality --evaluate
+    python scripts/bench_quality.py            # a procedural stick-figure capture, two variants, 1 minute
 """
 
 from __future__ import annotations
@@ -22,83 +35,113 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+VARIANTS = {
+    "surface": dict(per_bone=4, colour_correction=True, mode="transmittance"),
+    "nocolour": dict(per_bone=4, colour_correction=False, mode="transmittance"),
+    "bone": dict(per_bone=1, colour_correction=False, mode="transmittance"),
+    "rochette": dict(per_bone=1, colour_correction=False, mode="rochette"),
+}
+SPLIT_OF = {"nv": "novel_view", "np": "novel_pose", "ip": "novel_pose"}
+
+
+def render_ms(actor, size: int = 512, reps: int = 3) -> float:
+    """Milliseconds per size² frame (renderer + decoder) of the actor in a standing pose."""
+    import numpy as np
+    import torch
+
+    from engine.geometry.camera import Camera
+
+    js = actor.joint_set
+    rng = np.random.default_rng(0)
+    J = torch.as_tensor((rng.normal(size=(1, js.num_joints, 3)) * 0.3 + [0, 0, 1.0]).astype(np.float32))
+    cam = Camera.look_at("c", eye=(0, -3, 1), target=(0, 0, 1), width=size, height=size)
+    K, R, t = (torch.as_tensor(np.asarray(x)[None], dtype=torch.float32) for x in (cam.K, cam.R, cam.t))
+    with torch.no_grad():
+        actor(J, K, R, t, size, size)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            actor(J, K, R, t, size, size)
+    return (time.perf_counter() - t0) / reps * 1000.0
+
+
+def score(actor_dir: Path, capture, split: str, max_views: int) -> dict:
+    from engine.neural.actor.evaluate import evaluate_actor
+    from engine.neural.actor.model_file import load_actor
+
+    actor, doc = load_actor(actor_dir)
+    ev = evaluate_actor(actor, capture, max_views=max_views, splits=(split,))
+    tr = doc.get("training", {})
+    row = dict(ev["splits"].get(split, {}))
+    row.update(steps=tr.get("steps"), time_s=tr.get("time_s"))
+    return row
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--capture", help="capture folder (default: a procedural one made in a temp folder)")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--resolution", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--decoder", default="small", choices=("tiny", "small", "large"))
-    ap.add_argument("--upsample", type=int, default=1, choices=(1, 2))
-    ap.add_argument("--max-views", type=int, default=24, help="held-out views per split")
+    ap.add_argument("--capture", nargs="*", default=[], metavar="SPLIT=DIR",
+                    help="captures by split name (nv, np, ip); default: a procedural capture")
+    ap.add_argument("--variants", nargs="*", default=["surface", "bone"], choices=list(VARIANTS))
+    ap.add_argument("--minutes", type=float, default=1.0, help="training time per (variant, split)")
+    ap.add_argument("--curve", type=float, nargs="*", default=[], help="snapshot minutes for the learning curve")
+    ap.add_argument("--steps", type=int, default=3000, help="step budget for the LR schedule (time stops first)")
+    ap.add_argument("--resolution", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", help="keep the two actors here (default: a temp folder)")
-    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--max-views", type=int, default=40, help="held-out views scored per split")
+    ap.add_argument("--out", help="keep actors here (default: a temp folder)")
+    ap.add_argument("--evaluate", action="store_true", help="only score actors already in --out")
+    ap.add_argument("--json", help="also write the table to this JSON file")
     args = ap.parse_args()
 
     import torch
 
     from engine.neural.actor.dataset import open_capture
-    from engine.neural.actor.evaluate import evaluate_actor
     from engine.neural.actor.model_file import load_actor
-    from engine.neural.actor.train import TrainConfig, resolve_device, train
+    from engine.neural.actor.train import TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory(prefix="bench_quality_")
     work = Path(args.out or tmp.name)
-    if args.capture:
-        capture = Path(args.capture)
-        source = str(capture)
-    else:
+    captures = {}
+    for item in args.capture:
+        name, _, path = item.partition("=")
+        if name not in SPLIT_OF or not path:
+            ap.error(f"--capture {item!r}: expected nv=DIR, np=DIR or ip=DIR")
+        captures[name] = Path(path)
+    if not captures:
         from engine.synthetic.toy_capture import make_toy_capture
 
-        capture = make_toy_capture(work / "toy_capture", cameras=6, frames=24, size=args.resolution,
-                                   heldout_cameras=1, heldout_every=4, overwrite=True)
-        source = "procedural stick figure (engine.synthetic.toy_capture), 6 cams x 24 frames"
-    cap = open_capture(capture)
-    device = resolve_device(args.device)
-    rows = {}
-    for mode in ("transmittance", "rochette"):
-        out = work / f"actor_{mode}"
-        cfg = TrainConfig(capture=str(capture), out=str(out), steps=args.steps, resolution=args.resolution,
-                          batch=args.batch, mode=mode, device=args.device, seed=args.seed, overwrite=True,
-                          preset=args.decoder, upsample=args.upsample, eval_views=0, threads=args.threads,
-                          checkpoint_every=max(args.steps, 1), command=f"bench_quality.py mode={mode}")
-        t0 = time.time()
-        summary = train(cfg)
-        train_s = time.time() - t0
-        actor, _ = load_actor(out, device=device)
-        ev = evaluate_actor(actor, cap, resolution=args.resolution, max_views=args.max_views, device=device)
-        rows[mode] = {"train_s": round(train_s, 1), "train_psnr": summary["train_psnr"], **ev["overall"],
-                      "splits": ev["splits"]}
-
-    from engine.neural.render.raycast import kernel_available, resolve_backend
-
-    backend = resolve_backend()
-    if backend == "auto":
-        backend = "kernel" if kernel_available(device) else "reference"
-    print(f"\ncapture: {source}")
-    print(f"renderer backend: {backend}")
-    print(f"budget: {args.steps} steps, batch {args.batch}, {args.resolution}px, decoder {args.decoder}, "
-          f"upsample {args.upsample}, device {device}, torch threads {torch.get_num_threads()}")
-    cols = ["psnr", "psnr_person", "ssim", "mask_iou", "train_psnr", "train_s"]
-    print(f"{'mode':<15}" + "".join(f"{c:>13}" for c in cols) + f"{'views':>7}")
-    for mode, r in rows.items():
-        print(f"{mode:<15}" + "".join(f"{r[c]:>13.4f}" if isinstance(r[c], float) else f"{str(r[c]):>13}"
-                                      for c in cols) + f"{r['views']:>7}")
-    print("\nper split (psnr / ssim / mask_iou):")
-    for split in rows["transmittance"]["splits"]:
-        line = f"  {split:<11}"
-        for mode, r in rows.items():
-            s = r["splits"][split]
-            line += f"  {mode}: {s['psnr']:.2f} / {s['ssim']:.3f} / {s['mask_iou']:.3f}"
-        print(line)
+        captures["nv"] = make_toy_capture(work / "toy_capture", cameras=6, frames=24, size=64, heldout_cameras=1,
+                                          heldout_every=4, overwrite=True)
+    rows = []
+    for split, cap_dir in captures.items():
+        cap = open_capture(cap_dir)
+        for variant in args.variants:
+            out = work / f"{variant}_{split}"
+            if not args.evaluate:
+                cfg = TrainConfig(capture=str(cap_dir), out=str(out), steps=args.steps, resolution=args.resolution,
+                                  max_minutes=args.minutes, snapshot_minutes=tuple(args.curve), eval_views=0,
+                                  overwrite=True, progress=False, threads=args.threads,
+                                  command=f"bench_quality {variant} {split}", **VARIANTS[variant])
+                train(cfg)
+            if not (out / "actor.json").is_file():
+                print(f"  (no actor in {out}; skipped)")
+                continue
+            actor, _ = load_actor(out)
+            ms = render_ms(actor)
+            snaps = sorted((out / "snapshots").glob("*min"), key=lambda p: float(p.name[:-3])) \
+                if (out / "snapshots").is_dir() else []
+            for d in snaps + [out]:
+                r = score(d, cap, SPLIT_OF[split], args.max_views)
+                r.update(variant=variant, split=split, at=d.name if d != out else "final", render_ms_512=round(ms, 1))
+                rows.append(r)
+                steps_s = (r["steps"] / r["time_s"]) if r.get("time_s") else float("nan")
+                print(f"{variant:9s} {split:3s} {r['at']:>7s} steps {r.get('steps', 0):5d} ({steps_s:.2f}/s)  "
+                      f"person PSNR {r.get('psnr_person', float('nan')):6.2f}  box PSNR {r.get('psnr_box', float('nan')):6.2f}  "
+                      f"box SSIM {r.get('ssim_box', float('nan')):.3f}  IoU {r.get('mask_iou', float('nan')):.3f}  "
+                      f"flat-colour {r.get('psnr_flat', float('nan')):6.2f}  render {ms:.0f} ms/512²", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"capture": source, "steps": args.steps, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
 
 

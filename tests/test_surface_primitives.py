@@ -164,3 +164,22 @@ def test_one_per_bone_actor_stays_version_1_and_v1_cannot_claim_surface(tmp_path
     p.write_text(json.dumps(doc))
     with pytest.raises(MarionetteError, match="needs actor file version 2"):
         load_actor(tmp_path / "a")
+
+
+def test_forward_scaled_renders_at_the_trained_person_size():
+    actor = Actor(make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2)).eval()
+    j = _standing(dtype=torch.float32, batch=1)
+    K, R, t = (x.float() for x in _cam(96, 96))
+    h = float(actor.person_height_px(j, K, R, t)[0])
+    assert 20 < h < 96
+    with torch.no_grad():
+        direct = actor(j, K, R, t, 96, 96)
+        same = actor.forward_scaled(j, K, R, t, 96, 96)  # no record: renders directly
+        assert torch.equal(direct["rgb"], same["rgb"])
+        actor.native_person_px = h / 4  # trained on a person a quarter this size
+        small = actor.forward_scaled(j, K, R, t, 96, 96)
+    assert small["rgb"].shape == (1, 3, 96, 96) and small["depth"].shape == (1, 1, 96, 96)
+    assert 0.25 < small["scale"] < 0.35
+    # the silhouette lands in the same place
+    iou = ((small["alpha"] > 0.5) & (direct["alpha"] > 0.5)).sum() / ((small["alpha"] > 0.5) | (direct["alpha"] > 0.5)).sum()
+    assert float(iou) > 0.6

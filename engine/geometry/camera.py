@@ -123,6 +123,27 @@ class Camera:
         K[1, 2] = (K[1, 2] + 0.5) * factor - 0.5
         return self.copy(K=K, width=max(1, round(self.width * factor)), height=max(1, round(self.height * factor)))
 
+    def in_world(self, rotation, scale: float = 1.0) -> "Camera":
+        """The same camera in a world whose points are ``x' = scale * rotation @ x``.
+
+        ``rotation`` (3, 3) is a proper rotation, e.g. ``engine.geometry.axes.up_axis_matrix("Y")``
+        (a Y-up capture seen in Blender's Z-up world). Pixels do not change:
+        ``cam.in_world(A, s).project(s * x @ A.T) == cam.project(x)``.
+
+        >>> cam = Camera.look_at("c", (0.0, -3.0, 1.0), (0.0, 0.0, 1.0), 64, 48)
+        >>> A = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        >>> x = np.array([0.1, 0.2, 1.3])
+        >>> bool(np.allclose(cam.in_world(A, 2.0).project(2.0 * A @ x), cam.project(x)))
+        True
+        """
+        where = f"camera {self.name!r}: world change"
+        A = _as_matrix(rotation, (3, 3), f"{where} rotation")
+        if abs(np.linalg.det(A) - 1.0) > 1e-6 or not np.allclose(A @ A.T, np.eye(3), atol=1e-6):
+            raise MarionetteError(f"{where}: rotation is not a proper rotation matrix {A.tolist()}")
+        if isinstance(scale, bool) or not np.isfinite(scale) or scale <= 0:
+            raise MarionetteError(f"{where}: scale must be a positive number, got {scale!r}")
+        return self.copy(R=self.R @ A.T, t=float(scale) * self.t)
+
     # ------------------------------------------------------------------ projection
     def world_to_camera(self, points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, dtype=np.float64)

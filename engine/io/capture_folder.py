@@ -8,6 +8,8 @@ Layout::
     CAPTURE/
       capture.json                    metadata, written LAST (see below)
       cameras.json                    engine.geometry.camera.save_cameras; names = camera folder names
+      cameras_full.json               optional, same format: the full video-frame cameras the crops
+                                      came from (``marionette ingest``); see ``Capture.full_frame_cameras``
       images/<camera>/<frame:06d>.png RGBA (or RGB) 8-bit sRGB, straight alpha
       masks/<camera>/<frame:06d>.png  8-bit single channel, 255 = person, 0 = background
       joints3d.npz                    engine.io.skeleton_file file, one row per entry of "frames"
@@ -48,6 +50,7 @@ from engine.io.skeleton_file import SkeletonSequence, load_skeleton, save_skelet
 CAPTURE_FORMAT = "marionette.capture"
 CAPTURE_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
+FULL_FRAME_CAMERAS = "cameras_full.json"  # optional: the uncropped video cameras (``marionette ingest``)
 
 
 # ---------------------------------------------------------------------- paths
@@ -213,6 +216,30 @@ class Capture:
     def train_frames(self) -> list[int]:
         held = set(self.heldout_frames)
         return [f for f in self.frames if f not in held]
+
+    @property
+    def up_axis(self) -> str:
+        """The world's up axis: capture.json's 'up_axis', else joints3d.npz's (they must agree)."""
+        declared = self.meta.get("up_axis")
+        if declared is None:
+            return self.skeleton.up_axis
+        if declared != self.skeleton.up_axis:
+            raise MarionetteError(f"{self.root / 'capture.json'}: field 'up_axis' is {declared!r} but "
+                                  f"joints3d.npz says {self.skeleton.up_axis!r}")
+        return str(declared)
+
+    def full_frame_cameras(self) -> list[Camera]:
+        """The cameras of ``cameras_full.json`` for this capture's cameras, in their order."""
+        path = self.root / FULL_FRAME_CAMERAS
+        if not path.is_file():
+            raise MarionetteError(f"{path}: file not found (only captures made by 'marionette ingest' have "
+                                  f"full-frame cameras; use the capture's own cameras.json)")
+        full = {c.name: c for c in load_cameras_json(path)}
+        absent = [n for n in self.camera_names if n not in full]
+        if absent:
+            raise MarionetteError(f"{path}: no camera named {absent} (capture.json field 'cameras' lists "
+                                  f"{self.camera_names}; {FULL_FRAME_CAMERAS} has {sorted(full)})")
+        return [full[n] for n in self.camera_names]
 
     def camera(self, name: str) -> Camera:
         for c in self.cameras:

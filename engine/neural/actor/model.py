@@ -162,6 +162,41 @@ class Actor(nn.Module):
         cc = self.camera_colour[camera_index]                      # [B, 2, 3]
         return rgb * cc[:, 0, :, None, None].exp() + cc[:, 1, :, None, None]
 
+    def person_height_px(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """[B] height in pixels of the projected skeleton's bounding box (the person's on-screen size)."""
+        return person_height_px(joints[:, self.needed_joints()], K, R, t)
+
+    def forward_scaled(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                       height: int, width: int, max_upscale: float = 8.0) -> dict:
+        """``forward`` at the pixel scale the actor was trained at, upsampled to ``height x width``.
+
+        The decoder learned appearance at one on-screen size of the person (``native_person_px``,
+        recorded by training); asked for a person several times larger it sees blobs bigger than
+        any it was trained on. So the frame is rendered where the person is about that size and
+        upsampled (bilinear; depth nearest). Also much cheaper for large frames. Actors without
+        the record (older ones) render directly.
+        """
+        native = getattr(self, "native_person_px", None)
+        if not native:
+            return self(joints, K, R, t, height, width)
+        h = float(self.person_height_px(joints, K, R, t).max())
+        f = min(1.0, max(1.0 / max_upscale, 1.15 * float(native) / max(h, 1.0)))
+        if f > 0.9:
+            return self(joints, K, R, t, height, width)
+        lh, lw = max(8, int(round(height * f))), max(8, int(round(width * f)))
+        fy, fx = lh / height, lw / width
+        K2 = K.clone()
+        K2[..., 0, 0] = K[..., 0, 0] * fx
+        K2[..., 0, 1] = K[..., 0, 1] * fx
+        K2[..., 0, 2] = (K[..., 0, 2] + 0.5) * fx - 0.5
+        K2[..., 1, 1] = K[..., 1, 1] * fy
+        K2[..., 1, 2] = (K[..., 1, 2] + 0.5) * fy - 0.5
+        out = self(joints, K2, R, t, lh, lw)
+        up = lambda x: torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+        near = lambda x: torch.nn.functional.interpolate(x, size=(height, width), mode="nearest")
+        return dict(rgb=up(out["rgb"]).clamp(0, 1), alpha=up(out["alpha"]).clamp(0, 1), latent=out["latent"],
+                    latent_alpha=near(out["latent_alpha"]), depth=near(out["depth"]), scale=f)
+
     # ------------------------------------------------------------------ convenience
     @torch.no_grad()
     def render_frames(self, joints: np.ndarray, cameras, height: int | None = None, width: int | None = None,
@@ -189,12 +224,25 @@ class Actor(nn.Module):
             R = torch.as_tensor(np.stack([c.R for c in cs]), dtype=torch.float32, device=device)
             t = torch.as_tensor(np.stack([c.t for c in cs]), dtype=torch.float32, device=device)
             J = torch.as_tensor(np.nan_to_num(joints[start:start + batch]), device=device)
-            out = self(J, K, R, t, H, W)
+            out = self.forward_scaled(J, K, R, t, H, W)
             out_rgb.append(out["rgb"].permute(0, 2, 3, 1).cpu().numpy())
             out_alpha.append(out["alpha"][:, 0].cpu().numpy())
             if progress is not None:
                 progress(len(cs))
         return np.concatenate(out_rgb), np.concatenate(out_alpha)
+
+
+def person_height_px(joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """[B] pixel height of the bounding box of joints [B, J, 3] projected by K, R, t (points behind
+    the camera ignored; 0 when none is in front)."""
+    Xc = joints @ R.transpose(1, 2) + t[:, None]
+    z = Xc[..., 2]
+    front = z > 1e-3
+    v = K[:, None, 1, 1] * Xc[..., 1] / z.clamp_min(1e-3) + K[:, None, 1, 2]
+    big = torch.finfo(v.dtype).max
+    hi = torch.where(front, v, torch.full_like(v, -big)).max(1).values
+    lo = torch.where(front, v, torch.full_like(v, big)).min(1).values
+    return torch.where(front.any(1), hi - lo, torch.zeros_like(hi))
 
 
 def check_joints(joints: np.ndarray, joint_set: JointSet, needed: list[int], where: str = "skeleton") -> None:

@@ -214,6 +214,10 @@ def load_actor(actor_dir, joint_set: JointSet | str | None = None, device="cpu")
     load_state_checked(actor, state, str(actor_dir / TENSOR_FILE), info.get("shapes"))
     res = doc.get("training", {}).get("resolution") if isinstance(doc.get("training"), dict) else None
     actor.training_resolution = res if isinstance(res, list) and len(res) == 2 else None  # [W, H]
+    native = doc.get("training", {}).get("person_height_px") if isinstance(doc.get("training"), dict) else None
+    # the person's on-screen height the decoder learned at (Actor.forward_scaled); None for older actors
+    ok = isinstance(native, (int, float)) and not isinstance(native, bool) and 4 <= native <= 1e5
+    actor.native_person_px = float(native) if ok else None
     actor.to(device)
     actor.eval()
     return actor, doc

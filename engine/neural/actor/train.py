@@ -391,6 +391,7 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     writer = _tensorboard(cfg, out) if d.main else None
     H, W = ds.size[1], ds.size[0]
     train_doc = _train_doc(cfg, cap, d, device, H, W)
+    train_doc["person_height_px"] = _median_person_height(ds)
     if history:
         train_doc["previous_runs"] = history
     bar = _bar(cfg, d, cfg.steps, "training", initial=start_step)
@@ -481,6 +482,18 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
 
         dist.barrier()
     return summary
+
+
+def _median_person_height(ds) -> float:
+    """Median on-screen height (pixels, training resolution) of the person over the training views."""
+    from engine.neural.actor.model import person_height_px
+
+    hs = []
+    for i in range(0, len(ds), max(1, len(ds) // 64)):
+        it = ds[i]
+        J = it["joints"][None]
+        hs.append(float(person_height_px(J, it["K"][None], it["R"][None], it["t"][None])[0]))
+    return round(float(np.median(hs)), 2) if hs else None
 
 
 def _mean(rows, i):
