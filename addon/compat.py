@@ -4,6 +4,8 @@
 registered with it, and if anything fails they are all removed again and the
 scene's frame range, active object and selection are put back, so a cancelled
 import leaves ``bpy.data`` exactly as it was (and nothing stray for undo to keep).
+Other settings an operator changes (frame rate, resolution, the scene camera) go
+through ``tx.set(owner, "attr", value)``, which puts the old value back on failure.
 """
 
 from __future__ import annotations
@@ -41,10 +43,16 @@ class Transaction:
     def __init__(self, context):
         self.context = context
         self.created = []
+        self.changed = []  # (owner, attribute, old value), in the order they were set
 
     def add(self, datablock):
         self.created.append(datablock)
         return datablock
+
+    def set(self, owner, attr: str, value) -> None:
+        """``setattr(owner, attr, value)``, restored to its old value if the transaction fails."""
+        self.changed.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, value)
 
     def __enter__(self):
         ctx = self.context
@@ -67,6 +75,12 @@ class Transaction:
                 bpy.ops.object.mode_set(mode="OBJECT")
         except RuntimeError:
             pass
+        for owner, attr, old in reversed(self.changed):
+            try:
+                setattr(owner, attr, old)
+            except (ReferenceError, AttributeError, TypeError, ValueError):
+                pass  # its owner was created (and is removed below) by this transaction
+        self.changed.clear()
         alive = []
         for block in self.created:
             try:

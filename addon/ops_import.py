@@ -67,29 +67,35 @@ class _ImportOptions:
         if not self.filepath:
             self.report({"ERROR"}, "No file selected")
             return {"CANCELLED"}
-        compat.ensure_object_mode(context)
-        wm = context.window_manager
-        wm.progress_begin(0, 100)
-        try:
-            with compat.Transaction(context) as tx:
-                message = self.build(context, tx, wm)
-        except MarionetteError as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        except Exception as exc:  # a bug, not a user error: still leave the scene untouched
-            traceback.print_exc()
-            self.report({"ERROR"}, f"Marionette import failed ({type(exc).__name__}: {exc}); nothing was imported")
-            return {"CANCELLED"}
-        finally:
-            wm.progress_end()
-        self.report({"INFO"}, message)
-        return {"FINISHED"}
+        return run_import(self, context)
 
     def _key(self, context, tx, obj, rig, q, loc, times):
         """Resample by time to the target rate, key, extend the scene's frame range."""
         target = self._target_fps(context)
         action, _ = key_rig_animation(context, tx, obj, rig, q, loc, times, target, self.start_frame, self.filepath)
         return action, target
+
+
+def run_import(op, context) -> set:
+    """Run ``op.build(context, tx, wm) -> message`` all-or-nothing (``compat.Transaction``) with a
+    progress bar; report the message or the error. Returns the operator's result set."""
+    compat.ensure_object_mode(context)
+    wm = context.window_manager
+    wm.progress_begin(0, 100)
+    try:
+        with compat.Transaction(context) as tx:
+            message = op.build(context, tx, wm)
+    except MarionetteError as exc:
+        op.report({"ERROR"}, str(exc))
+        return {"CANCELLED"}
+    except Exception as exc:  # a bug, not a user error: still leave the scene untouched
+        traceback.print_exc()
+        op.report({"ERROR"}, f"Marionette import failed ({type(exc).__name__}: {exc}); nothing was imported")
+        return {"CANCELLED"}
+    finally:
+        wm.progress_end()
+    op.report({"INFO"}, message)
+    return {"FINISHED"}
 
 
 def key_rig_animation(context, tx, obj, rig, q, loc, times, target_fps: float, start_frame: int,
