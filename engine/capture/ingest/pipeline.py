@@ -502,7 +502,8 @@ def _masks_for_view(args):
             masks.append(refine_mask(images[r], s, segments))
         else:
             masks.append(((s > 0.5) * 255).astype(np.uint8))
-    return masks, view_quality(masks, segs, list(detected))
+    independent = None if seg is None else [np.asarray(x) for x in seg]
+    return masks, view_quality(masks, segs, list(detected), independent)
 
 
 def make_masks(opt: IngestOptions, views: list[ViewSamples], seq, crop_cams: list[Camera]):
@@ -670,7 +671,8 @@ def ingest(opt: IngestOptions) -> IngestResult:
     quality = {}
     for name, (_, q) in zip(inp.names, masks):
         quality[name] = q
-        lines.append(f"masks {name}: skeleton coverage {q['coverage_mean']:.3f} (min {q['coverage_min']:.3f}), "
+        lines.append(f"masks {name}: skeleton inside the detector's mask {q['coverage_mean']:.3f} (min "
+                     f"{q['coverage_min']:.3f}), refined vs detector IoU {q['refine_iou']:.3f}, "
                      f"area variation {q['area_cv']:.3f}, detector failures {q['detector_failures']}, "
                      f"flagged {len(q['flagged'])} of {T} frames (excluded from training)")
     outp = write_capture(inp, opt, views, masks, seq, crop_cams, boxes, track, note, lines, timings)
