@@ -7,7 +7,8 @@ anywhere removes everything again.
 Custom properties written on the armature object (read by ``pose_read`` and by
 later tools):
 
-* ``obj["marionette_joint_set"]``   joint set name (``engine.body.joint_sets``)
+* ``obj["marionette_joint_set"]``   joint set name (``engine.body.joint_sets``); absent on a generic
+  skeleton (joint names of no known set), whose joints are its bones
 * ``obj["marionette_joint_bones"]`` bone name holding each joint, in joint order
 * ``obj["marionette_joint_at_tail"]`` 1 if the joint is the bone's tail, 0 for its head
 * ``obj["marionette_source"]``, ``obj["marionette_fps"]`` the file and the keyed frame rate
@@ -19,6 +20,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from engine.body.joint_sets import JOINT_SETS
 from engine.body.kinematics import Rig
 
 from . import fcurves
@@ -83,7 +85,8 @@ def create_armature(context, tx, name: str, rig: Rig) -> "bpy.types.Object":
     rig.heads = mats[:, :3, 3]
     rig.tails = rig.heads + rig.rest_rotations[:, :, 1] * lengths[:, None]
 
-    obj[JOINT_SET_PROP] = rig.joint_set
+    if rig.joint_set in JOINT_SETS:  # a generic skeleton (names of no known set) has none
+        obj[JOINT_SET_PROP] = rig.joint_set
     obj[JOINT_BONES_PROP] = [rig.bone_names[b] for b in rig.joint_bone]
     obj[JOINT_AT_TAIL_PROP] = [int(x) for x in rig.joint_at_tail]
     for pb in obj.pose.bones:

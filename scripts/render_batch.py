@@ -9,7 +9,8 @@ Every frame is written as DIR/<prefix>NNNNNN.png through a temporary file rename
 place, so a frame file that exists is complete; a re-run skips those (resume) unless
 --overwrite. --frames takes a chunk (A-B, or A-B:STEP), so a farm manager such as
 Flamenco can split a job into chunks and give each machine its own range.
-Exit status: 0 when every requested frame exists at the end, 1 otherwise.
+Frames outside the scene's frame range are refused (exit status 2).
+Exit status: 0 when every requested frame exists at the end, 1 otherwise, 2 for a bad request.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def parse_frames(spec: str) -> list[int]:
     """'A-B', 'A-B:STEP' or 'A' -> frame numbers (inclusive)."""
     import re
 
-    m = re.fullmatch(r"\s*(-?\d+)(?:\s*-\s*(-?\d+))?(?::(\d+))?\s*", spec)
+    m = re.fullmatch(r"\s*(-?\d{1,9})(?:\s*-\s*(-?\d{1,9}))?(?::(\d{1,9}))?\s*", spec)
     if not m:
         raise ValueError(f"--frames {spec!r}: expected A-B, A-B:STEP or A")
     first = int(m.group(1))
@@ -36,6 +37,17 @@ def parse_frames(spec: str) -> list[int]:
     if last < first or step < 1:
         raise ValueError(f"--frames {spec}: expected A <= B and STEP >= 1")
     return list(range(first, last + 1, step))
+
+
+def check_in_range(frames: list[int], start: int, end: int) -> None:
+    """Refuse frames outside the scene's range: past its end the animation holds its last pose
+    (or the actor is unbound), so those images would look rendered but be wrong."""
+    if not frames:
+        raise ValueError(f"no frames to render (the scene's range is {start}-{end})")
+    outside = [f for f in frames if not start <= f <= end]
+    if outside:
+        raise ValueError(f"--frames: {len(outside)} frame(s) ({outside[0]}..{outside[-1]}) lie outside the scene's "
+                         f"frame range {start}-{end}; choose a chunk inside it")
 
 
 def parse_args(argv):
@@ -114,6 +126,7 @@ def main(argv=None) -> int:
     scene.render.image_settings.file_format = "PNG"
     try:
         frames = parse_frames(args.frames) if args.frames else list(range(scene.frame_start, scene.frame_end + 1))
+        check_in_range(frames, scene.frame_start, scene.frame_end)
     except ValueError as exc:
         print(f"render_batch: {exc}", file=sys.stderr)
         return 2

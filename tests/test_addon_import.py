@@ -88,12 +88,11 @@ def test_skeleton_import_round_trip_gaps_and_properties(blender, blender_sandbox
     wrist = BODY_25B.index("RWrist")
     X[20:25, wrist] = np.nan
     path, _ = _skeleton_file(tmp_path / "walk.npz", BODY_25B, X=X)
-    frame_end = bpy.context.scene.frame_end
     assert bpy.ops.marionette.import_skeleton(filepath=str(path), target_fps=30, start_frame=11) == {"FINISHED"}
     obj = bpy.data.objects["walk"]
     assert obj.type == "ARMATURE" and obj["marionette_joint_set"] == "BODY_25B"
     assert list(obj["marionette_joint_bones"]) == list(BODY_25B.names)
-    assert bpy.context.scene.frame_end == max(frame_end, 70)
+    assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (11, 70)  # the clip's frames
 
     pose_read = _mod(blender_sandbox, "pose_read")
     for f in (0, 13, 37, 59):
@@ -126,9 +125,11 @@ def test_skeleton_import_options_scale_up_axis_name_and_frame_rate(blender, blen
     Y = _joints_at(bpy, pose_read, obj, 8)
     assert np.abs(Y - 2.0 * X[7] @ C.T).max() < 1e-3
 
-    # the scene's frame rate by default (24 fps here), resampled by time: 1 s of motion -> 25 keys
+    # without 'Set Scene Frame Rate', the scene's frame rate (24 fps here), resampled by time: 1 s -> 25 keys
     bpy.context.scene.render.fps = 24
-    assert bpy.ops.marionette.import_skeleton(filepath=str(path), up_axis="Y", object_name="At24") == {"FINISHED"}
+    assert bpy.ops.marionette.import_skeleton(filepath=str(path), up_axis="Y", object_name="At24",
+                                              set_scene_fps=False) == {"FINISHED"}
+    assert bpy.context.scene.render.fps == 24
     obj24 = bpy.data.objects["At24"]
     fcurves = _mod(blender_sandbox, "fcurves")
     fc = fcurves.find_fcurve(obj24.animation_data.action, obj24, 'pose.bones["Nose"].rotation_quaternion', 0)
@@ -259,7 +260,7 @@ def _bad_skeleton_files(tmp):
         files[name] = tmp / name
 
     write("misspelled_joints.npz", joints=None, jionts=arrays["joints"])
-    write("no_joint_set.npz", joint_set=None)
+    write("no_joint_set.npz", joint_set=None, joint_names=None)
     write("wrong_shape.npz", joints=arrays["joints"][:, :20])
     write("unknown_joint_set.npz", joint_set=np.array("BODY_99"), joint_names=None)
     write("zero_frames.npz", joints=arrays["joints"][:0], confidence=arrays["confidence"][:0])
@@ -277,11 +278,13 @@ def _assert_cancelled_without_trace(bpy, call, match):
     scene = bpy.context.scene
     frames = (scene.frame_start, scene.frame_end, scene.frame_current)
     objs = set(bpy.data.objects.keys())
+    rate = (scene.render.fps, scene.render.fps_base)
     with pytest.raises(RuntimeError, match=match):
         call()
     assert data_counts(bpy) == before
     assert set(bpy.data.objects.keys()) == objs
     assert (scene.frame_start, scene.frame_end, scene.frame_current) == frames
+    assert (scene.render.fps, scene.render.fps_base) == rate
 
 
 def test_bad_skeleton_files_leave_the_scene_untouched(blender, tmp_path):
@@ -291,7 +294,7 @@ def test_bad_skeleton_files_leave_the_scene_untouched(blender, tmp_path):
     bpy.ops.marionette.import_skeleton(filepath=str(good), target_fps=30)
     expected = {
         "misspelled_joints.npz": "missing field 'joints'",
-        "no_joint_set.npz": "missing field 'joint_set'",
+        "no_joint_set.npz": "missing field 'joint_set'.*no field 'joint_names'",
         "wrong_shape.npz": "shape",
         "unknown_joint_set.npz": "unknown joint set 'BODY_99'",
         "zero_frames.npz": "zero frames",
@@ -396,3 +399,130 @@ def test_fcurve_shim_bulk_write_read_and_gaps(blender, blender_sandbox):
     # the gap (frames 41..50) is interpolated linearly by Blender between keys at frames 40 and 51
     bpy.context.scene.frame_set(45)
     assert np.isclose(obj.location.z, values[39] + (values[50] - values[39]) * (45 - 40) / 11, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- frame rate, frame range, bounds
+
+
+def _scene_rate(bpy):
+    r = bpy.context.scene.render
+    return r.fps / r.fps_base
+
+
+def test_import_sets_scene_frame_rate_and_range_to_the_clip(blender, blender_sandbox, tmp_path, capfd):
+    bpy = blender
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    scene.frame_start, scene.frame_end = 1, 250
+    path, X = _skeleton_file(tmp_path / "run60.npz", BODY_25, T=200, fps=60.0)  # 3.32 s at 60 fps
+    capfd.readouterr()
+    assert bpy.ops.marionette.import_skeleton(filepath=str(path)) == {"FINISHED"}
+    out = capfd.readouterr()
+    assert "scene frame rate changed from 24 to 60 fps" in out.out + out.err
+    # one key per source frame, the scene plays them at the motion's speed for exactly the clip
+    assert _scene_rate(bpy) == 60 and (scene.frame_start, scene.frame_end) == (1, 200)
+    obj = bpy.data.objects["run60"]
+    assert obj["marionette_fps"] == 60
+    pose_read = _mod(blender_sandbox, "pose_read")
+    assert np.abs(_joints_at(bpy, pose_read, obj, 1 + 150) - X[150]).max() < 1e-3
+
+    # a chosen rate: keys at 30 fps, the scene at 30 fps, the same 3.32 s
+    assert bpy.ops.marionette.import_skeleton(filepath=str(path), target_fps=30, start_frame=5,
+                                              object_name="at30") == {"FINISHED"}
+    assert _scene_rate(bpy) == 30 and (scene.frame_start, scene.frame_end) == (5, 5 + 99)
+    assert (scene.frame_end - scene.frame_start) / _scene_rate(bpy) == pytest.approx(199 / 60, abs=1 / 30)
+    # a fractional rate is stored as Blender does (fps / fps_base)
+    assert bpy.ops.marionette.import_skeleton(filepath=str(path), target_fps=29.97, object_name="ntsc") == {"FINISHED"}
+    assert scene.render.fps == 30 and _scene_rate(bpy) == pytest.approx(29.97, rel=1e-6)
+
+    # options off: the scene's rate is kept and the mismatch is reported; the range is only extended
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    scene.frame_start, scene.frame_end = 1, 250
+    capfd.readouterr()
+    assert bpy.ops.marionette.import_skeleton(filepath=str(path), target_fps=30, set_scene_fps=False,
+                                              set_frame_range=False, object_name="keep") == {"FINISHED"}
+    out = capfd.readouterr()
+    assert "plays 24 fps" in out.out + out.err and "0.8x speed" in out.out + out.err
+    assert _scene_rate(bpy) == 24 and (scene.frame_start, scene.frame_end) == (1, 250)
+
+
+def test_smpl_import_sets_scene_frame_rate(blender, tmp_path):
+    bpy = blender
+    bpy.context.scene.render.fps = 24
+    path, _ = _smpl_motion_file(tmp_path / "smpl60.npz", T=12, fps=60.0)
+    assert bpy.ops.marionette.import_smpl(filepath=str(path), start_frame=3) == {"FINISHED"}
+    scene = bpy.context.scene
+    assert _scene_rate(bpy) == 60 and (scene.frame_start, scene.frame_end) == (3, 14)
+
+
+def test_import_option_bounds_give_clear_errors_and_change_nothing(blender, tmp_path):
+    bpy = blender
+    path, _ = _skeleton_file(tmp_path / "b.npz", BODY_25, T=60, fps=30.0)
+    smpl, _ = _smpl_motion_file(tmp_path / "s.npz", T=5)
+    cases = [
+        (dict(start_frame=2_000_000), "Start Frame must be a whole frame number from -1048574 to 1048574"),
+        (dict(start_frame=1_048_570), "would end at frame 1048629, past Blender's last frame 1048574"),
+        (dict(start_frame=-10), "Start Frame -10 is negative"),
+        (dict(target_fps=-5.0), "Frame Rate must be 0 .* got -5"),
+        (dict(target_fps=5000.0), "Frame Rate must be .* from 0.1 to 1000"),
+        (dict(target_fps=float("nan")), "Frame Rate must be"),
+        (dict(scale=0.0), "Scale must be a number from 0.0001 to 10000"),
+        (dict(scale=-2.0), "Scale must be"),
+        (dict(scale=float("inf")), "Scale must be"),
+    ]
+    for options, match in cases:
+        for kind, file in (("skeleton", path), ("smpl", smpl)):
+            if "would end" in match and kind == "smpl":
+                continue
+            op = getattr(bpy.ops.marionette, f"import_{kind}")
+            _assert_cancelled_without_trace(bpy, lambda: op(filepath=str(file), **options), match)
+    # a negative start frame is fine when the scene's range is left alone
+    assert bpy.ops.marionette.import_skeleton(filepath=str(path), start_frame=-10, set_frame_range=False) == {"FINISHED"}
+
+
+# ----------------------------------------------------------------------------- joint set inference, generic skeletons
+
+
+def test_skeleton_without_joint_set_is_inferred_from_its_names(blender, tmp_path):
+    bpy = blender
+    X = synthetic_skeleton_motion(BODY_25, 10, seed=5, amplitude=0.3)
+    np.savez(tmp_path / "other_tool.npz", joints=X.astype(np.float32), joint_names=np.array(BODY_25.names),
+             parents=np.array(BODY_25.parents), fps=np.array(30.0))
+    assert bpy.ops.marionette.import_skeleton(filepath=str(tmp_path / "other_tool.npz")) == {"FINISHED"}
+    assert bpy.data.objects["other_tool"]["marionette_joint_set"] == "BODY_25"
+
+
+def test_unknown_skeleton_imports_as_a_generic_armature(blender, blender_sandbox, tmp_path, capfd):
+    bpy = blender
+    names = ["hips", "spine", "head", "arm.L", "hand.L", "arm.R", "hand.R", "leg.L", "leg.R"]
+    parents = [-1, 0, 1, 1, 3, 1, 5, 0, 0]
+    rest = np.array([[0, 0, 1], [0, 0, 1.4], [0, 0, 1.7], [0.2, 0, 1.4], [0.5, 0, 1.4], [-0.2, 0, 1.4],
+                     [-0.5, 0, 1.4], [0.1, 0, 0.1], [-0.1, 0, 0.1]], float)
+    T = 20
+    X = np.repeat(rest[None], T, axis=0)
+    a = 0.6 * np.sin(np.arange(T) / 3)  # the left hand waves (the forearm keeps its length)
+    X[:, 4] = X[:, 3] + 0.3 * np.stack([np.cos(a), np.zeros(T), np.sin(a)], -1)
+    X[:, :, 1] += 0.01 * np.arange(T)[:, None]
+    np.savez(tmp_path / "mocap.npz", joints=X, joint_names=np.array(names), parents=np.array(parents), fps=25.0)
+    capfd.readouterr()
+    assert bpy.ops.marionette.import_skeleton(filepath=str(tmp_path / "mocap.npz")) == {"FINISHED"}
+    out = capfd.readouterr()
+    assert "match no known joint set" in out.out + out.err and "generic armature" in out.out + out.err
+    obj = bpy.data.objects["mocap"]
+    assert "marionette_joint_set" not in obj and list(obj["marionette_joint_bones"]) == names
+    assert [b.name for b in obj.data.bones] == names
+    assert obj.data.bones["hand.L"].parent.name == "arm.L"
+    pose_read = _mod(blender_sandbox, "pose_read")
+    for f in (0, 7, 19):
+        assert np.abs(_joints_at(bpy, pose_read, obj, 1 + f) - X[f]).max() < 1e-3
+    assert _scene_rate(bpy) == 25
+    # it drives no actor, and binding says why
+    from engine.data import demo_actor_path
+
+    with pytest.raises(RuntimeError, match="generic skeleton"):
+        bpy.ops.marionette.bind_actor(filepath=str(demo_actor_path()))
+    # a broken generic file is refused with the field named
+    np.savez(tmp_path / "cyc.npz", joints=X, joint_names=np.array(names), parents=np.array([1, 0] + parents[2:]),
+             fps=25.0)
+    _assert_cancelled_without_trace(bpy, lambda: bpy.ops.marionette.import_skeleton(filepath=str(tmp_path / "cyc.npz")),
+                                    "field 'parents'")

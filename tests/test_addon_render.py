@@ -161,7 +161,7 @@ def test_errors_are_reported_and_change_nothing(blender, tmp_path, actor_dir, sk
     assert data_counts(bpy)["objects"] == before["objects"]
 
 
-def test_bind_refuses_incompatible_joint_set(blender, tmp_path, actor_dir):
+def test_bind_estimates_joints_a_set_lacks_and_refuses_a_generic_skeleton(blender, tmp_path, actor_dir):
     bpy = blender
     from engine.body.joint_sets import H36M_17
 
@@ -170,9 +170,18 @@ def test_bind_refuses_incompatible_joint_set(blender, tmp_path, actor_dir):
     save_skeleton(path, SkeletonSequence(j, H36M_17, 30.0))
     bpy.ops.marionette.import_skeleton(filepath=str(path))
     arm = bpy.context.active_object
-    with pytest.raises(RuntimeError, match="cannot"):
+    # H3.6M has no eyes, ears or feet: the BODY_25B actor's are estimated (engine.body.joint_sets.ESTIMATED)
+    assert bpy.ops.marionette.bind_actor(filepath=str(actor_dir)) == {"FINISHED"}
+    assert arm.marionette_actor == str(actor_dir)
+    # joint names of no known set: a generic armature, which no actor can use
+    names = ["a", "b", "c"]
+    np.savez(tmp_path / "generic.npz", joints=j[:, :3], joint_names=np.array(names), parents=np.array([-1, 0, 1]),
+             fps=30.0)
+    bpy.ops.marionette.import_skeleton(filepath=str(tmp_path / "generic.npz"))
+    gen = bpy.context.active_object
+    with pytest.raises(RuntimeError, match="cannot bind.*generic skeleton"):
         bpy.ops.marionette.bind_actor(filepath=str(actor_dir))
-    assert arm.marionette_actor == ""
+    assert gen.marionette_actor == ""
 
 
 def test_render_batch_script_resumes_and_chunks(blender, tmp_path, actor_dir, skeleton_file):

@@ -3,8 +3,11 @@
 Every joint set names its joints with its own conventional names (``names``) and
 with a shared anatomical vocabulary (``canonical``, e.g. ``"left_knee"``). Maps
 between joint sets go through that vocabulary: a target joint is copied from the
-source joint with the same canonical name, or built as a weighted mean of source
-joints (``DERIVED`` below, e.g. a pelvis centre from the two hips), or is missing.
+source joint with the same canonical name, or estimated from body proportions
+(``ESTIMATED`` below: a head top beyond the ears from the neck, heels and toes in the
+shin's frame, ...), or built as a weighted mean of source joints (``DERIVED``, e.g. a
+pelvis centre from the two hips), or is missing. The rules are data; ``joint_map``
+turns them into a map between two sets that says which joints are estimated.
 
 Left/right always mean the subject's own left and right.
 
@@ -16,6 +19,7 @@ of tree only, it does not change any joint.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -391,7 +395,16 @@ JOINT_SETS: dict[str, JointSet] = {
     s.name: s for s in (BODY_25, BODY_25B, COCO_17, PANOPTIC_19, H36M_17, SMPL_24, BLAZEPOSE_33)
 }
 
-# Canonical joints that may be built from others when a set lacks them: name -> [(joint, weight)].
+# ---------------------------------------------------------------------- joints a set lacks
+# A target joint is obtained from a source set by, in this order:
+#   1. a copy of the source joint with the same canonical name;
+#   2. the first rule of ESTIMATED[name] whose inputs the source can provide (body-proportion
+#      estimates; the later rules are per-frame fallbacks when the earlier ones' inputs are NaN);
+#   3. DERIVED[name], a weighted mean (also read by engine.motion.retarget).
+# Rule inputs are canonical names, resolved the same way (so estimates may build on estimates),
+# or a tuple of names meaning their midpoint.
+
+# Weighted means: name -> [(joint, weight)].
 # SMPL's hips sit inside the pelvis, higher and more medial than keypoint detectors'
 # hips, so they get their own canonical names ("smpl_left_hip") and are NOT copied
 # onto detector hips; SMPL fitting (engine.smpl) models that offset explicitly.
@@ -419,9 +432,103 @@ DERIVED: dict[str, list[tuple[str, float]]] = {
     "right_hand": [("right_index_knuckle", 0.5), ("right_pinky_knuckle", 0.5)],
 }
 # Derived entries that are approximations (a consumer that needs exactness can refuse them).
+# Every ESTIMATED rule is an approximation too.
 APPROXIMATE = {"left_big_toe", "right_big_toe", "left_small_toe", "right_small_toe", "left_hand", "right_hand",
                "neck", "thorax", "left_hip", "right_hip", "smpl_left_hip", "smpl_right_hip", "neck_base", "upper_neck", "left_foot",
                "right_foot", "spine", "head"}
+
+
+# Rules of ESTIMATED. A point is a canonical joint name, or a tuple of names meaning their midpoint.
+@dataclass(frozen=True)
+class Mean:
+    """``sum(weight * point)``. Weights summing to 1 give a point of the body (an affine
+    combination); a negative weight extrapolates along a line, see :func:`beyond`."""
+
+    terms: tuple[tuple[str | tuple[str, ...], float], ...]
+
+
+@dataclass(frozen=True)
+class InFrame:
+    """A fixed offset in a body frame: ``origin + L * (x * left + y * up + z * forward)``.
+
+    ``up = unit(up[1] - up[0])`` and ``L = |up[1] - up[0]|``, so offsets scale with the body.
+    The frame's turn about ``up`` comes from ``left`` (a pair whose difference points to the
+    subject's left; forward = left x up) or ``forward`` (a pair pointing forward;
+    left = up x forward), made orthogonal to ``up``. ``offset = (x, y, z)`` in units of L.
+    """
+
+    origin: str | tuple[str, ...]
+    up: tuple[str | tuple[str, ...], str | tuple[str, ...]]
+    offset: tuple[float, float, float]
+    left: tuple[str | tuple[str, ...], str | tuple[str, ...]] | None = None
+    forward: tuple[str | tuple[str, ...], str | tuple[str, ...]] | None = None
+
+    def __post_init__(self):
+        if (self.left is None) == (self.forward is None):
+            raise ValueError("InFrame: give exactly one of 'left' and 'forward'")
+
+
+def beyond(a, b, k: float) -> Mean:
+    """The point ``k * |AB|`` beyond A on the line from B through A: ``A + k (A - B)``."""
+    return Mean(((a, 1.0 + k), (b, -k)))
+
+
+_EARS = ("left_ear", "right_ear")
+_EYES = ("left_eye", "right_eye")
+_TO_LEFT = ("right_shoulder", "left_shoulder")  # points to the subject's left
+_HIPS_TO_LEFT = ("right_hip", "left_hip")
+_HEAD_UP = ("neck", "head_top")
+
+
+def _estimated() -> dict[str, tuple[Mean | InFrame, ...]]:
+    # Proportions measured on two BODY_25B skeletons that have every joint: the demo actor's
+    # body (MakeHuman, engine/data/demo_actor/reference_skeleton.npz) and the real Pose2Sim
+    # capture triangulated from OpenPose (engine/data/pose2sim_demo); the values lie between
+    # the two. "neck" is the shoulders' midpoint where a set has no neck keypoint (DERIVED).
+    # Typical errors: head top 2-4 cm, upper neck 1-3 cm, heels 1.5 cm, toes 4-7 cm (the foot's
+    # pitch is not in the ankle and knee); face joints without a face 2-4 cm and the head's
+    # turn about the neck is unknown (the shoulders' is used).
+    rules: dict[str, tuple[Mean | InFrame, ...]] = {
+        # BODY_25B's upper neck: 40 % of the way from the neck to the ears
+        "upper_neck": (Mean((("neck", 0.55), (_EARS, 0.4), ("nose", 0.05))),
+                       Mean((("neck", 0.7), ("nose", 0.3)))),
+        "head_top": (
+            beyond(_EARS, "neck", 0.7),  # straight on from the neck through the ears
+            InFrame(_EYES, up=("neck", _EYES), forward=("neck", "nose"), offset=(0.0, 0.23, -0.45)),
+            InFrame("nose", up=("neck", "nose"), left=_TO_LEFT, offset=(0.0, 0.2, -0.68)),
+            # SMPL: above and behind its head joint
+            InFrame("head", up=("neck", "head"), left=_TO_LEFT, offset=(0.0, 0.17, -0.25)),
+        ),
+        "nose": (InFrame("head_top", up=_HEAD_UP, left=_TO_LEFT, offset=(0.0, -0.37, 0.36)),),
+    }
+    # eyes and ears below the head top, turned by the nose when there is one, else by the shoulders
+    for side, out in (("left", 1.0), ("right", -1.0)):
+        for joint, (x, y, z) in (("eye", (0.08, -0.29, 0.27)), ("ear", (0.23, -0.42, -0.02))):
+            rules[f"{side}_{joint}"] = (
+                InFrame("head_top", up=_HEAD_UP, forward=("neck", "nose"), offset=(out * x, y, z)),
+                InFrame("head_top", up=_HEAD_UP, left=_TO_LEFT, offset=(out * x, y, z)),
+            )
+    # feet in the shin's frame (up along the shin, in units of the shin's length), turned by the
+    # foot's own direction when the set has one (SMPL's foot joint), else by the hips
+    for side, out in (("left", 1.0), ("right", -1.0)):
+        ankle, shin = f"{side}_ankle", (f"{side}_ankle", f"{side}_knee")
+        for joint, (x, y, z) in (("heel", (-0.02, -0.14, -0.08)), ("big_toe", (-0.03, -0.03, 0.46)),
+                                 ("small_toe", (0.11, -0.06, 0.38))):
+            offset = (out * x, y, z)
+            tip = ()
+            if joint != "heel":  # BlazePose: beside the foot's tip (between big and second toe)
+                at_tip = (-0.03, 0.0, 0.0) if joint == "big_toe" else (0.12, 0.0, -0.1)
+                tip = (InFrame(f"{side}_foot_index", up=shin, forward=(f"{side}_heel", f"{side}_foot_index"),
+                               offset=(out * at_tip[0], at_tip[1], at_tip[2])),)
+            rules[f"{side}_{joint}"] = tip + (
+                InFrame(ankle, up=shin, forward=(ankle, f"{side}_foot"), offset=offset),
+                InFrame(ankle, up=shin, left=_HIPS_TO_LEFT, offset=offset),
+            )
+    return rules
+
+
+# Estimates of joints a set lacks, from body proportions: name -> rules, best first.
+ESTIMATED: dict[str, tuple[Mean | InFrame, ...]] = _estimated()
 
 
 def get_joint_set(name: str) -> JointSet:
@@ -436,62 +543,288 @@ def get_joint_set(name: str) -> JointSet:
     return JOINT_SETS[key]
 
 
-def mapping_matrix(source: JointSet, target: JointSet, allow_approximate: bool = True,
-                   _depth: int = 0) -> np.ndarray:
-    """Linear map [target.J, source.J] taking source joints to target joints.
+# ---------------------------------------------------------------------- maps between sets
 
-    A target row of zeros means the joint cannot be obtained from the source;
-    ``map_joints`` turns those into NaN.
-    """
-    src = {c: i for i, c in enumerate(source.canonical)}
-    M = np.zeros((target.num_joints, source.num_joints), dtype=np.float64)
+@dataclass(frozen=True)
+class _Lin:
+    """A weighted sum of source joints: ``row`` [S]."""
 
-    def resolve(canon: str, depth: int) -> np.ndarray | None:
-        if canon in src:
-            row = np.zeros(source.num_joints)
-            row[src[canon]] = 1.0
-            return row
-        if depth > 3 or canon not in DERIVED:
-            return None
-        if canon in APPROXIMATE and not allow_approximate:
-            return None
-        row = np.zeros(source.num_joints)
-        for part, w in DERIVED[canon]:
-            sub = resolve(part, depth + 1)
-            if sub is None:
+    row: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class _Sum:
+    parts: tuple[tuple[object, float], ...]
+
+
+@dataclass(frozen=True)
+class _Frame:
+    origin: object
+    up: tuple[object, object]
+    side: tuple[object, object]
+    side_is_left: bool
+    offset: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class _First:
+    """Alternatives: the first where it is finite, else the next (per frame)."""
+
+    alts: tuple[object, ...]
+
+
+def _anchor(e) -> np.ndarray:
+    """The linear part of an expression: itself when linear, else the point it is placed around."""
+    if isinstance(e, _Lin):
+        return np.asarray(e.row)
+    if isinstance(e, _Sum):
+        return sum(w * _anchor(p) for p, w in e.parts)
+    if isinstance(e, _Frame):
+        return _anchor(e.origin)
+    return _anchor(e.alts[0])
+
+
+def _inputs(e) -> set[int]:
+    """Source joints an expression reads (its first alternative's)."""
+    if isinstance(e, _Lin):
+        return {i for i, w in enumerate(e.row) if w != 0}
+    if isinstance(e, _Sum):
+        return set().union(*(_inputs(p) for p, _ in e.parts))
+    if isinstance(e, _Frame):
+        return set().union(_inputs(e.origin), *(_inputs(p) for p in e.up + e.side))
+    return _inputs(e.alts[0])
+
+
+def _evaluate(e, X: np.ndarray) -> np.ndarray:
+    """Positions [..., D] of an expression over source joints X [..., S, D]; NaN inputs give NaN."""
+    if isinstance(e, _Lin):
+        idx = [i for i, w in enumerate(e.row) if w != 0]
+        return np.einsum("s,...sd->...d", np.asarray([e.row[i] for i in idx]), X[..., idx, :])
+    if isinstance(e, _Sum):
+        return sum(w * _evaluate(p, X) for p, w in e.parts)
+    if isinstance(e, _First):
+        out = _evaluate(e.alts[0], X)
+        for alt in e.alts[1:]:
+            bad = ~np.isfinite(out).all(-1)
+            if not bad.any():
+                break
+            out = np.where(bad[..., None], _evaluate(alt, X), out)
+        return out
+    with np.errstate(all="ignore"):
+        o = _evaluate(e.origin, X)
+        U = _evaluate(e.up[1], X) - _evaluate(e.up[0], X)
+        L = np.linalg.norm(U, axis=-1, keepdims=True)
+        u = U / L
+        s = _evaluate(e.side[1], X) - _evaluate(e.side[0], X)
+        s = s - np.sum(s * u, axis=-1, keepdims=True) * u
+        s = s / np.linalg.norm(s, axis=-1, keepdims=True)
+        left, fwd = (s, np.cross(s, u)) if e.side_is_left else (np.cross(u, s), s)
+        x, y, z = e.offset
+        out = o + L * (x * left + y * u + z * fwd)
+    return np.where(np.isfinite(out).all(-1, keepdims=True), out, np.nan)
+
+
+class _Resolver:
+    """Builds the expression of every target joint from a source set (see the rules above)."""
+
+    def __init__(self, source: JointSet, allow_approximate: bool):
+        self.index = {c: i for i, c in enumerate(source.canonical)}
+        self.S = source.num_joints
+        self.approx = allow_approximate
+
+    def point(self, p, visiting: frozenset):
+        if isinstance(p, tuple):
+            parts = [self.joint(c, visiting) for c in p]
+            if any(x is None for x in parts):
                 return None
-            row += w * sub
-        return row
+            return _combine([(x, 1.0 / len(parts)) for x in parts])
+        return self.joint(p, visiting)
 
-    for j, canon in enumerate(target.canonical):
-        row = resolve(canon, 0)
-        if row is not None:
-            M[j] = row
-    return M
+    def joint(self, canon: str, visiting: frozenset = frozenset()):
+        if canon in self.index:
+            row = [0.0] * self.S
+            row[self.index[canon]] = 1.0
+            return _Lin(tuple(row))
+        if canon in visiting or len(visiting) > 6:
+            return None
+        visiting = visiting | {canon}
+        alts = []
+        if self.approx:
+            for rule in ESTIMATED.get(canon, ()):
+                e = self.rule(rule, visiting)
+                if e is not None:
+                    alts.append(e)
+        if canon in DERIVED and (self.approx or canon not in APPROXIMATE):
+            e = self.rule(Mean(tuple(DERIVED[canon])), visiting)
+            if e is not None:
+                alts.append(e)
+        if not alts:
+            return None
+        return alts[0] if len(alts) == 1 else _First(tuple(alts))
+
+    def rule(self, rule, visiting):
+        if isinstance(rule, Mean):
+            parts = [(self.point(p, visiting), w) for p, w in rule.terms]
+            return None if any(x is None for x, _ in parts) else _combine(parts)
+        pts = [self.point(p, visiting) for p in (rule.origin, *rule.up, *(rule.left or rule.forward))]
+        if any(x is None for x in pts):
+            return None
+        return _Frame(pts[0], (pts[1], pts[2]), (pts[3], pts[4]), rule.left is not None, tuple(rule.offset))
+
+
+def _combine(parts):
+    """A weighted sum of expressions, folded into one row when they are all linear."""
+    if all(isinstance(p, _Lin) for p, _ in parts):
+        row = sum(w * np.asarray(p.row) for p, w in parts)
+        return _Lin(tuple(float(v) for v in row))
+    return _Sum(tuple(parts))
+
+
+@dataclass(frozen=True)
+class JointMap:
+    """How every joint of ``target`` is obtained from ``source`` joints (see :func:`joint_map`)."""
+
+    source: JointSet
+    target: JointSet
+    exprs: tuple  # per target joint: an expression, or None when it cannot be obtained
+
+    @property
+    def obtainable(self) -> np.ndarray:
+        """[target.J] bool."""
+        return np.array([e is not None for e in self.exprs], dtype=bool)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """[target.J, source.J]: the linear map; an estimated joint's row is the point it is placed
+        around (its offset is added by :meth:`apply`); a row of zeros: cannot be obtained."""
+        M = np.zeros((self.target.num_joints, self.source.num_joints))
+        for j, e in enumerate(self.exprs):
+            if e is not None:
+                M[j] = _anchor(e)
+        return M
+
+    def is_copy(self, j: int) -> bool:
+        """Is target joint ``j`` the source joint of the same canonical name (not derived or estimated)?"""
+        return self.target.canonical[j] in self.source.canonical
+
+    def estimated(self, joints=None) -> dict[str, list[str]]:
+        """{target joint name: source joint names it is estimated from} for every obtainable target
+        joint (of ``joints``, indices; default all) that is not a copy of a source joint."""
+        idx = range(self.target.num_joints) if joints is None else joints
+        return {self.target.names[j]: [self.source.names[i] for i in sorted(_inputs(self.exprs[j]))]
+                for j in idx if self.exprs[j] is not None and not self.is_copy(j)}
+
+    def missing(self, joints=None) -> list[str]:
+        """Names of target joints (of ``joints``, indices; default all) that cannot be obtained."""
+        idx = range(self.target.num_joints) if joints is None else joints
+        return [self.target.names[j] for j in idx if self.exprs[j] is None]
+
+    def apply(self, joints: np.ndarray) -> np.ndarray:
+        """Map positions [..., source.J, D] to [..., target.J, D]; unobtainable joints are NaN, and so
+        is every joint built from a NaN source joint (estimates fall back to their next rule)."""
+        joints = np.asarray(joints, dtype=np.float64)
+        if joints.shape[-2] != self.source.num_joints:
+            raise MarionetteError(f"joints have {joints.shape[-2]} entries but joint set {self.source.name} "
+                                  f"has {self.source.num_joints}")
+        out = np.full(joints.shape[:-2] + (self.target.num_joints, joints.shape[-1]), np.nan)
+        for j, e in enumerate(self.exprs):
+            if e is not None:
+                out[..., j, :] = _evaluate(e, joints)
+        return out
+
+
+@lru_cache(maxsize=256)
+def joint_map(source: JointSet, target: JointSet, allow_approximate: bool = True) -> JointMap:
+    """The map from ``source`` to ``target`` joints: copies by canonical name, then the rules in
+    ``ESTIMATED`` and ``DERIVED`` (approximate ones only with ``allow_approximate``)."""
+    r = _Resolver(source, allow_approximate)
+    return JointMap(source, target, tuple(r.joint(c) for c in target.canonical))
+
+
+def mapping_matrix(source: JointSet, target: JointSet, allow_approximate: bool = True) -> np.ndarray:
+    """Linear map [target.J, source.J] taking source joints to target joints (``JointMap.matrix``).
+
+    A target row of zeros means the joint cannot be obtained from the source. Joints estimated
+    in a body frame are not linear: their row is the point they are placed around, and
+    ``map_joints`` gives their positions.
+    """
+    return joint_map(source, target, allow_approximate).matrix
 
 
 def map_joints(joints: np.ndarray, source: JointSet, target: JointSet,
                allow_approximate: bool = True) -> np.ndarray:
     """Map joint positions [..., source.J, D] to [..., target.J, D]; unobtainable joints are NaN.
 
-    NaN source joints make every target joint that uses them NaN.
+    NaN source joints make every target joint that uses them NaN (an estimate falls back to its
+    next rule on those frames).
     """
-    joints = np.asarray(joints, dtype=np.float64)
-    if joints.shape[-2] != source.num_joints:
-        raise MarionetteError(
-            f"joints have {joints.shape[-2]} entries but joint set {source.name} has {source.num_joints}")
-    M = mapping_matrix(source, target, allow_approximate)
-    out = np.einsum("ts,...sd->...td", M, np.nan_to_num(joints, nan=0.0))
-    # propagate missing: a target is missing if any contributing source is
-    missing_src = np.isnan(joints).any(axis=-1).astype(np.float64)  # [..., S]
-    missing_tgt = np.einsum("ts,...s->...t", (M != 0).astype(np.float64), missing_src) > 0
-    unobtainable = ~(M != 0).any(axis=1)
-    out[..., unobtainable, :] = np.nan
-    out[missing_tgt, :] = np.nan
-    return out
+    return joint_map(source, target, allow_approximate).apply(joints)
 
 
 def mapped_fraction(source: JointSet, target: JointSet, allow_approximate: bool = True) -> float:
     """Fraction of the target's joints obtainable from the source."""
-    M = mapping_matrix(source, target, allow_approximate)
-    return float((M != 0).any(axis=1).mean())
+    return float(joint_map(source, target, allow_approximate).obtainable.mean())
+
+
+# ---------------------------------------------------------------------- sets from names
+
+def generic_joint_set(names, parents, name: str = "GENERIC", where: str = "skeleton") -> JointSet:
+    """A joint set of no known kind, from joint names and parents (e.g. another tool's skeleton).
+
+    Its canonical names are its own names, so it maps onto no known set. Errors name ``where``.
+    """
+    names = [str(n) for n in names]
+    try:
+        parents = [int(p) for p in np.asarray(parents).reshape(-1)]
+    except (TypeError, ValueError):
+        raise MarionetteError(f"{where}: field 'parents' must hold integers") from None
+    if not names:
+        raise MarionetteError(f"{where}: field 'joint_names' is empty")
+    if len(parents) != len(names):
+        raise MarionetteError(f"{where}: field 'parents' has {len(parents)} entries but 'joint_names' has {len(names)}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup or any(not n.strip() for n in names):
+        raise MarionetteError(f"{where}: field 'joint_names' must hold distinct, non-empty names"
+                              + (f" (repeated: {', '.join(dup[:5])})" if dup else ""))
+    long = [n for n in names if len(n.encode()) > 63]
+    if long:
+        raise MarionetteError(f"{where}: joint names longer than 63 bytes (Blender's limit): {long[0]!r}")
+    bad = [p for p in parents if not -1 <= p < len(names)]
+    if bad:
+        raise MarionetteError(f"{where}: field 'parents' holds {bad[0]}, expected -1 (root) or a joint index "
+                              f"0..{len(names) - 1}")
+    try:
+        return JointSet(name, tuple(names), tuple(names), tuple(parents),
+                        description="a skeleton of its own joint names and parents")
+    except ValueError as exc:
+        raise MarionetteError(f"{where}: field 'parents': {str(exc).split(': ', 1)[-1]}") from None
+
+
+def _edges(parents) -> set[frozenset]:
+    return {frozenset((c, int(p))) for c, p in enumerate(parents) if int(p) >= 0}
+
+
+def infer_joint_set(names, parents=None) -> tuple[JointSet | None, str]:
+    """The known joint set whose joint names are ``names`` in order, checked against ``parents``
+    (the same tree, whatever its root) -> (set, "") or (None, why not)."""
+    names = [str(n) for n in names]
+    for js in JOINT_SETS.values():
+        if list(js.names) != names:
+            continue
+        if parents is not None:
+            try:
+                p = [int(v) for v in np.asarray(parents).reshape(-1)]
+            except (TypeError, ValueError):
+                return None, "its field 'parents' does not hold integers"
+            if len(p) != js.num_joints or _edges(p) != _edges(js.parents):
+                return None, (f"its joint names are {js.name}'s but its parents describe another tree "
+                              f"(write joint_set='{js.name}' into the file to use {js.name}'s)")
+        return js, ""
+    best = max(JOINT_SETS.values(), key=lambda js: len(set(js.names) & set(names)))
+    common = len(set(best.names) & set(names))
+    if common and len(names) == best.num_joints and set(names) == set(best.names):
+        return None, f"its joint names are {best.name}'s in another order"
+    if common:
+        return None, (f"its {len(names)} joint names match no known joint set (closest: {best.name}, "
+                      f"{common} of {best.num_joints} names in common)")
+    return None, f"its {len(names)} joint names match no known joint set"

@@ -116,6 +116,25 @@ def summary_lines(seq: SkeletonSequence, res: TriangulationResult, filled: np.nd
     return lines
 
 
+def nothing_triangulated(kp: Keypoints2D, cameras, min_confidence: float, min_views: int,
+                         reproj_threshold) -> str:
+    """Why no joint could be triangulated, as one message (the result would be an all-NaN skeleton)."""
+    seen = kp.data[..., 2] > min_confidence  # [C, T, J]
+    per_cam = ", ".join(f"{kp.camera_names[c]} {int(seen[c].sum())}" for c in range(len(cameras)))
+    shared = int((seen.sum(0) >= min_views).sum())
+    why = (f"confident detections (confidence > {min_confidence:g}) per camera: {per_cam}; joint samples seen by "
+           f"at least {min_views} cameras in the same frame: {shared}")
+    if not seen.any():
+        hint = "lower --min-confidence or check the keypoint files"
+    elif shared == 0:
+        hint = ("the cameras never see a joint in the same frame: check that their frame numbers overlap "
+                f"(frames {int(kp.frame_indices.min())}-{int(kp.frame_indices.max())} over all cameras)")
+    else:
+        hint = (f"every candidate was rejected (reprojection threshold {reproj_threshold} px): wrong calibration, "
+                "wrong camera pairing, or keypoints in another image size")
+    return f"nothing could be triangulated, so no skeleton was written: {why}; {hint}"
+
+
 def reconstruct(pose_dir, calib_path, *, joint_set: str = "auto", fps: float = 30.0, cutoff: float | None = 6.0,
                 max_gap: int = 10, reproj_threshold: float | None = 25.0, min_confidence: float = 0.3,
                 min_views: int = 2, progress: bool = False) -> ReconstructionReport:
@@ -133,6 +152,8 @@ def reconstruct(pose_dir, calib_path, *, joint_set: str = "auto", fps: float = 3
     lines += check_image_bounds(kp, cameras)
     res = triangulate(kp.data, cameras, min_confidence=min_confidence, reproj_threshold=reproj_threshold,
                       min_views=min_views)
+    if res.missing.all():
+        raise MarionetteError(nothing_triangulated(kp, cameras, min_confidence, min_views, reproj_threshold))
     joints, filled, conf = clean_up(res, fps, cutoff, max_gap)
     extras = dict(frame_indices=kp.frame_indices, reprojection_error=res.reprojection_error.astype(np.float32),
                   views_used=res.views_used, filled=filled, camera_names=np.array([c.name for c in cameras]),

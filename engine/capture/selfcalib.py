@@ -140,15 +140,20 @@ def subject_scale(points: np.ndarray, joint_set: JointSet, height: float | None 
             ia, ib = joint_set.index(a), joint_set.index(b)
         except KeyError as exc:
             raise MarionetteError(f"--bone: {exc.args[0]}") from None
-        if not length > 0:
-            raise MarionetteError(f"--bone: length must be positive, got {length}")
+        if not (np.isfinite(length) and length > 0):
+            raise MarionetteError(f"--bone: length must be a positive number, got {length}")
+        if ia == ib:
+            raise MarionetteError(f"--bone {a} {b}: both name joint {joint_set.names[ia]}; a bone joins two "
+                                  "different joints")
         L = np.linalg.norm(points[:, ia] - points[:, ib], axis=-1)
         L = L[np.isfinite(L)]
         if L.size < 3:
             raise MarionetteError(f"--bone {a} {b}: the bone is seen in fewer than 3 frames")
+        if not float(np.median(L)) > 0:
+            raise MarionetteError(f"--bone {a} {b}: the two joints coincide in the reconstruction; choose another bone")
         return length / float(np.median(L)), f"bone {a}-{b} = {length} m (median over {L.size} frames)"
-    if not height > 0:
-        raise MarionetteError(f"--height must be positive, got {height}")
+    if not (np.isfinite(height) and height > 0):
+        raise MarionetteError(f"--height must be a positive number, got {height}")
     # fractions of stature (anthropometric tables, Drillis & Contini): where each landmark sits
     tops = [("head_top", 1.0), ("nose", 0.92), ("upper_neck", 0.87)]
     bottoms = [("heel", 0.015), ("ankle", 0.039)]
@@ -163,6 +168,8 @@ def subject_scale(points: np.ndarray, joint_set: JointSet, height: float | None 
     if d.size < 3:
         raise MarionetteError("--height: head and feet are seen together in fewer than 3 frames")
     span = float(np.percentile(d, 90)) / (top[1] - bot[1])  # the most upright frames
+    if not span > 0:
+        raise MarionetteError("--height: head and feet coincide in the reconstruction; use --bone")
     return height / span, f"subject height {height} m ({top[0]} to {bot[0]}, 90th percentile over {d.size} frames)"
 
 

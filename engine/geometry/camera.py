@@ -24,16 +24,22 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.fileio import read_json, write_json_atomic
+from engine.validate import MAX_IMAGE_SIDE, number, whole_number
 
 CAMERA_JSON_FORMAT = "marionette.cameras"
 CAMERA_JSON_VERSION = 1
+MAX_FOCAL_RATIO = 1000.0   # focal length and principal point, in image sizes (1000: a 0.06 degree field of view)
+MAX_DISTORTION = 1e6       # magnitude of a distortion coefficient
+MAX_TRANSLATION = 1e6      # metres
 
 
 def _as_matrix(value, shape, where: str) -> np.ndarray:
+    if isinstance(value, (str, bytes, dict)):
+        raise MarionetteError(f"{where}: expected numbers of shape {shape}, got {str(value)[:60]!r}")
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise MarionetteError(f"{where}: expected numbers of shape {shape}, got {value!r}") from exc
+    except (TypeError, ValueError, OverflowError):
+        raise MarionetteError(f"{where}: expected numbers of shape {shape}, got {str(value)[:60]}") from None
     if arr.size != int(np.prod(shape)):
         raise MarionetteError(f"{where}: expected shape {shape}, got {arr.shape}")
     arr = arr.reshape(shape)
@@ -59,20 +65,33 @@ class Camera:
         self.K = _as_matrix(self.K, (3, 3), f"{where} field 'K'")
         self.R = _as_matrix(self.R, (3, 3), f"{where} field 'R'")
         self.t = _as_matrix(self.t, (3,), f"{where} field 't'")
-        d = np.asarray(self.dist if self.dist is not None else [], dtype=np.float64).ravel()
+        dist = self.dist if self.dist is not None else []
+        if isinstance(dist, (str, bytes, dict)):
+            raise MarionetteError(f"{where} field 'dist': expected a list of 0, 4, 5 or 8 coefficients, got {dist!r}")
+        try:
+            d = np.asarray(dist, dtype=np.float64).ravel()
+        except (TypeError, ValueError, OverflowError):
+            raise MarionetteError(f"{where} field 'dist': expected a list of 0, 4, 5 or 8 numbers, "
+                                  f"got {str(dist)[:60]}") from None
         if d.size not in (0, 4, 5, 8, 12, 14):
             raise MarionetteError(f"{where} field 'dist': expected 0, 4, 5 or 8 coefficients, got {d.size}")
+        if not np.all(np.isfinite(d)) or np.any(np.abs(d) > MAX_DISTORTION):
+            raise MarionetteError(f"{where} field 'dist': coefficients must be finite numbers of magnitude at most "
+                                  f"{MAX_DISTORTION:g}, got {d.tolist()}")
         self.dist = np.pad(d, (0, max(0, 5 - d.size)))
-        try:
-            self.width, self.height = int(self.width), int(self.height)
-        except (TypeError, ValueError) as exc:
-            raise MarionetteError(f"{where}: width/height must be integers") from exc
-        if self.width <= 0 or self.height <= 0:
-            raise MarionetteError(f"{where}: image size must be positive, got {self.width}x{self.height}")
+        self.width = whole_number(self.width, f"{where} image size: field 'width'", lo=1, hi=MAX_IMAGE_SIDE)
+        self.height = whole_number(self.height, f"{where} image size: field 'height'", lo=1, hi=MAX_IMAGE_SIDE)
+        side = max(self.width, self.height)
+        if np.abs(self.K[:2]).max() > MAX_FOCAL_RATIO * side:
+            # a focal length of 1e308 px (or a principal point as far) is a broken file, not a lens
+            raise MarionetteError(f"{where} field 'K': focal lengths and principal point must be at most "
+                                  f"{MAX_FOCAL_RATIO:g} x the image size ({side} px), got {self.K[:2].tolist()}")
         if abs(np.linalg.det(self.K)) < 1e-12 or self.K[0, 0] <= 0 or self.K[1, 1] <= 0:
             raise MarionetteError(f"{where} field 'K': singular or non-positive focal length {self.K.tolist()}")
         if not np.allclose(self.K[2], [0, 0, 1], atol=1e-9):
             raise MarionetteError(f"{where} field 'K': last row must be [0, 0, 1], got {self.K[2].tolist()}")
+        if np.abs(self.t).max() > MAX_TRANSLATION:
+            raise MarionetteError(f"{where} field 't': translation beyond {MAX_TRANSLATION:g} m, got {self.t.tolist()}")
         if abs(np.linalg.det(self.R) - 1.0) > 1e-3 or not np.allclose(self.R @ self.R.T, np.eye(3), atol=1e-3):
             raise MarionetteError(f"{where} field 'R': not a rotation matrix (det {np.linalg.det(self.R):.4f})")
 
@@ -115,6 +134,8 @@ class Camera:
 
     def scaled(self, factor: float) -> "Camera":
         """The same camera at a resolution scaled by ``factor`` (integer-centred pixels)."""
+        factor = number(factor, f"camera {self.name!r}: scale factor", lo=0, lo_open=True,
+                        hi=MAX_IMAGE_SIDE / max(self.width, self.height))
         K = self.K.copy()
         K[0, 0] *= factor
         K[1, 1] *= factor
@@ -442,7 +463,9 @@ def load_cameras_json(path) -> list[Camera]:
     doc = read_json(path, "camera file", expect_object=False)
     if isinstance(doc, dict) and doc.get("format") not in (None, CAMERA_JSON_FORMAT):
         raise MarionetteError(f"{path}: field 'format' is {doc.get('format')!r}, expected {CAMERA_JSON_FORMAT!r}")
-    if isinstance(doc, dict) and int(doc.get("version", 1)) > CAMERA_JSON_VERSION:
+    version = doc.get("version", 1) if isinstance(doc, dict) else 1
+    version = number(version, f"{path}: field 'version'", lo=1, integer=True)
+    if version > CAMERA_JSON_VERSION:
         raise MarionetteError(f"{path}: camera file version {doc.get('version')} is newer than this Marionette "
                               f"understands ({CAMERA_JSON_VERSION})")
     entries = doc.get("cameras") if isinstance(doc, dict) else doc

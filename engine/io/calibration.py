@@ -32,7 +32,6 @@ Marionette JSON
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -44,8 +43,11 @@ from pathlib import Path
 import numpy as np
 
 from engine import MarionetteError
+from engine.fileio import parse_json
+from engine.geometry.axes import UP_AXES
 from engine.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from engine.geometry.camera import CAMERA_JSON_FORMAT, Camera, load_cameras_json
+from engine.validate import MAX_IMAGE_SIDE, whole_number
 
 # The OpenCV frame is the Qualisys camera frame rotated by pi about X (looks down +Z, Y down).
 _FLIP_YZ = np.diag([1.0, -1.0, -1.0])
@@ -83,17 +85,16 @@ def load_calibration_info(path) -> Calibration:
         return Calibration(cams, "Z", "qualisys-qca", path)
     if head.startswith("{") or re.match(r"\[\s*[\[{\]\d\"-]", head):
         # "[cam_01]" opens a TOML table; "[{" or "[ 1" would be a JSON list
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise MarionetteError(f"{path}: not valid JSON ({exc})") from None
+        doc = parse_json(text, path)
         entries = doc.get("cameras") if isinstance(doc, dict) else None
         if isinstance(entries, list) and entries and isinstance(entries[0], dict) and (
                 "distCoef" in entries[0] or "panel" in entries[0] or "resolution" in entries[0]) \
                 and doc.get("format") != CAMERA_JSON_FORMAT:
             return Calibration(read_panoptic_json(path, doc), "-Y", "panoptic-json", path)
         cams = load_cameras_json(path)
-        up = str(doc.get("up_axis", "Z")) if isinstance(doc, dict) else "Z"
+        up = doc.get("up_axis", "Z") if isinstance(doc, dict) else "Z"
+        if up not in UP_AXES:
+            raise MarionetteError(f"{path}: field 'up_axis' must be one of {', '.join(UP_AXES)}, got {str(up)[:40]!r}")
         return Calibration(cams, up, "marionette-json", path)
     return Calibration(read_pose2sim_toml(path, text), "Z", "pose2sim-toml", path)
 
@@ -122,7 +123,18 @@ def read_pose2sim_toml(path, text: str | None = None) -> list[Camera]:
         size = _get(table, "size", where)
         if not (isinstance(size, list) and len(size) == 2):
             raise MarionetteError(f"{where} field 'size': expected [width, height], got {size!r}")
-        rvec = np.asarray(_get(table, "rotation", where), dtype=np.float64)
+        width, height = (whole_number(v, f"{where} field 'size' ({n})", lo=1, hi=MAX_IMAGE_SIDE)
+                         for v, n in zip(size, ("width", "height")))
+        rotation = _get(table, "rotation", where)
+        try:
+            if isinstance(rotation, (str, dict)):
+                raise ValueError
+            rvec = np.asarray(rotation, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise MarionetteError(f"{where} field 'rotation': expected a Rodrigues vector of 3 numbers, "
+                                  f"got {str(rotation)[:60]}") from None
+        if not np.all(np.isfinite(rvec)):
+            raise MarionetteError(f"{where} field 'rotation': contains NaN or infinite values")
         if rvec.shape == (3, 3):
             R = rvec
         elif rvec.shape == (3,):
@@ -132,8 +144,8 @@ def read_pose2sim_toml(path, text: str | None = None) -> list[Camera]:
                                   f"got shape {rvec.shape}")
         try:
             cams.append(Camera(name=str(table.get("name", section)), K=_get(table, "matrix", where), R=R,
-                               t=_get(table, "translation", where), width=round(float(size[0])),
-                               height=round(float(size[1])), dist=table.get("distortions", [])))
+                               t=_get(table, "translation", where), width=width, height=height,
+                               dist=table.get("distortions", [])))
         except MarionetteError as exc:
             raise MarionetteError(f"{where}: {exc}") from None
     if not cams:
@@ -176,6 +188,13 @@ def _attr(node, name: str, where: str) -> float:
     return out
 
 
+def _optional_attr(node, name: str, where: str, default: float = 0.0) -> float:
+    """An attribute that may be absent or empty (then ``default``), else a finite number."""
+    if not node.get(name):
+        return default
+    return _attr(node, name, where)
+
+
 def read_qualisys_qca(path, text: str | None = None) -> list[Camera]:
     path = Path(path)
     text = path.read_text() if text is None else text
@@ -192,7 +211,7 @@ def read_qualisys_qca(path, text: str | None = None) -> list[Camera]:
         where = f"{path}: camera {name!r}"
         if node.get("active", "1") == "0":
             continue
-        rot = int(float(node.get("viewrotation", "0") or 0))
+        rot = _optional_attr(node, "viewrotation", where)
         if rot % 360 != 0:
             # QTM stores rotated cameras in sensor orientation; the image the detector saw
             # would be rotated too. Refuse rather than guess the direction.
@@ -210,9 +229,9 @@ def read_qualisys_qca(path, text: str | None = None) -> list[Camera]:
         w_i = f"{where} <intrinsic>"
         fx, fy = _attr(intr, "focalLengthU", w_i) / 64, _attr(intr, "focalLengthV", w_i) / 64
         cx, cy = _attr(intr, "centerPointU", w_i) / 64 - left, _attr(intr, "centerPointV", w_i) / 64 - top
-        skew = float(intr.get("skew", 0) or 0) / 64
+        skew = _optional_attr(intr, "skew", w_i) / 64
         k1, k2 = _attr(intr, "radialDistortion1", w_i), _attr(intr, "radialDistortion2", w_i)
-        k3 = float(intr.get("radialDistortion3", 0) or 0)
+        k3 = _optional_attr(intr, "radialDistortion3", w_i)
         p1, p2 = _attr(intr, "tangentalDistortion1", w_i), _attr(intr, "tangentalDistortion2", w_i)
         w_t = f"{where} <transform>"
         M = np.array([[_attr(tr, f"r{a}{b}", w_t) for b in (1, 2, 3)] for a in (1, 2, 3)])
@@ -241,10 +260,7 @@ def read_panoptic_json(path, doc: dict | None = None, camera_type: str | None = 
     """CMU Panoptic ``calibration_<seq>.json``; ``camera_type`` ("hd", "vga", "kinect-color") filters."""
     path = Path(path)
     if doc is None:
-        try:
-            doc = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise MarionetteError(f"{path}: not valid JSON ({exc})") from None
+        doc = parse_json(path.read_text(encoding="utf-8-sig"), path)
     entries = doc.get("cameras") if isinstance(doc, dict) else None
     if not isinstance(entries, list) or not entries:
         raise MarionetteError(f"{path}: field 'cameras' must be a non-empty list")
@@ -266,7 +282,7 @@ def read_panoptic_json(path, doc: dict | None = None, camera_type: str | None = 
             t = np.asarray(e["t"], dtype=np.float64).ravel() / 100.0  # centimetres
             cams.append(Camera(name=name, K=e["K"], R=e["R"], t=t, width=res[0], height=res[1],
                                dist=e.get("distCoef", [])))
-        except (MarionetteError, ValueError, TypeError) as exc:
+        except (MarionetteError, ValueError, TypeError, OverflowError) as exc:
             raise MarionetteError(f"{where} ({name!r}): {exc}") from None
     if not cams:
         raise MarionetteError(f"{path}: no cameras of type {camera_type!r}")

@@ -44,6 +44,7 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.fileio import read_json, write_text_atomic
+from engine.validate import MAX_FPS, MAX_FRAME_NUMBER, MAX_FRAMES, float_list, number, string_list
 from engine.geometry.camera import Camera, load_cameras_json, save_cameras
 from engine.io.skeleton_file import SkeletonSequence, load_skeleton, save_skeleton
 
@@ -110,8 +111,8 @@ def read_openpose_json(path, num_joints: int) -> np.ndarray:
         raise MarionetteError(f"{path}: field 'people[0].pose_keypoints_2d' must hold {3 * num_joints} numbers "
                               f"(x, y, confidence for {num_joints} joints), got "
                               f"{len(flat) if isinstance(flat, list) else type(flat).__name__}")
-    kp = np.asarray(flat, dtype=np.float64).reshape(num_joints, 3)
-    ok = kp[:, 2] > 0
+    kp = float_list(flat, f"{path}: field 'people[0].pose_keypoints_2d'").reshape(num_joints, 3)
+    ok = np.isfinite(kp).all(-1) & (kp[:, 2] > 0)  # NaN/infinite values: not detected
     out[ok] = kp[ok]
     return out
 
@@ -325,11 +326,11 @@ def _field(doc: dict, key: str, kind, where: Path, default=None, required=True):
 
 
 def _int_list(values, key: str, where: Path) -> list[int]:
+    if len(values) > MAX_FRAMES:
+        raise MarionetteError(f"{where}: field {key!r} lists {len(values)} frames, more than {MAX_FRAMES}")
     out = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 0:
-            raise MarionetteError(f"{where}: field {key!r} must hold non-negative integers, got {v!r}")
-        out.append(int(v))
+        out.append(number(v, f"{where}: field {key!r} entry", lo=0, hi=MAX_FRAME_NUMBER - 1, integer=True))
     if len(set(out)) != len(out):
         raise MarionetteError(f"{where}: field {key!r} has duplicate entries")
     return out
@@ -350,19 +351,14 @@ def load_capture(path, require_masks: bool = True, check_files: bool = True) -> 
     doc = read_json(meta_path, "capture description (an unfinished or not a capture folder)")
     if doc.get("format") != CAPTURE_FORMAT:
         raise MarionetteError(f"{meta_path}: field 'format' is {doc.get('format')!r}, expected {CAPTURE_FORMAT!r}")
-    try:
-        version = int(doc.get("version", 0))
-    except (TypeError, ValueError):
-        raise MarionetteError(f"{meta_path}: field 'version' must be an integer") from None
+    version = number(doc.get("version", 0), f"{meta_path}: field 'version'", integer=True)
     if version < 1 or version > CAPTURE_VERSION:
         raise MarionetteError(f"{meta_path}: field 'version' is {doc.get('version')!r}; this Marionette reads "
                               f"version {CAPTURE_VERSION}")
     if doc.get("complete") is not True:
         raise MarionetteError(f"{meta_path}: field 'complete' is not true (the capture was not finished)")
 
-    fps = _field(doc, "fps", float, meta_path)
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not np.isfinite(fps) or fps <= 0:
-        raise MarionetteError(f"{meta_path}: field 'fps' must be a positive number, got {fps!r}")
+    fps = number(_field(doc, "fps", float, meta_path), f"{meta_path}: field 'fps'", lo=0, lo_open=True, hi=MAX_FPS)
     frames = _int_list(_field(doc, "frames", list, meta_path), "frames", meta_path)
     if not frames:
         raise MarionetteError(f"{meta_path}: field 'frames' is empty")
@@ -371,8 +367,14 @@ def load_capture(path, require_masks: bool = True, check_files: bool = True) -> 
         raise MarionetteError(f"{meta_path}: field 'cameras' must be a non-empty list of names")
     for n in names:
         _check_camera_name(n, f"{meta_path}: field 'cameras'")
-    heldout = _field(doc, "heldout_cameras", list, meta_path, default=[], required=False)
+    if len(set(names)) != len(names):
+        raise MarionetteError(f"{meta_path}: field 'cameras' lists {sorted({n for n in names if names.count(n) > 1})} "
+                              "more than once")
+    heldout = string_list(_field(doc, "heldout_cameras", list, meta_path, default=[], required=False),
+                          f"{meta_path}: field 'heldout_cameras'")
     train = _field(doc, "train_cameras", list, meta_path, default=None, required=False)
+    if train is not None:
+        train = string_list(train, f"{meta_path}: field 'train_cameras'")
     if train is None:
         train = [n for n in names if n not in heldout]
     for key, sub in (("train_cameras", train), ("heldout_cameras", heldout)):

@@ -17,7 +17,6 @@ coordinates, make the joint missing and are counted in the summary.
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.body.joint_sets import JointSet, get_joint_set
+from engine.fileio import read_json
+from engine.validate import MAX_FRAME_NUMBER, float_list
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -92,7 +93,13 @@ def frame_number(path: Path) -> int | None:
     stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.stem
     stem = re.sub(r"_keypoints$", "", stem)
     groups = _DIGITS.findall(stem)
-    return int(groups[-1]) if groups else None
+    if not groups:
+        return None
+    digits = groups[-1].lstrip("0") or "0"
+    if len(digits) > len(str(MAX_FRAME_NUMBER)) or int(digits) >= MAX_FRAME_NUMBER:
+        raise MarionetteError(f"{path}: frame number {groups[-1][:30]}{'...' if len(groups[-1]) > 30 else ''} "
+                              f"is too large (at most {MAX_FRAME_NUMBER - 1})")
+    return int(digits)
 
 
 def _sanitize(arr: np.ndarray) -> tuple[np.ndarray, int]:
@@ -111,12 +118,7 @@ def _sanitize(arr: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise MarionetteError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except UnicodeDecodeError:
-        raise MarionetteError(f"{path}: not a UTF-8 text file") from None
+    return read_json(path, "keypoint file", expect_object=False)
 
 
 def detect_joint_set(num_joints: int, samples: np.ndarray | None = None) -> tuple[JointSet, str]:
@@ -165,11 +167,7 @@ def _openpose_people(doc, path: Path) -> list[np.ndarray]:
                                   f"triples, got length {len(flat) if isinstance(flat, list) else type(flat).__name__}")
         if not flat:
             continue
-        try:
-            arr = np.array([np.nan if v is None else v for v in flat], dtype=np.float64).reshape(-1, 3)
-        except (TypeError, ValueError):
-            raise MarionetteError(f"{path}: people[{i}].pose_keypoints_2d contains non-numbers") from None
-        out.append(arr)
+        out.append(float_list(flat, f"{path}: people[{i}].pose_keypoints_2d").reshape(-1, 3))
     return out
 
 
@@ -209,6 +207,9 @@ def read_openpose_folders(folders: list[Path], camera_names: list[str] | None = 
         if not folder.is_dir():
             raise MarionetteError(f"{folder}: camera keypoint folder not found")
         files = sorted(folder.glob("*.json"), key=lambda p: _natural_key(p.name))
+        for p in files:
+            if not p.is_file():
+                raise MarionetteError(f"{p}: is a folder, not a keypoint file; move it out of the camera folder")
         if not files:
             raise MarionetteError(f"{folder}: empty camera folder (no .json keypoint files)")
         frames: dict[int, list[np.ndarray]] = {}
@@ -243,11 +244,26 @@ def read_openpose_folders(folders: list[Path], camera_names: list[str] | None = 
     return _assemble(per_cam, names, njoints, joint_set, summary, [str(f) for f in folders])
 
 
+MAX_KEYPOINT_BYTES = 4 << 30  # the assembled [C, T, P, J, 3] float64 detections
+
+
 def _assemble(per_cam, names, njoints, joint_set, summary, sources) -> Keypoints2D:
     all_frames = sorted(set().union(*[set(f) for f in per_cam]))
     frame_pos = {t: i for i, t in enumerate(all_frames)}
     C, T = len(per_cam), len(all_frames)
     P = max(1, max((len(ps) for f in per_cam for ps in f.values()), default=1))
+    # the joint count decides the joint set: check it before allocating anything of that size
+    if joint_set is None or (isinstance(joint_set, str) and joint_set.lower() == "auto"):
+        if njoints not in (17, 19, 25):
+            detect_joint_set(njoints)  # raises the "matches no known joint set" error
+    else:
+        js = joint_set if isinstance(joint_set, JointSet) else get_joint_set(joint_set)
+        if js.num_joints != njoints:
+            raise MarionetteError(f"joint set {js.name} has {js.num_joints} joints but the keypoint files have "
+                                  f"{njoints} per person")
+    if C * T * P * njoints * 3 * 8 > MAX_KEYPOINT_BYTES:
+        raise MarionetteError(f"{C} cameras x {T} frames x {P} people per frame x {njoints} joints is more keypoint "
+                              f"data than Marionette holds at once ({MAX_KEYPOINT_BYTES >> 30} GiB); split the capture")
     people = np.zeros((C, T, P, njoints, 3))  # zeros = OpenPose's "not detected"
     for c, frames in enumerate(per_cam):
         summary.frames_missing_per_camera[names[c]] = T - len(frames)
@@ -299,12 +315,16 @@ def read_coco_json(path, camera_name: str | None = None) -> tuple[dict[int, list
     for i, im in enumerate(images):
         if not isinstance(im, dict) or "id" not in im:
             raise MarionetteError(f"{path}: images[{i}] has no field 'id'")
-        num = frame_number(Path(str(im.get("file_name", "")) + ".json")) if im.get("file_name") else None
-        frame_of[im["id"]] = num if num is not None else im["id"]
+        if not _is_id(im["id"]):
+            raise MarionetteError(f"{path}: images[{i}] field 'id' must be an integer or a string, "
+                                  f"got {str(im['id'])[:40]}")
+        name = im.get("file_name")
+        num = frame_number(Path(name + ".json")) if isinstance(name, str) and name else None
+        frame_of[im["id"]] = num if num is not None else _frame_id(im["id"], f"{path}: images[{i}] field 'id'")
     frames: dict[int, list[np.ndarray]] = {}
     njoints = None
     for im_id, t in frame_of.items():
-        frames.setdefault(int(t), [])
+        frames.setdefault(t, [])
     for i, a in enumerate(anns):
         where = f"{path}: annotations[{i}]"
         if not isinstance(a, dict) or "keypoints" not in a or "image_id" not in a:
@@ -312,10 +332,7 @@ def read_coco_json(path, camera_name: str | None = None) -> tuple[dict[int, list
         flat = a["keypoints"]
         if not isinstance(flat, list) or len(flat) % 3 != 0 or not flat:
             raise MarionetteError(f"{where} field 'keypoints': expected x, y, v triples")
-        try:
-            arr = np.array([np.nan if v is None else v for v in flat], dtype=np.float64).reshape(-1, 3)
-        except (TypeError, ValueError):
-            raise MarionetteError(f"{where} field 'keypoints': contains non-numbers") from None
+        arr = float_list(flat, f"{where} field 'keypoints'").reshape(-1, 3)
         if visibility:
             v = arr[:, 2]
             arr[:, 2] = np.where(v >= 2, 1.0, np.where(v >= 1, 0.5, np.where(np.isfinite(v) & (v < 0), v, 0.0)))
@@ -324,15 +341,28 @@ def read_coco_json(path, camera_name: str | None = None) -> tuple[dict[int, list
         elif arr.shape[0] != njoints:
             raise MarionetteError(f"{where}: {arr.shape[0]} joints, earlier annotations have {njoints}")
         img = a["image_id"]
-        t = frame_of.get(img, img)
-        try:
-            t = int(t)
-        except (TypeError, ValueError):
-            raise MarionetteError(f"{where} field 'image_id': expected an integer or a known image id") from None
+        if not _is_id(img):
+            raise MarionetteError(f"{where} field 'image_id': expected an integer or a known image id, "
+                                  f"got {str(img)[:40]}")
+        t = frame_of[img] if img in frame_of else _frame_id(img, f"{where} field 'image_id'")
         frames.setdefault(t, []).append(arr)
     if njoints is None:
         raise MarionetteError(f"{path}: no annotations with keypoints")
     return frames, njoints
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _frame_id(value, what: str) -> int:
+    """An image id used as the frame number: a non-negative integer (or a string of digits)."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 10:
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not (0 <= value < MAX_FRAME_NUMBER):
+        raise MarionetteError(f"{what}: expected a frame number (an integer 0..{MAX_FRAME_NUMBER - 1}) or the id "
+                              f"of an image with a numbered file_name, got {str(value)[:40]}")
+    return value
 
 
 def read_coco_cameras(files: list[Path], camera_names: list[str] | None = None,

@@ -9,7 +9,8 @@ format              str            ``"marionette.skeleton"``
 version             int            1
 joints              [T, J, 3] f32  joint positions in metres; NaN where missing
 confidence          [T, J] f32     0..1; 0 where missing
-joint_set           str            name of an ``engine.body.joint_sets`` joint set
+joint_set           str            name of an ``engine.body.joint_sets`` joint set (may be left
+                                   out when joint_names are a known set's; absent: generic skeleton)
 joint_names         [J] str        that set's joint names, in order
 parents             [J] int        parent index per joint, -1 for the root
 fps                 float          frames per second
@@ -20,7 +21,8 @@ views_used          [T, J] i32     (optional) cameras that contributed to each j
 ==================  =============  ==================================================
 
 Readers accept files without ``format``/``version`` (plain ``joints`` + ``joint_set``)
-so hand-made files work.
+so hand-made files work, and files without ``joint_set`` whose ``joint_names`` (and ``parents``:
+the same tree, whatever its root) are a known set's, as other tools write them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.fileio import read_npz
-from engine.body.joint_sets import JointSet, get_joint_set
+from engine.body.joint_sets import JOINT_SETS, JointSet, generic_joint_set, get_joint_set, infer_joint_set
+from engine.validate import MAX_FPS, MAX_FRAME_NUMBER, MAX_FRAMES, mkdir, number, output_file
 
 SKELETON_FORMAT = "marionette.skeleton"
 SKELETON_VERSION = 1
@@ -85,55 +88,127 @@ def save_skeleton(path, seq: SkeletonSequence) -> None:
     path = Path(path)
     if path.suffix != ".npz":
         raise MarionetteError(f"{path}: skeleton files must end in .npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    output_file(path, "skeleton file")
+    mkdir(path.parent, "folder for the skeleton file")
     arrays = dict(
         format=np.array(SKELETON_FORMAT), version=np.array(SKELETON_VERSION),
         joints=seq.joints.astype(np.float32), confidence=seq.confidence.astype(np.float32),
-        joint_set=np.array(seq.joint_set.name), joint_names=np.array(seq.joint_set.names),
+        joint_names=np.array(seq.joint_set.names),
         parents=np.array(seq.joint_set.parents, dtype=np.int64), fps=np.array(float(seq.fps)),
         up_axis=np.array(seq.up_axis),
     )
+    if JOINT_SETS.get(seq.joint_set.name) == seq.joint_set:  # a generic set is its names and parents
+        arrays["joint_set"] = np.array(seq.joint_set.name)
     for key, value in seq.extras.items():
         arrays[key] = np.asarray(value)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise MarionetteError(f"{path}: cannot write the skeleton file ({exc.strerror or exc})") from None
 
 
-def load_skeleton(path) -> SkeletonSequence:
-    """Read and validate a skeleton ``.npz``; errors name the file and the field."""
+def _scalar(arrays: dict, key: str, path: Path, default=None):
+    """A 0-d (or one-element) field as a Python value; arrays of several values are refused."""
+    if key not in arrays:
+        return default
+    value = np.asarray(arrays[key])
+    if value.size != 1:
+        raise MarionetteError(f"{path}: field {key!r} must be a single value, got an array of shape "
+                              f"{list(value.shape)}")
+    return value.reshape(()).item()
+
+
+def _numeric(arrays: dict, key: str, path: Path) -> np.ndarray:
+    value = arrays[key]
+    if value.dtype.kind not in "biuf":
+        raise MarionetteError(f"{path}: field {key!r} must hold numbers, got {value.dtype} values")
+    return value
+
+
+def check_frame_indices(value, num_frames: int, where: str) -> np.ndarray:
+    """``frame_indices``: [T] whole numbers in 0..MAX_FRAME_NUMBER-1 (source frame number of every row)."""
+    fi = np.asarray(value)
+    if fi.dtype.kind not in "iuf" or fi.shape != (num_frames,):
+        raise MarionetteError(f"{where}: field 'frame_indices' must be {num_frames} integers (one per row), got "
+                              f"{fi.dtype} values of shape {list(fi.shape)}")
+    f = fi.astype(np.float64)
+    if not (np.all(np.isfinite(f)) and np.all(f == np.round(f)) and np.all(f >= 0) and np.all(f < MAX_FRAME_NUMBER)):
+        raise MarionetteError(f"{where}: field 'frame_indices' must hold whole frame numbers 0..{MAX_FRAME_NUMBER - 1}"
+                              f" (got values from {np.nanmin(f) if f.size else 0:g} to {np.nanmax(f) if f.size else 0:g})")
+    return f.astype(np.int64)
+
+
+def _joint_set_of(arrays: dict, path: Path, allow_generic: bool) -> JointSet:
+    """The file's ``joint_set``; without one, the known set its ``joint_names`` (checked against
+    ``parents``) are, else (``allow_generic``) a generic set of its own names and parents."""
+    if "joint_set" in arrays:
+        try:
+            return get_joint_set(str(_scalar(arrays, "joint_set", path)))
+        except MarionetteError as exc:
+            raise MarionetteError(f"{path}: field 'joint_set': {exc}") from None
+    if "joint_names" not in arrays:
+        raise MarionetteError(f"{path}: missing field 'joint_set' (expected a name such as 'BODY_25B') and no "
+                              "field 'joint_names' to infer it from")
+    names = np.asarray(arrays["joint_names"]).reshape(-1)
+    parents = arrays.get("parents")
+    joint_set, why = infer_joint_set(names, parents)
+    if joint_set is not None:
+        return joint_set
+    if not allow_generic:
+        raise MarionetteError(f"{path}: no field 'joint_set', and {why}; add joint_set (one of "
+                              f"{', '.join(JOINT_SETS)})")
+    if parents is None:
+        raise MarionetteError(f"{path}: {why}, and a skeleton of its own needs field 'parents' (parent index per "
+                              "joint, -1 for the root)")
+    return generic_joint_set(names, parents, where=str(path))
+
+
+def load_skeleton(path, allow_generic: bool = False) -> SkeletonSequence:
+    """Read and validate a skeleton ``.npz``; errors name the file and the field.
+
+    Without ``joint_set`` the set is inferred from ``joint_names`` (checked against ``parents``);
+    names of no known set are an error, or with ``allow_generic`` a generic joint set of the
+    file's own names and parents (``engine.body.joint_sets.generic_joint_set``).
+    """
     path = Path(path)
     arrays = read_npz(path)
-    fmt = str(arrays.get("format", SKELETON_FORMAT))
+    fmt = str(_scalar(arrays, "format", path, SKELETON_FORMAT))
     if fmt != SKELETON_FORMAT:
-        raise MarionetteError(f"{path}: field 'format' is {fmt!r}, expected {SKELETON_FORMAT!r}")
-    version = int(arrays.get("version", SKELETON_VERSION))
+        raise MarionetteError(f"{path}: field 'format' is {fmt[:60]!r}, expected {SKELETON_FORMAT!r}")
+    version = _scalar(arrays, "version", path, SKELETON_VERSION)
+    version = number(version, f"{path}: field 'version'", lo=1, integer=True)
     if version > SKELETON_VERSION:
         raise MarionetteError(f"{path}: skeleton file version {version} is newer than supported ({SKELETON_VERSION})")
     if "joints" not in arrays:
         raise MarionetteError(f"{path}: missing field 'joints' (expected [T, J, 3] positions in metres)")
-    if "joint_set" not in arrays:
-        raise MarionetteError(f"{path}: missing field 'joint_set' (expected a name such as 'BODY_25B')")
-    try:
-        joint_set = get_joint_set(str(arrays["joint_set"]))
-    except MarionetteError as exc:
-        raise MarionetteError(f"{path}: field 'joint_set': {exc}") from None
-    joints = arrays["joints"]
+    joint_set = _joint_set_of(arrays, path, allow_generic)
+    joints = _numeric(arrays, "joints", path)
     if joints.ndim != 3 or joints.shape[1:] != (joint_set.num_joints, 3):
         raise MarionetteError(f"{path}: field 'joints' has shape {list(joints.shape)}, expected "
                               f"[T, {joint_set.num_joints}, 3] for joint set {joint_set.name}")
     if joints.shape[0] == 0:
         raise MarionetteError(f"{path}: field 'joints' has zero frames")
-    if "joint_names" in arrays and [str(n) for n in arrays["joint_names"]] != list(joint_set.names):
-        raise MarionetteError(f"{path}: field 'joint_names' does not match joint set {joint_set.name}")
-    fps = float(arrays.get("fps", np.nan))
-    if not (np.isfinite(fps) and fps > 0):
-        raise MarionetteError(f"{path}: field 'fps' must be a positive number, got {arrays.get('fps')}")
+    if joints.shape[0] > MAX_FRAMES:
+        raise MarionetteError(f"{path}: field 'joints' has {joints.shape[0]} frames, more than {MAX_FRAMES}")
+    if "joint_names" in arrays:
+        names = np.asarray(arrays["joint_names"])
+        if names.ndim != 1 or [str(n) for n in names] != list(joint_set.names):
+            raise MarionetteError(f"{path}: field 'joint_names' does not match joint set {joint_set.name}")
+    fps = _scalar(arrays, "fps", path)
+    if fps is None:
+        raise MarionetteError(f"{path}: missing field 'fps' (frames per second)")
+    fps = number(fps, f"{path}: field 'fps'", lo=0, lo_open=True, hi=MAX_FPS)
+    confidence = _numeric(arrays, "confidence", path) if "confidence" in arrays else None
+    up_axis = str(_scalar(arrays, "up_axis", path, "Z"))
     known = {"format", "version", "joints", "confidence", "joint_set", "joint_names", "parents", "fps", "up_axis"}
     extras = {k: v for k, v in arrays.items() if k not in known}
+    if "frame_indices" in extras:
+        extras["frame_indices"] = check_frame_indices(extras["frame_indices"], joints.shape[0], str(path))
     try:
-        return SkeletonSequence(joints=joints, joint_set=joint_set, fps=fps,
-                                confidence=arrays.get("confidence"), up_axis=str(arrays.get("up_axis", "Z")),
-                                extras=extras)
+        return SkeletonSequence(joints=joints, joint_set=joint_set, fps=fps, confidence=confidence,
+                                up_axis=up_axis, extras=extras)
     except MarionetteError as exc:
         raise MarionetteError(f"{path}: {exc}") from None

@@ -41,6 +41,7 @@ from engine import MarionetteError
 from engine.geometry.rotations import (quat_between, quat_conj, quat_continuous, quat_cumprod, quat_exp,  # noqa: F401
                                        quat_log, quat_mul, quat_normalize, quat_rotate)
 from engine.io.skeleton_file import SkeletonSequence
+from engine.validate import MAX_FRAMES
 
 __all__ = [
     "resample_rotations", "resample_positions", "resample_animation", "resample_skeleton", "fill_gaps", "skeleton_times",
@@ -276,7 +277,9 @@ def resample_animation(quats: np.ndarray, root_location: np.ndarray, times: np.n
     frames = np.round(f)
     if np.all(np.abs(f - frames) < 1e-6) and (len(frames) < 2 or np.all(np.diff(frames) > 0)):
         return quats, root_location, frames.astype(np.int64)
-    t_out = np.arange(int(np.floor(t[-1] * target_fps + 1e-6)) + 1) / target_fps
+    count = int(np.floor(t[-1] * target_fps + 1e-6)) + 1
+    _check_output_frames(count, float(t[-1]), target_fps)
+    t_out = np.arange(count) / target_fps
     q = resample_rotations(quats, t, t_out, max_gap=0.0)
     loc = resample_positions(root_location, t, t_out, max_gap=0.0)
     return q, loc, np.arange(len(t_out), dtype=np.int64)
@@ -419,6 +422,13 @@ def _check_fps(fps) -> float:
     return fps
 
 
+def _check_output_frames(count: int, seconds: float, fps: float) -> None:
+    """Refuse a resampling that would produce more than MAX_FRAMES frames (before allocating them)."""
+    if count > MAX_FRAMES:
+        raise MarionetteError(f"resampling {seconds:g} s at {fps:g} fps would make {count} frames, more than "
+                              f"{MAX_FRAMES}; choose a lower frame rate")
+
+
 def resample_skeleton(seq: SkeletonSequence, fps: float, max_gap: float | None = 0.5,
                       lengths="keys", times_out: np.ndarray | None = None) -> SkeletonSequence:
     """Resample a skeleton sequence to ``fps`` (up or down), filling gaps up to ``max_gap`` seconds.
@@ -448,6 +458,7 @@ def resample_skeleton(seq: SkeletonSequence, fps: float, max_gap: float | None =
     if times_out is None:
         k0 = int(np.ceil(t_in[0] * fps - 1e-6))
         k1 = int(np.floor(t_in[-1] * fps + 1e-6))
+        _check_output_frames(max(k1, k0) - k0 + 1, t_in[-1] - t_in[0], fps)
         frames_out = np.arange(k0, max(k1, k0) + 1)
         times_out = frames_out / fps
     else:

@@ -22,7 +22,7 @@ import numpy as np
 from engine import MarionetteError
 from engine.geometry.camera import Camera
 from engine.scene.compositing import composite_layers
-from engine.body.joint_sets import JointSet, get_joint_set, map_joints, mapping_matrix
+from engine.body.joint_sets import JointSet, get_joint_set, joint_map
 
 
 @dataclass
@@ -63,6 +63,60 @@ def read_actor_header(actor_path) -> dict:
     return doc
 
 
+def validate_actor(actor_path) -> dict:
+    """Check an actor folder as loading it does (``engine.neural.actor.model_file.load_actor``: format,
+    version, joint set and bones, tensors present with the recorded size, SHA-256 and shapes, finite
+    values) and return its JSON; a MarionetteError says what is wrong. Imports torch."""
+    from engine.neural.actor.model_file import load_actor
+
+    path = Path(actor_path)
+    if path.is_file():
+        path = path.parent
+    _, doc = load_actor(path, device="cpu")
+    return doc
+
+
+def _num(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) \
+        else None
+
+
+def actor_summary(doc: dict, actor_path) -> dict[str, str]:
+    """One-line texts about an actor from its JSON, for the Blender panel: ``name`` (its folder),
+    ``joint_set``, ``training`` (steps, time, device, date) and ``quality`` (held-out metrics
+    recorded by training: ``training.metrics.heldout``). Odd or missing values are left out."""
+    path = Path(actor_path)
+    if path.is_file():
+        path = path.parent
+    t = doc.get("training") if isinstance(doc.get("training"), dict) else {}
+    parts = []
+    steps = _num(t.get("steps"))
+    if steps is not None:
+        parts.append(f"{int(steps)} steps")
+    secs = _num(t.get("time_s"))
+    if secs is not None:
+        parts.append(f"{secs / 60:.0f} min" if secs >= 60 else f"{secs:.0f} s")
+    if isinstance(t.get("device"), str):
+        parts.append(f"on {t['device'][:12]}")
+    if isinstance(t.get("created"), str):
+        parts.append(t["created"][:10])
+    metrics = t.get("metrics") if isinstance(t.get("metrics"), dict) else {}
+    held = metrics.get("heldout") if isinstance(metrics.get("heldout"), dict) else {}
+    quality = []
+    for key, label, fmt in (("psnr", "PSNR", "{:.1f} dB"), ("ssim", "SSIM", "{:.3f}"), ("mask_iou", "mask IoU", "{:.3f}")):
+        v = _num(held.get(key))
+        if v is not None:
+            quality.append(f"{label} {fmt.format(v)}")
+    views = _num(held.get("views"))
+    return {
+        "name": path.name,
+        "joint_set": str(doc.get("joint_set", "?"))[:32],
+        "training": ", ".join(parts) if parts else "not recorded",
+        "quality": (", ".join(quality) + (f" ({int(views)} views)" if views is not None else "")) if quality
+        else "not recorded",
+    }
+
+
 def needed_joints(joint_set: JointSet) -> list[int]:
     return sorted({j for bone in joint_set.bones for j in bone})
 
@@ -75,9 +129,17 @@ def joint_set_compatibility(source: str, actor_joint_set: str) -> tuple[bool, li
     src, dst = get_joint_set(source), get_joint_set(actor_joint_set)
     if src.name == dst.name:
         return True, []
-    M = mapping_matrix(src, dst)
-    missing = [dst.names[j] for j in needed_joints(dst) if not (M[j] != 0).any()]
+    missing = joint_map(src, dst).missing(needed_joints(dst))
     return not missing, missing
+
+
+def estimated_joints(source: str, actor_joint_set: str) -> dict[str, list[str]]:
+    """{actor joint: ``source`` joints it is estimated from} for the actor's joints that ``source``
+    lacks (``engine.body.joint_sets.ESTIMATED``/``DERIVED``); empty for the same joint set."""
+    src, dst = get_joint_set(source), get_joint_set(actor_joint_set)
+    if src.name == dst.name:
+        return {}
+    return joint_map(src, dst).estimated(needed_joints(dst))
 
 
 def joints_for_actor(joints: np.ndarray, source: str, actor_joint_set: str, where: str) -> np.ndarray:
@@ -87,7 +149,7 @@ def joints_for_actor(joints: np.ndarray, source: str, actor_joint_set: str, wher
                               f"these actor joints cannot be obtained: {', '.join(missing)}")
     src, dst = get_joint_set(source), get_joint_set(actor_joint_set)
     joints = np.asarray(joints, dtype=np.float64)
-    out = joints if src.name == dst.name else map_joints(joints, src, dst)
+    out = joints if src.name == dst.name else joint_map(src, dst).apply(joints)
     bad = [dst.names[j] for j in needed_joints(dst) if not np.isfinite(out[j]).all()]
     if bad:
         raise MarionetteError(f"{where}: joints {', '.join(bad)} are missing (NaN) on this frame")

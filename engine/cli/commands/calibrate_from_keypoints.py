@@ -53,13 +53,50 @@ def _intrinsics(args, folder_names):
         return mapping, [cams[m] if m is not None else None for m in mapping], how
     if not args.size or "x" not in args.size.lower():
         raise MarionetteError("--focal-px needs --size WxH (e.g. 1920x1080)")
-    try:
-        W, H = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise MarionetteError(f"--size: expected WxH such as 1920x1080, got {args.size!r}") from None
+    W, H = parse_size(args.size)
     cams = [Camera(name=n, K=[[args.focal_px, 0, (W - 1) / 2], [0, args.focal_px, (H - 1) / 2], [0, 0, 1]],
                    R=__import__("numpy").eye(3), t=[0, 0, 0], width=W, height=H) for n in folder_names]
     return list(range(len(cams))), cams, "cameras named after the keypoint folders (guessed intrinsics)"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``--size WxH`` -> (W, H), whole positive pixel counts."""
+    from engine import MarionetteError
+    from engine.validate import MAX_IMAGE_SIDE
+
+    parts = text.lower().split("x")
+    try:
+        if len(parts) != 2 or not all(p.strip().isdigit() and len(p.strip()) <= 7 for p in parts):
+            raise ValueError
+        W, H = (int(p) for p in parts)
+    except ValueError:
+        raise MarionetteError(f"--size: expected WxH such as 1920x1080, got {text!r}") from None
+    if not (1 <= W <= MAX_IMAGE_SIDE and 1 <= H <= MAX_IMAGE_SIDE):
+        raise MarionetteError(f"--size: width and height must be 1..{MAX_IMAGE_SIDE} pixels, got {text!r}")
+    return W, H
+
+
+def check_options(args):
+    """Ranges of the numeric options, the --bone joints and the output path, before any work;
+    returns the parsed --bone (or None)."""
+    from engine import MarionetteError
+    from engine.validate import number, optional_number, output_file
+
+    optional_number(args.focal_px, "--focal-px", lo=0, lo_open=True, hi=1e7)
+    optional_number(args.height, "--height", lo=0, lo_open=True, hi=100)
+    number(args.min_confidence, "--min-confidence", lo=0, hi=1, hi_open=True)
+    output_file(args.output, "-o")
+    if not args.bone:
+        return None
+    a, b, length = args.bone
+    try:
+        length = float(length)
+    except ValueError:
+        raise MarionetteError(f"--bone: length must be a number, got {length!r}") from None
+    number(length, "--bone: length (metres)", lo=0, lo_open=True, hi=100)
+    if a.strip().lower() == b.strip().lower():
+        raise MarionetteError(f"--bone {a} {b}: the two joints must differ (a bone joins two joints)")
+    return a, b, length
 
 
 def run(args) -> int:
@@ -72,6 +109,7 @@ def run(args) -> int:
     from engine.io.keypoints import match_cameras, read_keypoints
     from engine.capture.selfcalib import calibrate_from_keypoints, compare_cameras
 
+    bone = check_options(args)
     kp = read_keypoints(args.pose_dir, joint_set=None if args.joint_set == "auto" else args.joint_set, progress=True)
     mapping, intr, how = _intrinsics(args, kp.camera_names)
     keep = [i for i, c in enumerate(intr) if c is not None]
@@ -86,12 +124,6 @@ def run(args) -> int:
             raise MarionetteError(f"--reference {args.reference!r}: not one of {names}")
         ref = names.index(args.reference)
     kp = select_subject(kp, cams, progress=True)
-    bone = None
-    if args.bone:
-        try:
-            bone = (args.bone[0], args.bone[1], float(args.bone[2]))
-        except ValueError:
-            raise MarionetteError(f"--bone: length must be a number, got {args.bone[2]!r}") from None
     print(how)
     result = calibrate_from_keypoints(kp.data, cams, kp.joint_set, height=args.height, bone=bone, reference=ref,
                                       min_confidence=args.min_confidence)

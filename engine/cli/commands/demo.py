@@ -95,14 +95,46 @@ def render_in_blender(skeleton_path, actor_dir, out_dir, resolution: int, second
         raise MarionetteError("the Blender step failed:\n    " + "\n    ".join(tail))
 
 
-def run(args) -> int:
+RENDER_OUTPUTS = ("frames", "demo.gif", "demo_contact_sheet.png", "demo.blend")
+
+
+def check_options(args):
+    """Everything that can fail cheaply, before any output is written: option ranges, the output
+    folder, the bpy module and the actor (loaded once to validate it). Returns the actor folder
+    (None with --no-render)."""
     import importlib.util
     from pathlib import Path
 
     from engine import MarionetteError
     from engine.data import demo_actor_path
+    from engine.validate import MAX_RENDER_SIDE, number, output_folder
+
+    output_folder(args.output, "-o")
+    if args.no_render:
+        return None
+    number(args.resolution, "--resolution", lo=16, hi=MAX_RENDER_SIDE, integer=True)
+    number(args.seconds, "--seconds", lo=0, lo_open=True, hi=3600)
+    number(args.fps, "--fps", lo=0, lo_open=True, hi=240)
+    if args.seconds * args.fps < 1:
+        raise MarionetteError(f"--seconds {args.seconds:g} at --fps {args.fps:g} is less than one frame")
+    if importlib.util.find_spec("bpy") is None:
+        raise MarionetteError("the render steps need the bpy module (pip install bpy==5.0.1, or run "
+                              "scripts/install.sh); use --no-render to stop after triangulation")
+    actor = Path(args.actor) if args.actor else demo_actor_path()
+    from engine.neural.actor.model_file import load_actor
+
+    try:
+        load_actor(actor)
+    except MarionetteError as exc:
+        raise MarionetteError(f"--actor: {exc}") from None
+    return actor
+
+
+def run(args) -> int:
+    from pathlib import Path
 
     out = Path(args.output)
+    actor = check_options(args)
     print("Marionette demo: bundled Pose2Sim capture (S01_Demo_SingleTrial, 4 cameras, 60 fps)")
     report, skel, preview = triangulate_demo(out)
     for line in report.lines:
@@ -111,15 +143,34 @@ def run(args) -> int:
     print(f"wrote {preview}")
     if args.no_render:
         return 0
-    if importlib.util.find_spec("bpy") is None:
-        raise MarionetteError("the render steps need the bpy module (pip install bpy==5.0.1, or run "
-                              "scripts/install.sh); use --no-render to stop after triangulation")
-    actor = Path(args.actor) if args.actor else demo_actor_path()
-    if args.resolution <= 0 or args.seconds <= 0 or args.fps <= 0:
-        raise MarionetteError("--resolution, --seconds and --fps must be positive")
     driven, how = transfer_to_actor(skel, actor, out / "skeleton_on_actor.npz")
     print(f"motion transfer: {how}; wrote {driven}")
     print(f"rendering {args.seconds:g} s at {args.fps:g} fps, {args.resolution}x{args.resolution}, actor {actor}")
-    render_in_blender(driven, actor, out, args.resolution, args.seconds, args.fps)
+    render_staged(driven, actor, out, args.resolution, args.seconds, args.fps)
     print(f"wrote {out / 'frames'}/*.png, {out / 'demo.gif'}, {out / 'demo_contact_sheet.png'}, {out / 'demo.blend'}")
     return 0
+
+
+def render_staged(skeleton_path, actor_dir, out, resolution: int, seconds: float, fps: float) -> None:
+    """Step 3 into ``OUT/.demo-render.partial``, moved into ``OUT`` only when the Blender step succeeded,
+    so a failed render leaves no partial ``frames/`` or ``demo.blend``."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    out = Path(out)
+    stage = out / ".demo-render.partial"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        render_in_blender(skeleton_path, actor_dir, stage, resolution, seconds, fps)
+        for name in RENDER_OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            if (stage / name).exists():
+                os.replace(stage / name, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

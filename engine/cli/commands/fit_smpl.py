@@ -63,11 +63,17 @@ def run(args) -> int:
     from engine.io.skeleton_file import load_skeleton
     from engine.body.smpl.fit import FitOptions, fit_smpl, save_fit
     from engine.body.smpl.model import load_smpl_model
+    from engine.validate import MAX_THREADS, number, output_file
 
     if args.threads < 0:
         raise MarionetteError(f"--threads must be >= 0, got {args.threads}")
     if args.iters < 0:
         raise MarionetteError(f"--iters must be >= 0, got {args.iters}")
+    number(args.threads, "--threads", lo=0, hi=MAX_THREADS, integer=True)
+    number(args.iters, "--iters", lo=0, hi=100_000, integer=True)
+    number(args.smooth, "--smooth", lo=0)
+    number(args.silhouette_iters, "--silhouette-iters", lo=0, hi=100_000, integer=True)
+    number(args.silhouette_frames, "--silhouette-frames", lo=1, hi=100_000, integer=True)
     try:
         device = torch.device(args.device)
     except RuntimeError as exc:
@@ -77,6 +83,7 @@ def run(args) -> int:
     out = Path(args.output)
     if out.suffix != ".npz":
         raise MarionetteError(f"{out}: output must end in .npz")
+    output_file(out, "-o", suffix=".npz")
     seq = load_skeleton(args.skeleton)
     model = load_smpl_model(args.model, gender=args.gender)
     if not (1 <= args.num_betas <= model.num_betas):

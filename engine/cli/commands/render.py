@@ -34,6 +34,8 @@ def parse_frames(spec: str | None, count: int) -> list[int]:
     if not spec:
         return list(range(count))
     try:
+        if len(spec) > 40:
+            raise ValueError
         if "-" in spec:
             a, b = (int(x) for x in spec.split("-", 1))
         else:
@@ -92,7 +94,11 @@ def run(args) -> int:
     from engine.neural.actor.model_file import load_actor
     from engine.neural.actor.train import resolve_device
     from engine.io.skeleton_file import load_skeleton
+    from engine.validate import MAX_BATCH, MAX_RENDER_SIDE, number, output_folder
 
+    number(args.batch, "--batch", lo=1, hi=MAX_BATCH, integer=True)
+    number(args.scale, "--scale", lo=0, lo_open=True, hi=MAX_RENDER_SIDE)
+    output_folder(args.output, "-o")
     device = resolve_device(args.device)
     actor, _ = load_actor(args.actor, device=device)
     seq = load_skeleton(args.skeleton)
@@ -102,6 +108,10 @@ def run(args) -> int:
                               "images (set 'dist' to zeros or undistort)")
     if not (args.scale > 0):
         raise MarionetteError(f"--scale must be positive, got {args.scale}")
+    side = max(cam.width, cam.height) * args.scale
+    if side > MAX_RENDER_SIDE:
+        raise MarionetteError(f"--scale {args.scale:g}: camera {cam.name!r} ({cam.width}x{cam.height}) would render "
+                              f"{round(side)} pixels wide, more than {MAX_RENDER_SIDE}")
     if args.scale != 1.0:
         cam = cam.scaled(args.scale)
     rows = parse_frames(args.frames, seq.num_frames)

@@ -39,7 +39,11 @@ def run(args) -> int:
     from engine import MarionetteError
     from engine.motion.resample import fill_gaps, resample_skeleton
     from engine.io.skeleton_file import load_skeleton, save_skeleton
+    from engine.validate import MAX_FPS, number, optional_number, output_file
 
+    optional_number(args.fps, "--fps", lo=0, lo_open=True, hi=MAX_FPS)
+    number(args.max_gap, "--max-gap", lo=None)  # negative = bridge any gap
+    output_file(args.output, "-o", suffix=".npz")
     seq = load_skeleton(args.input)
     max_gap = None if args.max_gap is not None and args.max_gap < 0 else args.max_gap
     before = int(seq.missing.sum())

@@ -45,7 +45,11 @@ def run(args) -> int:
     from engine.motion.retarget import Rig, retarget
     from engine.body.bone_maps import load_rig
     from engine.io.skeleton_file import load_skeleton, save_skeleton
+    from engine.validate import number, output_file
 
+    number(args.contact_height, "--contact-height", lo=0)
+    number(args.contact_speed, "--contact-speed", lo=0)
+    output_file(args.output, "-o", suffix=".npz")
     src = load_skeleton(args.input)
     if args.onto:
         actor = load_skeleton(args.onto)

@@ -80,7 +80,11 @@ def run(args) -> int:
     import os
 
     from engine.neural.actor.train import TrainConfig, train
+    from engine.validate import output_folder
 
+    output_folder(args.output, "-o")
+    if args.log_dir:
+        output_folder(args.log_dir, "--log-dir")
     cfg = TrainConfig(capture=args.capture, out=args.output, steps=args.steps, resolution=args.resolution,
                       batch=args.batch, mode=args.mode, device=args.device, seed=args.seed, resume=args.resume,
                       overwrite=args.overwrite, log_dir=args.log_dir, lr=args.lr, preset=args.decoder,

@@ -45,10 +45,25 @@ def add_arguments(p):
     p.add_argument("--preview", metavar="PNG", help="also write a preview image of the skeleton")
 
 
+def check_options(args) -> None:
+    """Every option's range, and that the outputs can be written, before any work."""
+    from engine.validate import MAX_FPS, MAX_FRAMES, number, output_file
+
+    number(args.fps, "--fps", lo=0, lo_open=True, hi=MAX_FPS)
+    number(args.cutoff, "--cutoff", lo=0)
+    number(args.max_gap, "--max-gap", lo=0, hi=MAX_FRAMES, integer=True)
+    number(args.reproj_threshold, "--reproj-threshold", lo=0)
+    number(args.min_confidence, "--min-confidence", lo=0, hi=1, hi_open=True)
+    output_file(args.output, "-o", suffix=".npz")
+    if args.preview:
+        output_file(args.preview, "--preview")
+
+
 def run(args) -> int:
     from engine.io.skeleton_file import save_skeleton
     from engine.capture.reconstruct import reconstruct
 
+    check_options(args)
     report = reconstruct(args.pose_dir, args.calib, joint_set=args.joint_set, fps=args.fps,
                          cutoff=args.cutoff or None, max_gap=args.max_gap,
                          reproj_threshold=args.reproj_threshold or None, min_confidence=args.min_confidence,

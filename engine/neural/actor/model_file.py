@@ -28,10 +28,17 @@ import numpy as np
 import torch
 
 from engine import MarionetteError
-from engine.fileio import read_json, write_json_atomic
-from engine.neural.actor.decoder import DecoderConfig
+from engine.fileio import new_file_mode, read_json, write_json_atomic
+from engine.neural.actor.decoder import Decoder, DecoderConfig
 from engine.neural.actor.model import Actor, ActorConfig
 from engine.body.joint_sets import JointSet, get_joint_set
+from engine.validate import MAX_RENDER_SIDE, confined_file, number, string, whole_number
+
+# caps on the sizes an actor/checkpoint JSON may ask for, checked before anything is allocated
+# (the largest preset is base 64, 4 levels, max 256 channels, code 32, latent 16)
+LIMITS = {"latent_dim": 1024, "per_bone": 64, "colour_cameras": 4096, "in_channels": 1025, "base_channels": 1024,
+          "levels": 8, "max_channels": 4096, "code_dim": 4096, "upsample": 2}
+MAX_TENSOR_BYTES = 16 << 30
 
 ACTOR_FORMAT = "marionette.actor"
 ACTOR_VERSION = 2  # v2 adds several Gaussians per bone ('per_bone'); v1 actors (one per bone) still load
@@ -56,6 +63,7 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict |
     tmp = path.with_name(path.name + ".tmp")
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(clean, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.chmod(tmp, new_file_mode())  # safetensors creates 0600 files; others (a render farm) must read them
     info = {"file": path.name, "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp),
             "shapes": {k: list(v.shape) for k, v in clean.items()}}
     os.replace(tmp, path)
@@ -71,8 +79,9 @@ def read_tensors(path: Path, info: dict | None, where: str) -> dict[str, torch.T
     if not path.is_file():
         raise MarionetteError(f"{path}: tensor file missing (referenced by {where})")
     if info is not None:
+        info = check_tensor_info(info, where)
         size = path.stat().st_size
-        if "bytes" in info and size != int(info["bytes"]):
+        if "bytes" in info and size != info["bytes"]:
             raise MarionetteError(f"{path}: file is {size} bytes but {where} says {info['bytes']} — the file is "
                                   "truncated or was replaced; retrain or restore a good copy")
         if "sha256" in info and sha256_file(path) != info["sha256"]:
@@ -82,6 +91,28 @@ def read_tensors(path: Path, info: dict | None, where: str) -> dict[str, torch.T
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise MarionetteError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def check_tensor_info(info, where: str) -> dict:
+    """The JSON's ``tensors`` object: ``file`` (a name), ``bytes``, ``sha256``, ``shapes`` with the right types."""
+    if not isinstance(info, dict):
+        raise MarionetteError(f"{where}: field 'tensors' must be an object (file, bytes, sha256, shapes)")
+    out = dict(info)
+    if "file" in info:
+        string(info["file"], f"{where}: field 'tensors.file'")
+    if "bytes" in info:
+        out["bytes"] = whole_number(info["bytes"], f"{where}: field 'tensors.bytes'", lo=0, hi=MAX_TENSOR_BYTES)
+    if "sha256" in info:
+        sha = info["sha256"]
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            raise MarionetteError(f"{where}: field 'tensors.sha256' must be 64 hexadecimal digits, got {str(sha)[:70]!r}")
+    if "shapes" in info:
+        shapes = info["shapes"]
+        if not isinstance(shapes, dict) or not all(
+                isinstance(v, list) and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2 ** 40 for n in v)
+                for v in shapes.values()):
+            raise MarionetteError(f"{where}: field 'tensors.shapes' must map tensor names to lists of sizes")
+    return out
 
 
 def write_json(path: Path, doc: dict) -> None:
@@ -135,8 +166,8 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
     if fmt != ACTOR_FORMAT:
         raise MarionetteError(f"{where}: field 'format' is {fmt!r}, expected {ACTOR_FORMAT!r} (not an actor file)")
     version = doc.get("version")
-    if not isinstance(version, int):
-        raise MarionetteError(f"{where}: field 'version' must be an integer, got {version!r}")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MarionetteError(f"{where}: field 'version' must be an integer, got {str(version)[:40]!r}")
     if version not in READABLE_VERSIONS:
         newer = "newer" if version > ACTOR_VERSION else "older"
         raise MarionetteError(f"{where}: actor file version {version} is {newer} than the versions this Marionette "
@@ -149,17 +180,32 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
         if key not in doc:
             raise MarionetteError(f"{where}: missing field {key!r}")
     try:
-        js = get_joint_set(str(doc["joint_set"]))
+        js = get_joint_set(string(doc["joint_set"], f"{where}: field 'joint_set'"))
     except MarionetteError as exc:
         raise MarionetteError(f"{where}: field 'joint_set': {exc}") from None
-    if [list(map(int, b)) for b in doc["bones"]] != [list(b) for b in js.bones]:
+    bones = doc["bones"]
+    if not (isinstance(bones, list) and all(isinstance(b, list) and len(b) == 2 and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in b) for b in bones)):
+        raise MarionetteError(f"{where}: field 'bones' must be a list of [parent, child] joint indices")
+    if [list(b) for b in bones] != [list(b) for b in js.bones]:
         raise MarionetteError(f"{where}: field 'bones' does not match the bones of joint set {js.name} in this "
                               "Marionette (the actor was made with a different joint-set definition)")
+    sizes = {}
+    for key, default in (("latent_dim", None), ("per_bone", 1), ("colour_cameras", 0)):
+        value = doc.get(key, default)
+        sizes[key] = number(value, f"{where}: field {key!r}", lo=0 if key == "colour_cameras" else 1,
+                            hi=LIMITS[key], integer=True)
+    dec = doc["decoder"]
+    if not isinstance(dec, dict):
+        raise MarionetteError(f"{where}: field 'decoder' must be an object, got {type(dec).__name__}")
+    dec = {k: (number(v, f"{where}: field 'decoder.{k}'", lo=0, hi=LIMITS[k], integer=True) if k in LIMITS else v)
+           for k, v in dec.items()}
+    mode = string(doc["mode"], f"{where}: field 'mode'")
+    density = number(doc.get("density", 30.0), f"{where}: field 'density'", lo=0, lo_open=True)
     try:
-        cfg = ActorConfig(joint_set=js.name, latent_dim=int(doc["latent_dim"]), mode=str(doc["mode"]),
-                          density=float(doc.get("density", 30.0)), per_bone=int(doc.get("per_bone", 1)),
-                          colour_cameras=int(doc.get("colour_cameras", 0)),
-                          decoder=DecoderConfig.from_dict(doc["decoder"], f"{where}: field 'decoder'"))
+        cfg = ActorConfig(joint_set=js.name, latent_dim=sizes["latent_dim"], mode=mode, density=density,
+                          per_bone=sizes["per_bone"], colour_cameras=sizes["colour_cameras"],
+                          decoder=DecoderConfig.from_dict(dec, f"{where}: field 'decoder'"))
     except (TypeError, ValueError) as exc:
         raise MarionetteError(f"{where}: bad field value ({exc})") from None
     try:
@@ -167,6 +213,21 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
     except MarionetteError as exc:
         raise MarionetteError(str(exc)) from None
     return cfg
+
+
+def check_decoder_tensors(cfg: ActorConfig, state: dict[str, torch.Tensor], where: str) -> None:
+    """Compare the decoder the JSON describes with the tensors on disk *before* building it.
+
+    The decoder is laid out on PyTorch's "meta" device (shapes only, no memory), so a JSON
+    whose sizes were tampered with is refused here instead of allocating them.
+    """
+    with torch.device("meta"):
+        shapes = {f"decoder.{k}": tuple(v.shape) for k, v in Decoder(cfg.decoder).state_dict().items()}
+    for k, shape in shapes.items():
+        if k not in state or tuple(state[k].shape) != shape:
+            got = list(state[k].shape) if k in state else "missing"
+            raise MarionetteError(f"{where}: tensor {k!r} is {got}, but the decoder the JSON describes needs "
+                                  f"{list(shape)}; the JSON and the tensor file do not belong together")
 
 
 def load_state_checked(actor: Actor, state: dict[str, torch.Tensor], where: str, shapes: dict | None) -> None:
@@ -180,7 +241,7 @@ def load_state_checked(actor: Actor, state: dict[str, torch.Tensor], where: str,
         if tuple(state[k].shape) != tuple(v.shape):
             raise MarionetteError(f"{where}: tensor {k!r} has shape {list(state[k].shape)}, the JSON's configuration "
                                   f"needs {list(v.shape)}")
-        if shapes is not None and k in shapes and list(shapes[k]) != list(state[k].shape):
+        if isinstance(shapes, dict) and k in shapes and list(shapes[k]) != list(state[k].shape):
             raise MarionetteError(f"{where}: tensor {k!r} has shape {list(state[k].shape)} but the JSON records "
                                   f"{shapes[k]}")
         if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
@@ -209,11 +270,16 @@ def load_actor(actor_dir, joint_set: JointSet | str | None = None, device="cpu")
     info = doc.get("tensors")
     if not isinstance(info, dict):
         raise MarionetteError(f"{json_path}: missing field 'tensors' (size, hash and shapes of {TENSOR_FILE})")
-    state = read_tensors(actor_dir / str(info.get("file", TENSOR_FILE)), info, str(json_path))
+    info = check_tensor_info(info, str(json_path))
+    tensor_path = confined_file(actor_dir, info.get("file", TENSOR_FILE), f"{json_path}: field 'tensors.file'")
+    state = read_tensors(tensor_path, info, str(json_path))
+    check_decoder_tensors(cfg, state, str(tensor_path))
     actor = Actor(cfg)
-    load_state_checked(actor, state, str(actor_dir / TENSOR_FILE), info.get("shapes"))
+    load_state_checked(actor, state, str(tensor_path), info.get("shapes"))
     res = doc.get("training", {}).get("resolution") if isinstance(doc.get("training"), dict) else None
-    actor.training_resolution = res if isinstance(res, list) and len(res) == 2 else None  # [W, H]
+    ok = isinstance(res, list) and len(res) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_RENDER_SIDE for v in res)
+    actor.training_resolution = res if ok else None  # [W, H]
     native = doc.get("training", {}).get("person_height_px") if isinstance(doc.get("training"), dict) else None
     # the person's on-screen height the decoder learned at (Actor.forward_scaled); None for older actors
     ok = isinstance(native, (int, float)) and not isinstance(native, bool) and 4 <= native <= 1e5

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -34,6 +35,7 @@ import torch
 
 from engine import MarionetteError
 from engine.neural.actor import model_file as mf
+from engine.validate import MAX_BATCH, MAX_RENDER_SIDE, MAX_THREADS, is_number, number, optional_number
 from engine.neural.actor.losses import ActorLoss, VGGPerceptual, find_perceptual_weights
 from engine.neural.actor.model import RENDER_MODES, Actor, make_config
 
@@ -79,8 +81,18 @@ class TrainConfig:
             raise MarionetteError(f"--steps must be at least 1, got {self.steps}")
         if self.batch < 1:
             raise MarionetteError(f"--batch must be at least 1, got {self.batch}")
+        number(self.batch, "--batch", lo=1, hi=MAX_BATCH, integer=True)
         if self.resolution is not None and self.resolution < 16:
             raise MarionetteError(f"--resolution must be at least 16 pixels, got {self.resolution}")
+        optional_number(self.resolution, "--resolution", lo=16, hi=MAX_RENDER_SIDE, integer=True)
+        number(self.latent_dim, "--latent-dim", lo=1, hi=mf.LIMITS["latent_dim"], integer=True)
+        optional_number(self.threads, "--threads", lo=0, hi=MAX_THREADS, integer=True)
+        number(self.seed, "--seed", lo=0, hi=2 ** 32 - 1, integer=True)
+        optional_number(self.max_minutes, "--max-minutes", lo=0, lo_open=True)
+        for m in self.snapshot_minutes:
+            number(m, "--snapshot-minutes", lo=0)
+        number(self.eval_views, "--eval-views", lo=0, integer=True)
+        number(self.keep_checkpoints, "keep_checkpoints", lo=1, integer=True)
         if self.mode not in RENDER_MODES:
             raise MarionetteError(f"--mode must be one of {RENDER_MODES}, got {self.mode!r}")
         if self.upsample not in (1, 2):
@@ -192,6 +204,8 @@ def optimizer_tensors(model, opt) -> tuple[dict, list]:
 def load_optimizer_tensors(model, opt, tensors: dict, groups: list, where: str) -> None:
     names = _param_names(model)
     index = {n: i for i, n in enumerate(names)}
+    # optimizer_tensors labels state index i with names[i]; index i is the optimizer's i-th parameter
+    shapes = [tuple(p.shape) for g in opt.param_groups for p in g["params"]]
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if not key.startswith("optim."):
@@ -199,18 +213,63 @@ def load_optimizer_tensors(model, opt, tensors: dict, groups: list, where: str) 
         pname, _, skey = key[len("optim."):].rpartition(".")
         if pname not in index:
             raise MarionetteError(f"{where}: optimizer state for unknown parameter {pname!r}")
+        i = index[pname]
+        want = () if skey == "step" else (shapes[i] if i < len(shapes) else None) if skey in _ADAM_STATE else None
+        if want is None:
+            raise MarionetteError(f"{where}: unknown optimizer state {key!r}")
+        if tuple(value.shape) != want or not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+            raise MarionetteError(f"{where}: optimizer state {key!r} is {value.dtype} {list(value.shape)}, expected "
+                                  f"finite floats of shape {list(want)}")
+        if skey == "step" and not float(value) >= 0:
+            raise MarionetteError(f"{where}: optimizer state {key!r} must be a step count >= 0, got {float(value)}")
         state.setdefault(index[pname], {})[skey] = value
+    for i, st in state.items():
+        if not {"step", "exp_avg", "exp_avg_sq"} <= set(st):
+            raise MarionetteError(f"{where}: optimizer state of {names[i]!r} is incomplete (has {sorted(st)}, needs "
+                                  "step, exp_avg, exp_avg_sq)")
     cur = opt.state_dict()["param_groups"]
     if len(groups) != len(cur):
         raise MarionetteError(f"{where}: optimizer has {len(groups)} parameter groups, expected {len(cur)}")
     new_groups = []
     for g, c in zip(groups, cur):
         pn = g.get("param_names", [])
-        if [index.get(n) for n in pn] != c["params"]:
+        if not isinstance(pn, list) or [index.get(n) if isinstance(n, str) else None for n in pn] != c["params"]:
             raise MarionetteError(f"{where}: optimizer parameter groups do not match this model")
-        new_groups.append({k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "param_names"}
-                          | {"params": c["params"]})
+        group = {k: v for k, v in c.items() if k != "params"}  # a setting the file lacks keeps this run's value
+        for k, v in g.items():
+            if k == "param_names":
+                continue
+            if k not in c:
+                raise MarionetteError(f"{where}: unknown optimizer setting {k!r}")
+            group[k] = _optimizer_setting(v, c[k], k, f"{where}: optimizer setting {k!r}")
+        new_groups.append(group | {"params": c["params"]})
     opt.load_state_dict({"state": state, "param_groups": new_groups})
+
+
+_ADAM_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+# Adam's settings outside these ranges divide by zero or take square roots of negatives
+_ADAM_BOUNDS = {"lr": dict(lo=0), "betas": dict(lo=0, hi=1, hi_open=True), "eps": dict(lo=0, lo_open=True),
+                "weight_decay": dict(lo=0)}
+
+
+def _optimizer_setting(value, current, key: str, what: str):
+    """A saved optimizer setting, of the same kind as this optimizer's own (a number, a pair, a flag...)."""
+    if isinstance(current, bool) or current is None:
+        if not (isinstance(value, bool) or value is None):
+            raise MarionetteError(f"{what} must be true, false or null, got {str(value)[:40]!r}")
+        return value
+    bounds = _ADAM_BOUNDS.get(key, {})
+    if is_number(current):
+        return number(value, what, **bounds)
+    if isinstance(current, (tuple, list)):
+        if not isinstance(value, list) or len(value) != len(current):
+            raise MarionetteError(f"{what} must be a list of {len(current)} numbers, got {str(value)[:40]!r}")
+        return tuple(number(v, what, **bounds) for v in value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise MarionetteError(f"{what} must be a string, got {str(value)[:40]!r}")
+        return value
+    return current
 
 
 def save_checkpoint(out: Path, actor: Actor, opt, step: int, train_doc: dict, keep: int = 2) -> Path:
@@ -249,7 +308,11 @@ def latest_checkpoint(out: Path) -> Path | None:
     if not ptr.is_file():
         return None
     doc = mf.read_json(ptr, "checkpoint pointer")
-    path = out / "checkpoints" / str(doc.get("checkpoint", ""))
+    name = doc.get("checkpoint")
+    if not (isinstance(name, str) and re.fullmatch(r"step-\d{1,12}", name)):
+        raise MarionetteError(f"{ptr}: field 'checkpoint' must name a checkpoint folder such as 'step-0000250', "
+                              f"got {str(name)[:60]!r}")
+    path = out / "checkpoints" / name
     if not (path / "checkpoint.json").is_file():
         raise MarionetteError(f"{ptr}: points to {path}, which is missing or incomplete")
     return path
@@ -259,8 +322,15 @@ def load_checkpoint(path: Path, actor: Actor, opt) -> dict:
     where = str(path / "checkpoint.json")
     doc = mf.read_json(path / "checkpoint.json", "checkpoint description")
     ck = doc.get("checkpoint", {})
-    if ck.get("format") != CHECKPOINT_FORMAT or ck.get("version") != CHECKPOINT_VERSION:
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT or ck.get("version") != CHECKPOINT_VERSION \
+            or isinstance(ck.get("version"), bool):
         raise MarionetteError(f"{where}: not a version-{CHECKPOINT_VERSION} Marionette training checkpoint")
+    ck["step"] = number(ck.get("step"), f"{where}: field 'checkpoint.step'", lo=0, hi=10 ** 12, integer=True)
+    groups = ck.get("param_groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise MarionetteError(f"{where}: field 'checkpoint.param_groups' must be a list of objects")
+    if not isinstance(doc.get("training", {}), dict):
+        raise MarionetteError(f"{where}: field 'training' must be an object")
     cfg = mf.config_from_header(doc, where)
     if cfg.to_dict() != actor.config.to_dict():
         raise MarionetteError(f"{where}: the checkpoint was made with a different actor configuration "
@@ -269,9 +339,13 @@ def load_checkpoint(path: Path, actor: Actor, opt) -> dict:
     tensors = mf.read_tensors(path / "checkpoint.safetensors", doc.get("tensors"), where)
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     mf.load_state_checked(actor, model_state, str(path / "checkpoint.safetensors"), None)
-    load_optimizer_tensors(actor, opt, tensors, ck.get("param_groups", []), where)
+    load_optimizer_tensors(actor, opt, tensors, groups, where)
     if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
+        rng = tensors["rng.torch"]
+        if rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
+            raise MarionetteError(f"{where}: tensor 'rng.torch' is {rng.dtype} {list(rng.shape)}, expected the "
+                                  f"random generator state (uint8 {list(torch.get_rng_state().shape)})")
+        torch.set_rng_state(rng)
     return doc
 
 
@@ -291,7 +365,8 @@ def _param_groups(actor: Actor, lr: float) -> list[dict]:
 def capture_resolution(cap) -> int:
     """The capture's own image size (longer side), the default training resolution."""
     res = cap.meta.get("resolution")
-    if isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and v > 0 for v in res):
+    if isinstance(res, list) and len(res) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_RENDER_SIDE for v in res):
         return int(max(res))
     return int(max(max(c.width, c.height) for c in cap.cameras))
 
@@ -317,10 +392,33 @@ def _image_grid(rgb, alpha, truth, mask, n: int = 2) -> torch.Tensor:
 
 def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     """Train (or resume) an actor; returns a summary dict. ``_poison_step`` is a test hook that makes the
-    loss NaN at that step, to exercise the NaN guard."""
+    loss NaN at that step, to exercise the NaN guard.
+
+    A run that fails (or is interrupted) before it saved anything removes the actor folder it
+    created, so a failed ``marionette train`` leaves no empty actor folder behind."""
+    cfg.validate()
+    out = Path(cfg.out)
+    created = out.absolute()
+    while not created.parent.exists() and created.parent != created:
+        created = created.parent  # the topmost folder this run will create (None: out exists)
+    created = None if out.exists() else created
+    try:
+        return _train(cfg, _poison_step)
+    except BaseException:
+        if created is not None and int(os.environ.get("RANK", "0")) == 0:
+            _remove_unsaved(out, created)
+        raise
+
+
+def _remove_unsaved(out: Path, created: Path) -> None:
+    """Remove the folders this run created when the actor folder holds no actor and no checkpoint."""
+    if not (out / mf.JSON_FILE).exists() and not (out / "checkpoints" / "latest.json").exists():
+        shutil.rmtree(created, ignore_errors=True)
+
+
+def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     from engine.neural.actor.dataset import ViewSet, check_trainable_frames, open_capture, split_views
 
-    cfg.validate()
     t_start = time.time()
     d = init_distributed(cfg.device)
     device = resolve_device(cfg.device, d.local_rank)
@@ -367,8 +465,11 @@ def train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
         doc = load_checkpoint(ck, actor, opt)
         start_step = int(doc["checkpoint"]["step"])
         prev = doc.get("training", {}) if isinstance(doc.get("training"), dict) else {}
-        prev_elapsed = float(prev.get("time_s", 0.0))
-        history = list(prev.get("previous_runs", [])) + [
+        elapsed = prev.get("time_s", 0.0)
+        prev_elapsed = float(elapsed) if is_number(elapsed) and 0 <= elapsed < 1e12 else 0.0
+        runs = prev.get("previous_runs", [])
+        history = [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+        history += [
             {"command": prev.get("command"), "until_step": start_step, "time_s": prev.get("time_s"),
              "device": prev.get("device")}]
         if start_step >= cfg.steps:
