@@ -48,6 +48,11 @@ def add_arguments(p):
     p.add_argument("--latent-dim", type=int, default=16, help="latent channels per bone (default 16)")
     p.add_argument("--checkpoint-every", type=int, default=250, metavar="N", help="steps between checkpoints")
     p.add_argument("--max-minutes", type=float, metavar="M", help="stop (with a checkpoint) after M minutes")
+    p.add_argument("--silhouette-weight", type=float, default=0.0, metavar="W",
+                   help="weight of an L1 loss between the Gaussians' own alpha (before the decoder) and the person "
+                        "mask, so the primitives explain the silhouette (default 0: off)")
+    p.add_argument("--augment", action="store_true",
+                   help="randomly zoom (0.85-1.15x) and shift (8 %%) training views, cameras changed to match")
     p.add_argument("--snapshot-minutes", type=float, nargs="*", default=[], metavar="M",
                    help="also save the actor to ACTOR_DIR/snapshots/<M>min/ after M minutes of training "
                         "(for learning curves, e.g. 5 15 30)")
@@ -65,13 +70,13 @@ def effective_command(args) -> str:
 
     parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
     for opt in ("steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
-                "per_bone", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
+                "per_bone", "silhouette_weight", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
         value = getattr(args, opt)
         if value is not None:
             parts += ["--" + opt.replace("_", "-"), str(value)]
     if args.snapshot_minutes:
         parts += ["--snapshot-minutes"] + [f"{m:g}" for m in args.snapshot_minutes]
-    parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "no_colour_correction") if getattr(args, f)]
+    parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "no_colour_correction", "augment") if getattr(args, f)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -92,7 +97,8 @@ def run(args) -> int:
                       max_minutes=args.max_minutes, perceptual_weights=args.perceptual_weights,
                       eval_views=args.eval_views, threads=args.threads, progress=not args.quiet,
                       per_bone=args.per_bone, colour_correction=not args.no_colour_correction,
-                      snapshot_minutes=tuple(args.snapshot_minutes),
+                      snapshot_minutes=tuple(args.snapshot_minutes), silhouette_weight=args.silhouette_weight,
+                      augment=args.augment,
                       command=effective_command(args))
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports

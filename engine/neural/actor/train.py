@@ -68,6 +68,13 @@ class TrainConfig:
     perceptual_weights: str | None = None
     max_minutes: float | None = None
     snapshot_minutes: tuple = ()  # also save the actor to OUT/snapshots/<M>min/ after M minutes (learning curves)
+    # weight of an L1 loss between the *renderer's* alpha (the Gaussians alone, before the decoder)
+    # and the person mask: makes the primitives' geometry explain the silhouette, which carries over
+    # to new poses, instead of leaving the decoder to paint it per view
+    silhouette_weight: float = 0.0
+    # random zoom (x0.85-1.15) and shift (+-8 % of the image) of every training view, with the
+    # camera changed to match, so the decoder cannot memorise where things sit in each view
+    augment: bool = False
     eval_views: int = 16  # held-out views scored at the end (0: skip)
     threads: int | None = None
     command: str = ""
@@ -499,6 +506,7 @@ def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     recent: list[tuple[float, float]] = []
     last_ck_step = start_step if cfg.resume else None
     step = start_step
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * start_step)  # augmentation draws
     stopped_for_time = False
     snapshots = sorted(float(m) for m in cfg.snapshot_minutes if float(m) * 60 > prev_elapsed)
     try:
@@ -510,9 +518,18 @@ def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
             b = {k: v.to(device, non_blocking=True) for k, v in ds.batch(idx).items()}
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * _lr_factor(step, cfg.steps)
+            if cfg.augment:
+                b = augment_views(b, gen)
             res = model(b["joints"], b["K"], b["R"], b["t"], H, W)
             rgb = actor.colour_correct(res["rgb"], b["camera_index"].clamp_min(0))
             parts = loss_fn(rgb, res["alpha"], b["rgb"], b["mask"])
+            if cfg.silhouette_weight > 0:
+                lat_a = res["latent_alpha"]
+                if lat_a.shape[-2:] != b["mask"].shape[-2:]:
+                    lat_a = torch.nn.functional.interpolate(lat_a, size=b["mask"].shape[-2:], mode="bilinear",
+                                                            align_corners=False)
+                parts["silhouette"] = (lat_a - b["mask"]).abs().mean()
+                parts["loss"] = parts["loss"] + cfg.silhouette_weight * parts["silhouette"]
             if actor.config.colour_cameras:
                 # keep the corrections small: the decoder, not the cameras, should explain the person
                 parts["loss"] = parts["loss"] + 1e-2 * actor.camera_colour.pow(2).mean()
@@ -583,6 +600,37 @@ def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
 
         dist.barrier()
     return summary
+
+
+def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float = 0.08) -> dict:
+    """Randomly zoom and shift every view of a batch, changing its camera to match.
+
+    Output pixel u' (integer centres) shows source pixel u = (u' + 0.5 - o) / s - 0.5, i.e. the
+    camera becomes fx' = s fx, cx' = s (cx + 0.5) - 0.5 + o (the same for y). Pixels from outside
+    the source image are background (mask 0, colour 0).
+    """
+    rgb, mask, K = b["rgb"], b["mask"], b["K"]
+    B, _, H, W = rgb.shape
+    s = torch.empty(B).uniform_(zoom[0], zoom[1], generator=gen)
+    # shift so the zoom is about the image centre, plus a random offset
+    ox = (1 - s) * W / 2 + torch.empty(B).uniform_(-shift, shift, generator=gen) * W
+    oy = (1 - s) * H / 2 + torch.empty(B).uniform_(-shift, shift, generator=gen) * H
+    up = torch.arange(W, dtype=rgb.dtype)
+    vp = torch.arange(H, dtype=rgb.dtype)
+    u = (up[None] + 0.5 - ox[:, None]) / s[:, None] - 0.5          # [B, W] source x
+    v = (vp[None] + 0.5 - oy[:, None]) / s[:, None] - 0.5          # [B, H] source y
+    gx = (2 * u + 1) / W - 1
+    gy = (2 * v + 1) / H - 1
+    grid = torch.stack([gx[:, None, :].expand(B, H, W), gy[:, :, None].expand(B, H, W)], dim=-1)
+    sample = lambda x: torch.nn.functional.grid_sample(x, grid.to(x.dtype), mode="bilinear",
+                                                       padding_mode="zeros", align_corners=False)
+    K2 = K.clone()
+    K2[:, 0, 0] = K[:, 0, 0] * s
+    K2[:, 0, 1] = K[:, 0, 1] * s
+    K2[:, 1, 1] = K[:, 1, 1] * s
+    K2[:, 0, 2] = s * (K[:, 0, 2] + 0.5) - 0.5 + ox
+    K2[:, 1, 2] = s * (K[:, 1, 2] + 0.5) - 0.5 + oy
+    return {**b, "rgb": sample(rgb), "mask": sample(mask), "K": K2}
 
 
 def _median_person_height(ds) -> float:
