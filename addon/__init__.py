@@ -41,7 +41,8 @@ def _ensure_engine() -> None:
 _ensure_engine()
 
 # Other engineers' modules are appended here (e.g. "ops_retarget", "ops_resample", "render_engine", "ops_bind").
-MODULES = ("preferences", "torch_setup", "ops_import", "ops_capture", "ops_retarget", "ops_resample", "ops_bind", "render_engine")
+MODULES = ("preferences", "torch_setup", "ops_import", "ops_capture", "ops_retarget", "ops_resample", "ops_bind", "render_engine",
+           "primitive_overlay")
 
 _registered = []
 

@@ -239,6 +239,12 @@ class OBJECT_PT_marionette_actor(bpy.types.Panel):
         row = layout.row()
         row.operator(MARIONETTE_OT_bind_actor.bl_idname, icon="FILEBROWSER")
         row.operator(MARIONETTE_OT_bind_demo_actor.bl_idname, icon="USER")
+        if hasattr(context.scene, "marionette_show_primitives"):  # addon/primitive_overlay.py
+            row = layout.row(align=True)
+            row.prop(context.scene, "marionette_show_primitives", icon="MESH_UVSPHERE")
+            sub = row.row(align=True)
+            sub.active = context.scene.marionette_show_primitives
+            sub.prop(context.scene, "marionette_primitive_sigma", expand=True)
         if context.scene.render.engine != "MARIONETTE":
             layout.operator(MARIONETTE_OT_setup_render.bl_idname, icon="RENDER_STILL")
 

@@ -164,6 +164,70 @@ class MarionetteRenderEngine(bpy.types.RenderEngine):
     def __init__(self, *args, **kwargs):
         # Blender 4.4+ passes arguments to RenderEngine.__init__; forward them
         super().__init__(*args, **kwargs)
+        self._viewport_session = None
+
+    def __del__(self):
+        # Blender frees the engine when the viewport leaves Rendered shading: stop its workers
+        try:
+            session = self._viewport_session
+        except (AttributeError, ReferenceError):
+            return
+        if session is not None:
+            session.close()
+
+    # ------------------------------------------------------------------ viewport (Rendered shading)
+    def _viewport(self):
+        from .viewport import ViewportSession
+
+        session = getattr(self, "_viewport_session", None)
+        if session is None:
+            session = self._viewport_session = ViewportSession()
+        return session
+
+    def view_update(self, context, depsgraph):
+        """The depsgraph changed: read poses, binding, visibility and background; ask for a new
+        picture when they changed (rendered on worker threads, see addon/viewport.py)."""
+        from .viewport import device_name, torch_problem
+
+        session = self._viewport()
+        session.error = torch_problem(context)
+        if session.error:
+            return
+        try:
+            session.update(depsgraph, list(depsgraph.updates), device=device_name(context))
+        except MarionetteError as exc:
+            session.error = str(exc)
+        except Exception as exc:  # never break Blender's viewport: say what happened
+            import traceback
+
+            traceback.print_exc()
+            session.error = f"unexpected {type(exc).__name__}: {exc}"
+        session.start_polling(self.tag_redraw)
+
+    def view_draw(self, context, depsgraph):
+        """Draw the newest picture; a changed view (orbit, zoom, camera, region size) asks for a new one."""
+        from .viewport import draw_frame
+
+        session = self._viewport()
+        region, rv3d = context.region, context.region_data
+        scene = depsgraph.scene
+        if session.tracker.ready and not session.error:
+            percent = getattr(scene, "marionette_viewport_resolution", 50)
+            session.set_view_from_region(region.width, region.height, rv3d.view_matrix, rv3d.window_matrix,
+                                         percent)
+        frame = session.renderer.latest()
+        if (frame is not None and frame.error is None and frame.pixels is not None and session.can_draw
+                and not session.draw_error):
+            try:
+                draw_frame(self, scene, frame, region.width, region.height, session.draw_cache)
+            except Exception as exc:  # a GPU API this Blender lacks: report once, stop trying
+                import traceback
+
+                traceback.print_exc()
+                session.draw_error = f"drawing failed ({type(exc).__name__}: {exc})"
+            session.drawn_key = frame.key
+        session.start_polling(self.tag_redraw)
+        self.update_stats("", session.status())
 
     def _fail(self, message: str) -> None:
         self.report({"ERROR"}, f"Marionette: {message}")
@@ -261,6 +325,8 @@ class RENDER_PT_marionette(bpy.types.Panel):
         prefs = _prefs(context)
         if prefs is not None:
             layout.prop(prefs, "device")
+        if hasattr(scene, "marionette_viewport_resolution"):
+            layout.prop(scene, "marionette_viewport_resolution")
         bound = [o for o in scene.objects if o.type == "ARMATURE" and getattr(o, "marionette_actor", "")]
         layout.label(text=f"{len(bound)} armature(s) with an actor", icon="ARMATURE_DATA")
         if not colour_settings_exact(scene):
@@ -278,6 +344,10 @@ def _compat_panels():
 
 
 def register():
+    bpy.types.Scene.marionette_viewport_resolution = bpy.props.IntProperty(
+        name="Viewport Resolution", subtype="PERCENTAGE", default=50, min=5, max=100,
+        description="Size of the neural picture in the viewport's Rendered shading, in percent of the "
+                    "viewport's size (a coarse picture comes first, then it is refined up to this size)")
     bpy.utils.register_class(MarionetteRenderEngine)
     bpy.utils.register_class(RENDER_PT_marionette)
     for panel in _compat_panels():
@@ -285,7 +355,11 @@ def register():
 
 
 def unregister():
+    from .viewport import close_all_sessions
+
+    close_all_sessions()
     for panel in _compat_panels():
         panel.COMPAT_ENGINES.discard(ENGINE_ID)
     bpy.utils.unregister_class(RENDER_PT_marionette)
     bpy.utils.unregister_class(MarionetteRenderEngine)
+    del bpy.types.Scene.marionette_viewport_resolution

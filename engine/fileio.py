@@ -51,11 +51,21 @@ def new_file_mode() -> int:
 
 
 def write_text_atomic(path, text: str) -> None:
-    """Write through a temporary file renamed into place: readers never see a partial file."""
+    """Write through a temporary file renamed into place: readers never see a partial file.
+
+    Missing parent folders are created; a path that cannot be written is a MarionetteError."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise MarionetteError(f"{path}: cannot write the file ({exc.strerror or exc})") from None
 
 
 def write_json_atomic(path, doc, indent: int | None = 1, default=None) -> None:

@@ -206,7 +206,7 @@ class _Layout:
     def operator(self, idname, icon="NONE", **kwargs):
         self.out.append(("operator", idname))
 
-    def row(self):
+    def row(self, **kwargs):
         return self
 
 
@@ -224,5 +224,6 @@ def test_actor_panel_draws(blender, tmp_path, good_actor):
     assert labels[0] == "Joint set: BODY_25"
     assert "Actor: tiny (BODY_25B)" in labels and "Estimated: Neck, HeadTop" in labels
     assert ("operator", "marionette.unbind_actor") in drawn
+    assert ("prop", "marionette_show_primitives") in drawn and ("prop", "marionette_primitive_sigma") in drawn
     icons = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
     assert {d[2] for d in drawn if d[0] == "label"} <= icons

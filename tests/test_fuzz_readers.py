@@ -200,7 +200,7 @@ def pose_base(tmp_path_factory):
     return keypoint_capture(tmp_path_factory.mktemp("kp"), cameras=3, frames=4)[0]
 
 
-@fuzz(60, 2000, data=st.data())
+@fuzz(40, 2000, data=st.data())
 def _openpose(pose_base, data):
     from engine.io.keypoints import read_keypoints
 

@@ -488,3 +488,49 @@ def test_internal_error_is_short_with_a_log(monkeypatch, capsys):
     assert "Traceback" in Path(log).read_text()
     with pytest.raises(ValueError):
         main(["--debug", "resample", "x.npz", "-o", "y.npz", "--fps", "30"])
+
+
+# ---------------------------------------------------------------------- found by the fuzzer (tests/test_fuzz_*.py)
+def test_calibrate_writes_into_a_new_folder(kp_capture, tmp_path, capsys):
+    pose, calib = kp_capture
+    out = tmp_path / "new" / "sub" / "c.json"
+    rc, _ = run_cli(["calibrate-from-keypoints", pose, "--intrinsics", calib, "--height", "1.7", "-o", out], capsys)
+    assert rc == 0 and len(load_cameras_json(out)) == 3
+
+
+def test_capture_listing_a_camera_twice(capture, tmp_path):
+    from engine.io.capture_folder import load_capture
+
+    work = shutil.copytree(capture, tmp_path / "cap")
+    doc = json.loads((work / "capture.json").read_text())
+    doc["cameras"].append(doc["cameras"][0])
+    (work / "capture.json").write_text(json.dumps(doc))
+    with pytest.raises(MarionetteError, match="more than once"):
+        load_capture(work)
+
+
+def test_capture_keypoints_with_nan_coordinates_are_missing(tmp_path):
+    from engine.io.capture_folder import read_openpose_json
+
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps({"people": [{"pose_keypoints_2d": [None, 2.0, 0.9] + [1.0, 2.0, 0.9] * 24}]}))
+    kp = read_openpose_json(path, 25)
+    assert kp[0, 2] == 0 and np.isnan(kp[0, :2]).all() and kp[1, 2] == 0.9
+
+
+@pytest.mark.parametrize("edit, ok", [
+    (lambda g: g.update(betas=[1.0, 0.99]), False),   # bias correction 1 - 1**t = 0: a division by zero
+    (lambda g: g.update(betas=[0.9, 1.5]), False),    # the square root of a negative number
+    (lambda g: g.update(eps=0), False),
+    (lambda g: g.pop("lr"), True),                    # a setting the file lacks keeps this run's value
+])
+def test_checkpoint_optimizer_settings(trained, capture, tmp_path, capsys, edit, ok):
+    work = shutil.copytree(trained, tmp_path / "a")
+    ck = work / "checkpoints" / json.loads((work / "checkpoints" / "latest.json").read_text())["checkpoint"]
+    doc = json.loads((ck / "checkpoint.json").read_text())
+    edit(doc["checkpoint"]["param_groups"][0])
+    (ck / "checkpoint.json").write_text(json.dumps(doc))
+    rc, err = run_cli(["train", "--capture", capture, "-o", work, *RESUME], capsys)
+    assert rc == (0 if ok else 1), err
+    if not ok:
+        assert "optimizer setting" in err

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         where = _log_traceback(args.command)
         print(f"marionette {args.command}: internal error (a bug in Marionette, not in your input): "
               f"{type(exc).__name__}: {str(exc)[:300]}\n"
-              f"  the traceback is in {where}; run again with --debug to see it here", file=sys.stderr)
+              f"  the traceback is in {where}; 'marionette --debug {args.command} ...' shows it here",
+              file=sys.stderr)
         return 3
 
 

@@ -447,6 +447,83 @@ def to_blender(camera: Camera, sensor_width: float = 36.0) -> dict:
                 pixel_aspect_x=float(pax), pixel_aspect_y=float(pay))
 
 
+# ---------------------------------------------------------------------- viewport (view + projection matrices)
+def from_view_projection(view_matrix, projection_matrix, width: int, height: int,
+                         name: str = "viewport") -> Camera:
+    """The pinhole ``Camera`` seeing what an OpenGL-style view and projection pair draws into a
+    ``width x height`` image: a Blender 3D viewport's ``region_data.view_matrix`` and
+    ``window_matrix`` (plain 4x4 arrays, row-major as ``numpy.array(matrix)`` gives them).
+
+    Blender's view space looks down -Z with +Y up; clip coordinates ``P @ V @ (x, 1)`` map to the
+    region as ``bpy_extras.view3d_utils.location_3d_to_region_2d`` does: ``u = W/2 (1 + x_ndc)``,
+    ``v = H/2 (1 + y_ndc)`` with v upwards and the region's edges at 0 and W (H). With integer pixel
+    centres (this module's convention) that is pixel ``(u - 0.5, H - v - 0.5)``, so
+
+        fx = W/2 P00,  skew = -W/2 P01,  cx = W/2 (1 - P02) - 0.5
+        fy = H/2 P11,                    cy = H/2 (1 + P12) - 0.5
+
+    for the projection scaled so that its last row is (0, 0, -1, 0). The view matrix may carry a
+    uniform scale (it cancels in the perspective division); an orthographic projection (last row
+    (0, 0, 0, 1)) has no pinhole camera and raises a MarionetteError, as do shears no pinhole has.
+    Rendering at a fraction of the region's size: pass the smaller ``width``/``height``.
+
+    >>> cam = Camera.look_at("c", (0.0, -3.0, 1.0), (0.0, 0.0, 1.0), 64, 48)
+    >>> V, P = to_view_projection(cam)
+    >>> back = from_view_projection(V, P, 64, 48)
+    >>> bool(np.allclose(back.K, cam.K) and np.allclose(back.R, cam.R) and np.allclose(back.t, cam.t))
+    True
+    """
+    where = f"view {name!r}"
+    V = _as_matrix(view_matrix, (4, 4), f"{where}: view matrix")
+    P = _as_matrix(projection_matrix, (4, 4), f"{where}: projection matrix")
+    W = whole_number(width, f"{where}: width", lo=1, hi=MAX_IMAGE_SIDE)
+    H = whole_number(height, f"{where}: height", lo=1, hi=MAX_IMAGE_SIDE)
+    if not np.allclose(V[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+        raise MarionetteError(f"{where}: the view matrix's last row must be (0, 0, 0, 1), got {V[3].tolist()}")
+    scale = np.linalg.norm(V[:3, :3], axis=1)
+    if not (scale.min() > 1e-12 and np.allclose(scale, scale.mean(), rtol=1e-5)):
+        raise MarionetteError(f"{where}: the view matrix must be a rotation and translation (a uniform scale at "
+                              f"most), got row norms {scale.tolist()}")
+    rot, trans = V[:3, :3] / scale.mean(), V[:3, 3] / scale.mean()
+    if np.linalg.det(rot) < 0 or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-5):
+        raise MarionetteError(f"{where}: the view matrix's 3x3 part is not a rotation")
+    d = -P[3, 2]
+    tol = 1e-9 * max(1.0, float(np.abs(P).max()))
+    if abs(d) <= tol or abs(P[3, 3]) > 1e-6 * abs(d):
+        kind = "orthographic" if abs(P[3, 3]) > tol and abs(P[3, 2]) <= tol else "not a perspective projection"
+        raise MarionetteError(f"{where}: the projection is {kind} (last row {P[3].tolist()}); the neural renderer "
+                              "draws perspective views only (View > Perspective/Orthographic, or numpad 5)")
+    P = P / d
+    if abs(P[3, 0]) > 1e-9 or abs(P[3, 1]) > 1e-9 or abs(P[0, 3]) > 1e-9 or abs(P[1, 3]) > 1e-9 or abs(P[1, 0]) > 1e-9:
+        raise MarionetteError(f"{where}: the projection matrix has terms no pinhole camera has "
+                              f"(rows {P[:2].tolist()}, last row {P[3].tolist()})")
+    if P[0, 0] <= 0 or P[1, 1] <= 0:
+        raise MarionetteError(f"{where}: the projection flips the image (P00 = {P[0, 0]:g}, P11 = {P[1, 1]:g})")
+    K = np.array([[W / 2 * P[0, 0], -W / 2 * P[0, 1], W / 2 * (1.0 - P[0, 2]) - 0.5],
+                  [0.0, H / 2 * P[1, 1], H / 2 * (1.0 + P[1, 2]) - 0.5],
+                  [0.0, 0.0, 1.0]])
+    return Camera(name=name, K=K, R=_BLENDER_TO_CV @ rot, t=_BLENDER_TO_CV @ trans, width=W, height=H)
+
+
+def to_view_projection(camera: Camera, near: float = 0.01, far: float = 1000.0) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of ``from_view_projection``: (view matrix, projection matrix), 4x4 each, that
+    make a viewport of ``camera.width x camera.height`` draw what ``camera`` sees (distortion
+    dropped), with OpenGL clipping planes ``near`` and ``far`` (metres)."""
+    near = number(near, "near clip", lo=0, lo_open=True)
+    far = number(far, "far clip", lo=near, lo_open=True)
+    W, H = camera.width, camera.height
+    V = np.eye(4)
+    V[:3, :3] = _BLENDER_TO_CV @ camera.R
+    V[:3, 3] = _BLENDER_TO_CV @ camera.t
+    K = camera.K
+    P = np.zeros((4, 4))
+    P[0, 0], P[0, 1], P[0, 2] = 2 * K[0, 0] / W, -2 * K[0, 1] / W, 1.0 - 2 * (K[0, 2] + 0.5) / W
+    P[1, 1], P[1, 2] = 2 * K[1, 1] / H, 2 * (K[1, 2] + 0.5) / H - 1.0
+    P[2, 2], P[2, 3] = -(far + near) / (far - near), -2 * far * near / (far - near)
+    P[3, 2] = -1.0
+    return V, P
+
+
 # ---------------------------------------------------------------------- project JSON
 def save_cameras(path, cameras: list[Camera], up_axis: str = "Z") -> None:
     """Write the project's camera JSON atomically."""

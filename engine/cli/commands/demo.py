@@ -11,11 +11,13 @@ S01_Demo_SingleTrial, BSD-3-Clause):
 
   1. triangulate its OpenPose keypoints with its Qualisys calibration and clean them
        OUT/skeleton.npz, OUT/skeleton_preview.png
-  2. transfer the motion onto the shipped demo actor's own skeleton (its bone lengths)
-       OUT/skeleton_on_actor.npz
+  2. transfer a motion onto the shipped demo actor's own skeleton (its bone lengths): by
+     default a procedural walk the actor never saw (--motion capture: the capture's own)
+       OUT/walk.npz, OUT/skeleton_on_actor.npz
   3. in a new Blender scene (the bpy module, no Blender install needed): import it as an
-     armature, bind the demo actor, render a short clip through the Marionette neural
-     render engine from a camera orbiting the actor
+     armature, bind the demo actor — the real person of the bundled videos, learned by
+     'marionette ingest' + 'marionette train' — and render a short clip through the
+     Marionette neural render engine from a camera orbiting the actor
        OUT/frames/*.png, OUT/demo.gif, OUT/demo_contact_sheet.png, OUT/demo.blend
 
 Steps 2-3 need the bpy module and the demo actor (both installed by scripts/install.sh);
@@ -33,6 +35,9 @@ def add_arguments(p):
     p.add_argument("--resolution", type=int, default=256, help="square frame size in pixels (default 256)")
     p.add_argument("--seconds", type=float, default=1.6, help="clip length in seconds (default 1.6)")
     p.add_argument("--fps", type=float, default=15.0, help="clip frame rate (default 15)")
+    p.add_argument("--motion", choices=("walk", "capture"), default="walk",
+                   help="what the actor performs: a procedural walk it never saw (default), or the bundled "
+                        "capture's own triangulated motion")
 
 
 def triangulate_demo(out_dir, progress: bool = True):
@@ -143,12 +148,29 @@ def run(args) -> int:
     print(f"wrote {preview}")
     if args.no_render:
         return 0
-    driven, how = transfer_to_actor(skel, actor, out / "skeleton_on_actor.npz")
+    source = skel if args.motion == "capture" else walk_motion(out / "walk.npz", args.seconds)
+    driven, how = transfer_to_actor(source, actor, out / "skeleton_on_actor.npz")
     print(f"motion transfer: {how}; wrote {driven}")
     print(f"rendering {args.seconds:g} s at {args.fps:g} fps, {args.resolution}x{args.resolution}, actor {actor}")
     render_staged(driven, actor, out, args.resolution, args.seconds, args.fps)
     print(f"wrote {out / 'frames'}/*.png, {out / 'demo.gif'}, {out / 'demo_contact_sheet.png'}, {out / 'demo.blend'}")
     return 0
+
+
+def walk_motion(path, seconds: float):
+    """A procedural BODY_25B walk in place (turning slowly), 30 fps, long enough for ``seconds``.
+
+    The shipped actor learned from a person balancing on a platform; a walk is a motion it never
+    saw, moved onto its own bone lengths by the motion transfer like any other skeleton.
+    """
+    from engine.body.joint_sets import get_joint_set
+    from engine.io.skeleton_file import SkeletonSequence, save_skeleton
+    from engine.synthetic.toy_capture import walk_sequence
+
+    frames = max(2, int(round(seconds * 30.0)) + 1)
+    seq = SkeletonSequence(joints=walk_sequence(frames, fps=30.0), joint_set=get_joint_set("BODY_25B"), fps=30.0)
+    save_skeleton(path, seq)
+    return path
 
 
 def render_staged(skeleton_path, actor_dir, out, resolution: int, seconds: float, fps: float) -> None:
