@@ -25,11 +25,22 @@ def demo_capture_paths() -> DemoCapture:
 
 
 def demo_actor_path() -> Path:
-    """The shipped demo actor (trained with ``marionette train`` on a synthetic capture;
-    see ``demo_actor/README.md`` for the exact command)."""
+    """The shipped demo actor: the real person of the bundled Pose2Sim videos, learned with
+    ``marionette ingest`` + ``marionette train`` (see ``demo_actor/README.md`` for the commands)."""
     from engine import MarionetteError
 
     path = DATA_DIR / "demo_actor"
     if not (path / "actor.json").is_file():
         raise MarionetteError(f"{path}: the demo actor is missing from this installation")
+    return path
+
+
+def synthetic_actor_path() -> Path:
+    """The second shipped actor, learned from a synthetic capture of a CC0 MakeHuman body
+    (``synthetic_actor/README.md``): useful for two-actor scenes."""
+    from engine import MarionetteError
+
+    path = DATA_DIR / "synthetic_actor"
+    if not (path / "actor.json").is_file():
+        raise MarionetteError(f"{path}: the synthetic actor is missing from this installation")
     return path
