@@ -70,10 +70,11 @@ def test_missing_source_propagates_nan():
 
 
 def _reference():
-    """The demo actor's BODY_25B joints (15 frames of a walk): every joint, real proportions."""
-    from engine.data import demo_actor_path
+    """The synthetic actor's BODY_25B joints (15 frames of a walk of a clean MakeHuman body): every
+    joint, human proportions, no detector noise — what the estimation rules are judged on."""
+    from engine.data import synthetic_actor_path
 
-    return np.load(demo_actor_path() / "reference_skeleton.npz")["joints"].astype(np.float64)
+    return np.load(synthetic_actor_path() / "reference_skeleton.npz")["joints"].astype(np.float64)
 
 
 def _points(rule):
