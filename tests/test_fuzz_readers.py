@@ -524,8 +524,6 @@ def _frame_specs(spec):
 test_fuzz_frame_specs, test_fuzz_frame_specs_long = _frame_specs
 
 
-@pytest.mark.xfail(reason="engine/capture/ingest/video.py (not this change's to edit): int() of a 5000-digit "
-                          "frame number raises ValueError instead of a MarionetteError", raises=ValueError)
 def test_ingest_frame_spec_with_5000_digits():
     from engine.capture.ingest.video import parse_frame_spec
 

@@ -113,7 +113,7 @@ def parse_frame_spec(spec: str | None, available: int, what: str = "--frames") -
     out: list[int] = []
     for part in str(spec).split(","):
         part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part)
+        m = re.fullmatch(r"(\d{1,9})(?:-(\d{1,9}))?(?::(\d{1,9}))?", part)
         if not m:
             raise MarionetteError(f"{what}: {part!r} is not a frame range; expected e.g. 0-99, 10-50:2, 7 "
                                   "or a comma-separated list of those")
