@@ -61,7 +61,7 @@ def main() -> int:
         from aniposelib.cameras import CameraGroup
     except Exception as exc:  # report the exact fix instead of a traceback
         print(f"aniposelib cannot be imported/run here ({type(exc).__name__}: {exc}).\n"
-              "Install:  pip install --no-deps aniposelib==0.8.0 jax==0.4.30 jaxlib==0.4.30 && "
+              "Install:  bash scripts/install_bench.sh  (or pip install --no-deps aniposelib==0.8.0 jax==0.4.30 jaxlib==0.4.30 && "
               "pip install 'pandas==2.2.3' toml numba", file=sys.stderr)
         return 1
 

