@@ -85,8 +85,9 @@ def create_armature(context, tx, name: str, rig: Rig) -> "bpy.types.Object":
     rig.heads = mats[:, :3, 3]
     rig.tails = rig.heads + rig.rest_rotations[:, :, 1] * lengths[:, None]
 
-    if rig.joint_set in JOINT_SETS:  # a generic skeleton (names of no known set) has none
-        obj[JOINT_SET_PROP] = rig.joint_set
+    js_name = rig.joint_set.name if rig.joint_set is not None else ""
+    if js_name in JOINT_SETS:  # a generic skeleton (names of no known set) has none
+        obj[JOINT_SET_PROP] = js_name
     obj[JOINT_BONES_PROP] = [rig.bone_names[b] for b in rig.joint_bone]
     obj[JOINT_AT_TAIL_PROP] = [int(x) for x in rig.joint_at_tail]
     for pb in obj.pose.bones:

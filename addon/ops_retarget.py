@@ -84,8 +84,8 @@ def bone_map(obj) -> tuple[dict, dict, str]:
 
 
 def target_rig(obj, head: dict, tail: dict):
-    """engine.motion.retarget.Rig of an armature's rest pose, in armature space."""
-    from engine.motion.retarget import Rig
+    """engine.body.kinematics.Rig of an armature's rest pose, in armature space."""
+    from engine.body.kinematics import Rig
 
     bones = obj.data.bones
     names = [b.name for b in bones]
@@ -96,7 +96,7 @@ def target_rig(obj, head: dict, tail: dict):
     # the world's up in armature space (armatures imported from Y-up files are often rotated)
     Minv = np.array(obj.matrix_world.inverted_safe().to_3x3(), dtype=np.float64)
     up = Minv @ np.array([0.0, 0.0, 1.0])
-    return Rig(names=names, parents=parents, heads=heads, tails=tails, rest_rot=rot, mapping=head,
+    return Rig(bone_names=names, parents=parents, heads=heads, tails=tails, rest_rotations=rot, mapping=head,
                tail_mapping=tail, up=up)
 
 
@@ -140,7 +140,7 @@ def source_twist_data(src, s_head: dict, s_tail: dict, to_space: np.ndarray):
     bones = {}
     for b, (hc, tc) in enumerate(rig.bone_joints()):
         if hc is not None:
-            bones[rig.names[b]] = ((hc, tc), _unit_columns(M[:3, :3] @ rig.rest_rot[b]))
+            bones[rig.bone_names[b]] = ((hc, tc), _unit_columns(M[:3, :3] @ rig.rest_rotations[b]))
     return rest_pos, bones
 
 
@@ -335,7 +335,7 @@ class MARIONETTE_OT_retarget(bpy.types.Operator):
         location = res.location
         if not bone.use_local_location:
             # Blender then reads the location in the armature's axes, not the bone's
-            location = location @ rig.rest_rot[rig.names.index(bone.name)].T
+            location = location @ rig.rest_rotations[rig.bone_index(bone.name)].T
         name = self.action_name.strip() or f"{action.name} on {tgt.name}"
         self._write(context, tgt, res, frames, name, location)
         wm.progress_update(100)

@@ -33,7 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.motion.retarget import Rig, direction_errors, foot_sliding, retarget, source_positions  # noqa: E402
+from engine.body.kinematics import Rig  # noqa: E402
+from engine.motion.retarget import direction_errors, foot_sliding, retarget, source_positions  # noqa: E402
 from engine.body.bone_maps import load_rig  # noqa: E402
 from engine.io.skeleton_file import load_skeleton  # noqa: E402
 

@@ -10,7 +10,8 @@ import pytest
 
 from engine import MarionetteError
 from engine.cli import main as cli_main
-from engine.motion.retarget import (CanonicalMotion, Rig, RigMotion, direction_errors, foot_sliding, retarget,
+from engine.body.kinematics import Rig
+from engine.motion.retarget import (CanonicalMotion, RigMotion, direction_errors, foot_sliding, retarget,
                              up_vector)
 from engine.body.bone_maps import detect_rig, list_rigs, load_rig
 from engine.io.skeleton_file import SkeletonSequence, load_skeleton
@@ -214,14 +215,14 @@ def test_bad_sources_and_targets():
         retarget(SkeletonSequence(squat(T=1), SMPL, 60.0), rig)
     with pytest.raises(MarionetteError, match="pelvis"):
         retarget(CanonicalMotion({"left_knee": np.zeros((5, 3)), "left_ankle": np.ones((5, 3))}, 30.0), rig)
-    no_pelvis = Rig(names=["a", "b"], parents=[-1, 0], heads=np.zeros((2, 3)) + [[0, 0, 1], [0, 0, 0]],
+    no_pelvis = Rig(bone_names=["a", "b"], parents=[-1, 0], heads=np.zeros((2, 3)) + [[0, 0, 1], [0, 0, 0]],
                     mapping={"left_knee": "a", "left_ankle": "b"})
     with pytest.raises(MarionetteError, match="pelvis"):
         retarget(SkeletonSequence(squat(T=5), SMPL, 60.0), no_pelvis)
     with pytest.raises(MarionetteError, match="does not have"):
-        Rig(names=["a"], parents=[-1], heads=np.zeros((1, 3)), mapping={"pelvis": "zz"})
+        Rig(bone_names=["a"], parents=[-1], heads=np.zeros((1, 3)), mapping={"pelvis": "zz"})
     with pytest.raises(MarionetteError, match="cycle"):
-        Rig(names=["a", "b"], parents=[1, 0], heads=np.zeros((2, 3)), mapping={})
+        Rig(bone_names=["a", "b"], parents=[1, 0], heads=np.zeros((2, 3)), mapping={})
 
 
 @pytest.fixture(scope="module")
@@ -293,18 +294,52 @@ def test_twist_from_rotation_sources_is_carried_over():
     tgt_rig = mixamo_template_rig(arm_angle=0.7)  # A-pose, other rolls
     T = 30
     theta = 1.2 * np.sin(np.linspace(0, np.pi, T))
-    rot = np.tile([1.0, 0.0, 0.0, 0.0], (T, len(src_rig.names), 1))
-    fore = src_rig.names.index("LeftForeArm")
+    rot = np.tile([1.0, 0.0, 0.0, 0.0], (T, len(src_rig.bone_names), 1))
+    fore = src_rig.bone_names.index("LeftForeArm")
     rot[:, fore] = quat_exp(theta[:, None] * np.array([0.0, 1.0, 0.0]))  # about the bone's own Y axis
     motion = RigMotion(src_rig, rot, 30.0)
     res = retarget(motion, tgt_rig, feet=False)
-    tb = tgt_rig.names.index("LeftForeArm")
+    tb = tgt_rig.bone_names.index("LeftForeArm")
     local = quat_log(res.rotations[:, tb])
     # the target forearm rolls by the same angle about its own (Y) axis
     assert np.allclose(np.abs(local[:, 1]), np.abs(theta), atol=1e-6)
     assert np.abs(local[:, [0, 2]]).max() < 1e-6
     # joint positions alone carry no roll
     _, heads = motion.world()
-    pos = {c: heads[:, src_rig.names.index(b)] for c, b in src_rig.mapping.items()}
+    pos = {c: heads[:, src_rig.bone_names.index(b)] for c, b in src_rig.mapping.items()}
     flat = retarget(CanonicalMotion(pos, 30.0), tgt_rig, feet=False)
     assert np.abs(quat_log(flat.rotations[:, tb])).max() < 1e-6
+
+
+# ----------------------------------------------------------------------------- one Rig type, retarget stages
+
+def test_kinematics_skeleton_rig_is_a_retarget_target():
+    """engine.body.kinematics.build_skeleton_rig gives the same Rig type retargeting drives."""
+    from engine.body.kinematics import build_skeleton_rig
+
+    src = SkeletonSequence(squat(), SMPL, 60.0)
+    rig = build_skeleton_rig(src.joints.astype(float), SMPL)
+    assert rig.joint_set is SMPL and rig.tail_mapping["left_knee"] == "left_knee"
+    res = retarget(src, rig, feet=False)
+    assert abs(res.scale - 1) < 1e-6
+    # the same motion, up to one offset (this rest pose stands at the median root height)
+    diff = canonical_array(res, SMPL) - src.joints
+    assert np.ptp(diff.reshape(-1, 3), axis=0).max() < 1e-5
+
+
+def test_retarget_stages_alone():
+    from engine.motion import retarget as rt
+
+    rig = Rig.from_joint_set(SMPL, smpl_rest(leg_scale=1.3))
+    X = squat(T=20)
+    yup = X[..., [0, 2, 1]] * np.array([1, 1, -1])
+    job = rt._prepare_source(SkeletonSequence(yup, SMPL, 60.0, up_axis="Y"), rig, "keep", None)
+    assert job.T == 20 and np.allclose(job.sget("left_knee"), X[:, SMPL.canonical.index("left_knee")], atol=1e-5)
+    rt._check_drivable(job)
+    assert rt._root_scale(job, 2.0) == 2.0 and 1.1 < rt._root_scale(job, None) < 1.3
+    world, driven, aims = rt._solve_rotations(job)
+    assert world.shape == (20, rig.num_bones, 4) and driven.any() and aims
+    rot = rt._pose_rotations(rig, np.tile([1.0, 0, 0, 0], (3, rig.num_bones, 1)))
+    assert np.allclose(rot, [1, 0, 0, 0])
+    with pytest.raises(MarionetteError, match="root"):
+        rt._prepare_source(SkeletonSequence(X, SMPL, 60.0), rig, "fly", None)

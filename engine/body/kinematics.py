@@ -7,7 +7,12 @@ vectors, quaternions are ``(w, x, y, z)``):
 * ``heads``/``tails`` [B, 3] rest positions, ``rest_rotations`` [B, 3, 3] rest bone
   frames (columns x, y, z; y along the bone), ``parents`` [B] parent bone (-1 root);
 * ``joint_bone`` [J] and ``joint_at_tail`` [J]: joint j sits at the tail (or head) of
-  bone ``joint_bone[j]`` — this is how a pose is read back into joint positions.
+  bone ``joint_bone[j]`` — this is how a pose is read back into joint positions;
+* ``mapping``/``tail_mapping``: the same by canonical joint name (``"left_knee"`` -> the bone
+  whose head/tail sits there), which is how retargeting (``engine.motion.retarget``) reads a rig.
+
+:class:`Rig` is the engine's one armature type: kinematics, the SMPL importer, retargeting
+and the add-on all build and read it.
 
 Blender poses a bone as ``P_b = P_a @ inv(M_a) @ M_b @ basis_b`` (``M`` the 4x4 rest
 matrix, ``a`` the parent, ``basis`` the keyed location/rotation). If ``W_b`` is the
@@ -37,8 +42,9 @@ import numpy as np
 
 from engine import MarionetteError
 from engine.body.joint_sets import JointSet
-from engine.geometry.rotations import (axis_angle_to_matrix, make_quats_continuous, matrix_to_quat, quat_conj,
-                                       quat_mul, quat_to_matrix, swing_matrix)
+from engine.geometry.axes import up_vector
+from engine.geometry.rotations import (axis_angle_to_matrix, make_quats_continuous, matrix_to_quat, quat_between,
+                                       quat_conj, quat_exp, quat_mul, quat_to_matrix, swing_matrix)
 
 _EPS = 1e-12
 # Twist comes from the reference edge when the sine of its angle to the bone is above
@@ -78,21 +84,104 @@ def bone_frames(heads: np.ndarray, tails: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.
 
 @dataclass
 class Rig:
-    """An armature as arrays (see the module docstring). Lengths in scene units (metres)."""
+    """An armature in its rest pose, as arrays (see the module docstring): the one rig type of
+    the engine, used by kinematics, the SMPL importer, retargeting and the add-on.
+
+    bone_names:     bone names [B]
+    parents:        [B] int parent bone (-1 for roots; several roots are allowed)
+    heads, tails:   [B, 3] rest head/tail positions (armature space, metres or the armature's
+                    units); ``tails`` may be None where only heads matter (retargeting targets)
+    rest_rotations: [B, 3, 3] rest bone frames (columns: the bone's local axes, y along the bone),
+                    as Blender's ``bone.matrix_local.to_3x3()``; default identity
+    Where the joints sit, by joint index (joint-set rigs: reading a pose back into joints):
+    joint_bone:     [J] int, joint j sits at the head or tail of bone ``joint_bone[j]``
+    joint_at_tail:  [J] bool, ... at its tail
+    Where the joints sit, by canonical joint name (retargeting):
+    mapping:        canonical joint -> bone whose *head* sits at that joint (``engine.body.bone_maps``)
+    tail_mapping:   canonical joint -> bone whose *tail* sits at that joint (armatures imported by
+                    Marionette put each joint at the tail of the bone that ends there; needs ``tails``)
+    joint_set:      the joint set of a one-bone-per-joint rig, else None
+    up:             the up direction in this space
+    floor:          height (along ``up``) of the floor the rest pose stands on; default: lowest foot
+                    joint (lowest bone head without a mapping)
+    primary, reference: skeleton rigs only: (from, to) joint pairs [B, 2] of each bone's primary and
+                    reference edge; -1 = none
+    rest_joints:    [J, 3] rest joint positions (skeleton and SMPL rigs)
+    order:          (computed) bone indices, parents before children
+    """
 
     bone_names: list[str]
-    parents: np.ndarray  # [B] int, -1 root
-    heads: np.ndarray  # [B, 3]
-    tails: np.ndarray  # [B, 3]
-    rest_rotations: np.ndarray  # [B, 3, 3]
-    joint_bone: np.ndarray  # [J] int
-    joint_at_tail: np.ndarray  # [J] bool
-    joint_set: str = ""
-    # skeleton rigs only: (from, to) joint pairs of each bone's primary and reference edge; -1 = none
-    primary: np.ndarray | None = None  # [B, 2]
-    reference: np.ndarray | None = None  # [B, 2]
-    rest_joints: np.ndarray | None = None  # [J, 3]
+    parents: np.ndarray
+    heads: np.ndarray
+    tails: np.ndarray | None = None
+    rest_rotations: np.ndarray | None = None
+    joint_bone: np.ndarray | None = None
+    joint_at_tail: np.ndarray | None = None
+    mapping: dict = field(default_factory=dict)
+    tail_mapping: dict = field(default_factory=dict)
+    joint_set: JointSet | None = None
+    up: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
+    floor: float | None = None
+    primary: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    rest_joints: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
+    order: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.bone_names = [str(n) for n in self.bone_names]
+        B = len(self.bone_names)
+        self.parents = np.asarray([int(p) for p in self.parents], dtype=np.int64).reshape(-1)
+        self.heads = np.asarray(self.heads, dtype=np.float64)
+        if self.heads.shape != (B, 3) or len(self.parents) != B:
+            raise MarionetteError(f"rig: expected {B} parents and heads of shape [{B}, 3], got "
+                                  f"{len(self.parents)} and {list(self.heads.shape)}")
+        if not np.all(np.isfinite(self.heads)):
+            raise MarionetteError("rig: rest head positions must be finite")
+        if self.tails is not None:
+            self.tails = np.asarray(self.tails, dtype=np.float64)
+            if self.tails.shape != (B, 3):
+                raise MarionetteError(f"rig: tails must have shape [{B}, 3], got {list(self.tails.shape)}")
+        elif self.tail_mapping:
+            raise MarionetteError("rig: tail_mapping needs tails")
+        if self.rest_rotations is None:
+            self.rest_rotations = np.broadcast_to(np.eye(3), (B, 3, 3)).copy()
+        self.rest_rotations = np.asarray(self.rest_rotations, dtype=np.float64)
+        if self.rest_rotations.shape != (B, 3, 3):
+            raise MarionetteError(f"rig: rest_rotations must have shape [{B}, 3, 3], "
+                                  f"got {list(self.rest_rotations.shape)}")
+        self.up = up_vector(self.up)
+        if (not self.mapping and not self.tail_mapping and self.joint_set is not None
+                and self.joint_bone is not None and self.joint_at_tail is not None):
+            # a joint-set rig placed by index: name its joints too, so it can be a retargeting target
+            for c, b, at_tail in zip(self.joint_set.canonical, self.joint_bone, self.joint_at_tail):
+                (self.tail_mapping if at_tail and self.tails is not None else self.mapping)[c] = self.bone_names[int(b)]
+        self.mapping = {str(c): str(b) for c, b in self.mapping.items()}
+        self.tail_mapping = {str(c): str(b) for c, b in self.tail_mapping.items() if c not in self.mapping}
+        unknown = [b for b in list(self.mapping.values()) + list(self.tail_mapping.values())
+                   if b not in self.bone_names]
+        if unknown:
+            raise MarionetteError(f"rig mapping names bones the armature does not have: {', '.join(unknown[:5])}")
+        # topological order (parents first); rejects cycles
+        order, placed = [], set()
+        pending = list(range(B))
+        while pending:
+            rest = [b for b in pending if not (self.parents[b] < 0 or self.parents[b] in placed)]
+            ready = [b for b in pending if b not in rest]
+            if not ready:
+                raise MarionetteError("rig: bone parents form a cycle")
+            order += ready
+            placed.update(ready)
+            pending = rest
+        self.order = order
+        if self.floor is None:
+            rest_pts = self.canonical_rest
+            feet = [v for c, v in rest_pts.items()
+                    if any(c.endswith(k) for k in ("ankle", "foot", "toe", "heel", "toe_end"))]
+            pts = np.array(feet) if feet else self.heads
+            self.floor = float((pts @ self.up).min())
+
+    # --- bones
 
     @property
     def num_bones(self) -> int:
@@ -106,6 +195,10 @@ class Rig:
     def lengths(self) -> np.ndarray:
         return np.linalg.norm(self.tails - self.heads, axis=-1)
 
+    def bone_index(self, name: str) -> int:
+        """Index of the bone called ``name`` (ValueError if none)."""
+        return self.bone_names.index(name)
+
     def rest_matrices(self) -> np.ndarray:
         """[B, 4, 4] armature-space rest matrices (Blender's ``bone.matrix_local``)."""
         M = np.tile(np.eye(4), (self.num_bones, 1, 1))
@@ -113,20 +206,105 @@ class Rig:
         M[:, :3, 3] = self.heads
         return M
 
-    def topological_order(self) -> list[int]:
-        order, seen = [], set()
+    # --- canonical joints
 
-        def visit(b):
-            if b in seen:
-                return
-            if self.parents[b] >= 0:
-                visit(int(self.parents[b]))
-            seen.add(b)
-            order.append(b)
+    def index_of(self, canonical: str) -> int:
+        """Bone whose head sits at ``canonical`` (KeyError if none)."""
+        return self.bone_names.index(self.mapping[canonical])
 
-        for b in range(self.num_bones):
-            visit(b)
-        return order
+    def joint(self, canonical: str) -> tuple[int, bool] | None:
+        """(bone index, at_tail) holding the canonical joint, or None."""
+        if canonical in self.mapping:
+            return self.bone_names.index(self.mapping[canonical]), False
+        if canonical in self.tail_mapping:
+            return self.bone_names.index(self.tail_mapping[canonical]), True
+        return None
+
+    @property
+    def canonical_rest(self) -> dict[str, np.ndarray]:
+        out = {c: self.heads[self.bone_names.index(b)] for c, b in self.mapping.items()}
+        out.update({c: self.tails[self.bone_names.index(b)] for c, b in self.tail_mapping.items()})
+        return out
+
+    def bone_joints(self) -> list[tuple[str | None, str | None]]:
+        """Per bone: (canonical joint at its head, canonical joint at its tail), None where unmapped."""
+        rest = self.canonical_rest
+        out = []
+        for b, name in enumerate(self.bone_names):
+            head = next((c for c, n in self.mapping.items() if n == name), None)
+            tail = next((c for c, n in self.tail_mapping.items() if n == name), None)
+            if head is None and tail is not None:
+                # a tail-mapped bone starts where another mapped joint is
+                d = {c: np.linalg.norm(v - self.heads[b]) for c, v in rest.items() if c != tail}
+                if d:
+                    c, dist = min(d.items(), key=lambda kv: kv[1])
+                    if dist < 1e-5 * max(1.0, float(np.abs(self.heads).max())):
+                        head = c
+            out.append((head, tail))
+        return out
+
+    # --- constructors
+
+    @classmethod
+    def from_joint_set(cls, joint_set: JointSet, rest_joints, up="Z", floor=None) -> "Rig":
+        """One bone per joint, as Marionette's importer builds armatures: the bone named after a
+        joint runs from its parent joint to it (joint at the tail); the root's bone starts at the
+        root joint. Every edge is its own bone, so every edge can follow the source's direction.
+        Rest orientations are the identity (only positions matter for joint sets)."""
+        rest = np.asarray(rest_joints, dtype=np.float64)
+        if rest.shape != (joint_set.num_joints, 3) or not np.all(np.isfinite(rest)):
+            raise MarionetteError(f"rest joints: expected finite [{joint_set.num_joints}, 3] for {joint_set.name}, "
+                                  f"got {list(rest.shape)}")
+        parents = list(joint_set.parents)
+        up_v = up_vector(up)
+        heads = np.array([rest[p] if p >= 0 else rest[j] for j, p in enumerate(parents)])
+        tails = np.array([rest[j] if p >= 0 else rest[j] + 0.1 * up_v for j, p in enumerate(parents)])
+        root = joint_set.root
+        return cls(bone_names=list(joint_set.names), parents=parents, heads=heads, tails=tails,
+                   joint_bone=np.arange(joint_set.num_joints), joint_at_tail=np.asarray(parents) >= 0,
+                   mapping={joint_set.canonical[root]: joint_set.names[root]},
+                   tail_mapping={c: n for j, (c, n) in enumerate(zip(joint_set.canonical, joint_set.names))
+                                 if j != root},
+                   up=up_v, floor=floor, joint_set=joint_set, rest_joints=rest.copy())
+
+    @classmethod
+    def from_rig_map(cls, rig_map) -> "Rig":
+        """The default rest skeleton shipped in a joint-set rig map (e.g. ``load_rig("smpl_24")``)."""
+        from engine.body.joint_sets import get_joint_set
+
+        if rig_map.kind != "joint_set" or not rig_map.rest_joints:
+            raise MarionetteError(f"rig map {rig_map.name!r} has no default rest skeleton ('rest_joints'); "
+                                  "build the target Rig from an armature or a skeleton sequence instead")
+        js = get_joint_set(rig_map.joint_set)
+        missing = [n for n in js.names if n not in rig_map.rest_joints]
+        if missing:
+            raise MarionetteError(f"{rig_map.path}: 'rest_joints' lacks {', '.join(missing)}")
+        return cls.from_joint_set(js, np.array([rig_map.rest_joints[n] for n in js.names], float), up="Z")
+
+    @classmethod
+    def from_bones(cls, bone_names, parents, heads, tails, rolls=None, mapping=None, up="Z", floor=None) -> "Rig":
+        """An armature from bone heads/tails/rolls (as Blender edit bones; Y axis along the bone).
+
+        Rest orientations follow Blender's convention: the minimal rotation taking +Y onto the
+        bone, then the roll about it (Blender differs only for bones pointing almost exactly -Y).
+        ``mapping`` defaults to the detected rig map (``engine.body.bone_maps.detect_rig``).
+        """
+        heads = np.asarray(heads, dtype=np.float64)
+        tails = np.asarray(tails, dtype=np.float64)
+        rolls = np.zeros(len(heads)) if rolls is None else np.asarray(rolls, dtype=np.float64)
+        y = np.broadcast_to(np.array([0.0, 1.0, 0.0]), heads.shape)
+        q = quat_between(y, tails - heads)
+        axis = (tails - heads) / np.maximum(np.linalg.norm(tails - heads, axis=-1, keepdims=True), 1e-12)
+        q = quat_mul(quat_exp(axis * rolls[:, None]), q)
+        if mapping is None:
+            from engine.body.bone_maps import detect_rig
+
+            det = detect_rig(bone_names)
+            if det.rig is None:
+                raise MarionetteError("no bone map matches this armature's bone names; pass a mapping")
+            mapping = det.mapping
+        return cls(bone_names=list(bone_names), parents=list(parents), heads=heads, tails=tails,
+                   mapping=dict(mapping), rest_rotations=quat_to_matrix(q), up=up, floor=floor)
 
 
 def _edge_vectors(joints: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -205,7 +383,7 @@ def build_skeleton_rig(joints: np.ndarray, joint_set: JointSet, root_length: flo
     primary, reference = _choose_edges(X, joint_set, tree, rest)
     return Rig(bone_names=list(joint_set.names), parents=parents.copy(), heads=heads, tails=tails,
                rest_rotations=rest_rot, joint_bone=np.arange(J), joint_at_tail=parents >= 0,
-               joint_set=joint_set.name, primary=primary, reference=reference, rest_joints=rest)
+               joint_set=joint_set, primary=primary, reference=reference, rest_joints=rest)
 
 
 def _choose_edges(X: np.ndarray, joint_set: JointSet, tree: np.ndarray, rest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,7 +469,7 @@ def skeleton_bone_rotations(rig: Rig, joints: np.ndarray) -> tuple[np.ndarray, n
     R = np.tile(np.eye(3), (T, B, 1, 1))
     valid = np.zeros((T, B), dtype=bool)
     lo, hi = TWIST_BLEND
-    for b in rig.topological_order():
+    for b in rig.order:
         pe, re = rig.primary[b], rig.reference[b]
         if pe[0] < 0:
             # a root with no edges (one-joint set): identity rotation where the root is seen
@@ -370,7 +548,7 @@ def forward_kinematics(rig: Rig, quats: np.ndarray, root_location: np.ndarray | 
     M = rig.rest_matrices()
     Minv = np.linalg.inv(M)
     P = np.empty((T, B, 4, 4))
-    for b in rig.topological_order():
+    for b in rig.order:
         a = rig.parents[b]
         if a < 0:
             P[:, b] = M[b] @ basis[:, b]

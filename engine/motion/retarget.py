@@ -37,9 +37,10 @@ from engine.geometry.rotations import (matrix_to_quat, quat_between, quat_conj, 
                                        quat_rotate, quat_to_matrix)
 from engine.motion.resample import bone_lengths, fill_gaps, skeleton_times
 from engine.io.skeleton_file import SkeletonSequence
-from engine.body.joint_sets import DERIVED, JointSet
+from engine.body.joint_sets import DERIVED
+from engine.body.kinematics import Rig
 
-__all__ = ["Rig", "RigMotion", "CanonicalMotion", "source_twist", "RetargetResult", "retarget", "source_positions", "detect_contacts",
+__all__ = ["rig_from_skeleton", "RigMotion", "CanonicalMotion", "source_twist", "RetargetResult", "retarget", "source_positions", "detect_contacts",
            "foot_sliding", "direction_errors", "up_vector"]
 
 # Canonical joints reachable from others, beyond engine.body.joint_sets.DERIVED (retargeting only).
@@ -96,201 +97,31 @@ def _rotation_between_up(src_up: np.ndarray, dst_up: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- rigs
 
-@dataclass
-class Rig:
-    """A skeleton in its rest pose: bones with heads, parents and rest orientations.
-
-    names:        bone names
-    parents:      parent index per bone (-1 for roots; several roots are allowed)
-    heads:        [B, 3] rest head positions (armature space, metres or the armature's units)
-    mapping:      canonical joint -> bone whose *head* sits at that joint (``engine.body.bone_maps`` maps)
-    tails:        [B, 3] rest tail positions (needed only with ``tail_mapping``)
-    tail_mapping: canonical joint -> bone whose *tail* sits at that joint (armatures imported by
-                  Marionette put each joint at the tail of the bone that ends there)
-    rest_rot:     [B, 3, 3] rest orientation of each bone (columns: the bone's local axes), as
-                  Blender's ``bone.matrix_local.to_3x3()``; identity for joint-set skeletons
-    up:           the up direction in this space
-    floor:        height (along ``up``) of the floor the rest pose stands on; default: lowest foot joint
-    """
-
-    names: list
-    parents: list
-    heads: np.ndarray
-    mapping: dict
-    rest_rot: np.ndarray | None = None
-    up: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
-    floor: float | None = None
-    joint_set: JointSet | None = None
-    tails: np.ndarray | None = None
-    tail_mapping: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.names = [str(n) for n in self.names]
-        self.parents = [int(p) for p in self.parents]
-        B = len(self.names)
-        self.heads = np.asarray(self.heads, dtype=np.float64)
-        if self.heads.shape != (B, 3) or len(self.parents) != B:
-            raise MarionetteError(f"rig: expected {B} parents and heads of shape [{B}, 3], got "
-                                  f"{len(self.parents)} and {list(self.heads.shape)}")
-        if not np.all(np.isfinite(self.heads)):
-            raise MarionetteError("rig: rest head positions must be finite")
-        if self.tails is not None:
-            self.tails = np.asarray(self.tails, dtype=np.float64)
-            if self.tails.shape != (B, 3):
-                raise MarionetteError(f"rig: tails must have shape [{B}, 3], got {list(self.tails.shape)}")
-        elif self.tail_mapping:
-            raise MarionetteError("rig: tail_mapping needs tails")
-        if self.rest_rot is None:
-            self.rest_rot = np.broadcast_to(np.eye(3), (B, 3, 3)).copy()
-        self.rest_rot = np.asarray(self.rest_rot, dtype=np.float64)
-        if self.rest_rot.shape != (B, 3, 3):
-            raise MarionetteError(f"rig: rest_rot must have shape [{B}, 3, 3], got {list(self.rest_rot.shape)}")
-        self.up = up_vector(self.up)
-        self.mapping = {str(c): str(b) for c, b in self.mapping.items()}
-        self.tail_mapping = {str(c): str(b) for c, b in self.tail_mapping.items() if c not in self.mapping}
-        unknown = [b for b in list(self.mapping.values()) + list(self.tail_mapping.values()) if b not in self.names]
-        if unknown:
-            raise MarionetteError(f"rig mapping names bones the armature does not have: {', '.join(unknown[:5])}")
-        # topological order (parents first); rejects cycles
-        order, placed = [], set()
-        pending = list(range(B))
-        while pending:
-            rest = [b for b in pending if not (self.parents[b] < 0 or self.parents[b] in placed)]
-            ready = [b for b in pending if b not in rest]
-            if not ready:
-                raise MarionetteError("rig: bone parents form a cycle")
-            order += ready
-            placed.update(ready)
-            pending = rest
-        self.order = order
-        if self.floor is None:
-            rest_pts = self.canonical_rest
-            feet = [v for c, v in rest_pts.items()
-                    if any(c.endswith(k) for k in ("ankle", "foot", "toe", "heel", "toe_end"))]
-            pts = np.array(feet) if feet else self.heads
-            self.floor = float((pts @ self.up).min())
-
-    def index_of(self, canonical: str) -> int:
-        """Bone whose head sits at ``canonical`` (KeyError if none)."""
-        return self.names.index(self.mapping[canonical])
-
-    def joint(self, canonical: str) -> tuple[int, bool] | None:
-        """(bone index, at_tail) holding the canonical joint, or None."""
-        if canonical in self.mapping:
-            return self.names.index(self.mapping[canonical]), False
-        if canonical in self.tail_mapping:
-            return self.names.index(self.tail_mapping[canonical]), True
-        return None
-
-    @property
-    def canonical_rest(self) -> dict[str, np.ndarray]:
-        out = {c: self.heads[self.names.index(b)] for c, b in self.mapping.items()}
-        out.update({c: self.tails[self.names.index(b)] for c, b in self.tail_mapping.items()})
-        return out
-
-    def bone_joints(self) -> list[tuple[str | None, str | None]]:
-        """Per bone: (canonical joint at its head, canonical joint at its tail), None where unmapped."""
-        rest = self.canonical_rest
-        out = []
-        for b, name in enumerate(self.names):
-            head = next((c for c, n in self.mapping.items() if n == name), None)
-            tail = next((c for c, n in self.tail_mapping.items() if n == name), None)
-            if head is None and tail is not None:
-                # a tail-mapped bone starts where another mapped joint is
-                d = {c: np.linalg.norm(v - self.heads[b]) for c, v in rest.items() if c != tail}
-                if d:
-                    c, dist = min(d.items(), key=lambda kv: kv[1])
-                    if dist < 1e-5 * max(1.0, float(np.abs(self.heads).max())):
-                        head = c
-            out.append((head, tail))
-        return out
-
-    @classmethod
-    def from_joint_set(cls, joint_set: JointSet, rest_joints, up="Z", floor=None) -> "Rig":
-        """One bone per joint, as Marionette's importer builds armatures: the bone named after a
-        joint runs from its parent joint to it (joint at the tail); the root's bone starts at the
-        root joint. Every edge is its own bone, so every edge can follow the source's direction.
-        Rest orientations are the identity (only positions matter for joint sets)."""
-        rest = np.asarray(rest_joints, dtype=np.float64)
-        if rest.shape != (joint_set.num_joints, 3) or not np.all(np.isfinite(rest)):
-            raise MarionetteError(f"rest joints: expected finite [{joint_set.num_joints}, 3] for {joint_set.name}, "
-                                  f"got {list(rest.shape)}")
-        parents = list(joint_set.parents)
-        up_v = up_vector(up)
-        heads = np.array([rest[p] if p >= 0 else rest[j] for j, p in enumerate(parents)])
-        tails = np.array([rest[j] if p >= 0 else rest[j] + 0.1 * up_v for j, p in enumerate(parents)])
-        root = joint_set.root
-        return cls(names=list(joint_set.names), parents=parents, heads=heads, tails=tails,
-                   mapping={joint_set.canonical[root]: joint_set.names[root]},
-                   tail_mapping={c: n for j, (c, n) in enumerate(zip(joint_set.canonical, joint_set.names))
-                                 if j != root},
-                   up=up_v, floor=floor, joint_set=joint_set)
-
-    @classmethod
-    def from_rig_map(cls, rig_map) -> "Rig":
-        """The default rest skeleton shipped in a joint-set rig map (e.g. ``load_rig("smpl_24")``)."""
-        from engine.body.joint_sets import get_joint_set
-
-        if rig_map.kind != "joint_set" or not rig_map.rest_joints:
-            raise MarionetteError(f"rig map {rig_map.name!r} has no default rest skeleton ('rest_joints'); "
-                                  "build the target Rig from an armature or a skeleton sequence instead")
-        js = get_joint_set(rig_map.joint_set)
-        missing = [n for n in js.names if n not in rig_map.rest_joints]
-        if missing:
-            raise MarionetteError(f"{rig_map.path}: 'rest_joints' lacks {', '.join(missing)}")
-        return cls.from_joint_set(js, np.array([rig_map.rest_joints[n] for n in js.names], float), up="Z")
-
-    @classmethod
-    def from_bones(cls, names, parents, heads, tails, rolls=None, mapping=None, up="Z", floor=None) -> "Rig":
-        """An armature from bone heads/tails/rolls (as Blender edit bones; Y axis along the bone).
-
-        Rest orientations follow Blender's convention: the minimal rotation taking +Y onto the
-        bone, then the roll about it (Blender differs only for bones pointing almost exactly -Y).
-        ``mapping`` defaults to the detected rig map (``engine.body.bone_maps.detect_rig``).
-        """
-        heads = np.asarray(heads, dtype=np.float64)
-        tails = np.asarray(tails, dtype=np.float64)
-        rolls = np.zeros(len(heads)) if rolls is None else np.asarray(rolls, dtype=np.float64)
-        y = np.broadcast_to(np.array([0.0, 1.0, 0.0]), heads.shape)
-        q = quat_between(y, tails - heads)
-        axis = (tails - heads) / np.maximum(np.linalg.norm(tails - heads, axis=-1, keepdims=True), 1e-12)
-        q = quat_mul(quat_exp(axis * rolls[:, None]), q)
-        if mapping is None:
-            from engine.body.bone_maps import detect_rig
-
-            det = detect_rig(names)
-            if det.rig is None:
-                raise MarionetteError("no bone map matches this armature's bone names; pass a mapping")
-            mapping = det.mapping
-        return cls(names=list(names), parents=list(parents), heads=heads, mapping=dict(mapping),
-                   rest_rot=quat_to_matrix(q), up=up, floor=floor)
-
-    @classmethod
-    def from_skeleton(cls, seq: SkeletonSequence, lengths=None) -> "Rig":
-        """A rest skeleton for an actor captured as ``seq``: its median bone lengths along the
-        directions of its most complete frame (only lengths matter to retargeting)."""
-        js = seq.joint_set
-        joints = seq.joints.astype(np.float64)
-        L = bone_lengths(joints, js.parents) if lengths is None else np.asarray(lengths, float)
-        if not np.all(np.isfinite(L)):
-            missing = [js.names[j] for j in range(js.num_joints) if not np.isfinite(L[j])]
-            raise MarionetteError(f"skeleton: joints never observed, bone length unknown: {', '.join(missing)}")
-        filled = fill_gaps(seq, max_gap=None).joints.astype(np.float64)
-        complete = np.isfinite(filled).all(-1).sum(-1)
-        frame = filled[int(np.argmax(complete))]
-        if not np.isfinite(frame).all():
-            raise MarionetteError("skeleton: no frame has every joint, cannot build a rest skeleton")
-        rest = np.zeros_like(frame)
-        for j in js.topological_order():
-            p = js.parents[j]
-            if p < 0:
-                rest[j] = frame[j]
-            else:
-                d = frame[j] - frame[p]
-                rest[j] = rest[p] + L[j] * d / max(np.linalg.norm(d), 1e-9)
-        up = up_vector(seq.up_axis)
-        floor = _floor_height(seq_canonical(seq), up)
-        return cls.from_joint_set(js, rest, up=up, floor=floor)
+def rig_from_skeleton(seq: SkeletonSequence, lengths=None) -> Rig:
+    """A rest skeleton for an actor captured as ``seq``: its median bone lengths along the
+    directions of its most complete frame (only lengths matter to retargeting)."""
+    js = seq.joint_set
+    joints = seq.joints.astype(np.float64)
+    L = bone_lengths(joints, js.parents) if lengths is None else np.asarray(lengths, float)
+    if not np.all(np.isfinite(L)):
+        missing = [js.names[j] for j in range(js.num_joints) if not np.isfinite(L[j])]
+        raise MarionetteError(f"skeleton: joints never observed, bone length unknown: {', '.join(missing)}")
+    filled = fill_gaps(seq, max_gap=None).joints.astype(np.float64)
+    complete = np.isfinite(filled).all(-1).sum(-1)
+    frame = filled[int(np.argmax(complete))]
+    if not np.isfinite(frame).all():
+        raise MarionetteError("skeleton: no frame has every joint, cannot build a rest skeleton")
+    rest = np.zeros_like(frame)
+    for j in js.topological_order():
+        p = js.parents[j]
+        if p < 0:
+            rest[j] = frame[j]
+        else:
+            d = frame[j] - frame[p]
+            rest[j] = rest[p] + L[j] * d / max(np.linalg.norm(d), 1e-9)
+    up = up_vector(seq.up_axis)
+    floor = _floor_height(seq_canonical(seq), up)
+    return Rig.from_joint_set(js, rest, up=up, floor=floor)
 
 
 @dataclass
@@ -309,12 +140,12 @@ class RigMotion:
         rig = self.rig
         q = np.asarray(self.rotations, dtype=np.float64)
         T, B = q.shape[:2]
-        if q.shape != (T, len(rig.names), 4):
-            raise MarionetteError(f"rotations: expected [T, {len(rig.names)}, 4], got {list(q.shape)}")
-        rest_q = matrix_to_quat(rig.rest_rot)
+        if q.shape != (T, len(rig.bone_names), 4):
+            raise MarionetteError(f"rotations: expected [T, {len(rig.bone_names)}, 4], got {list(q.shape)}")
+        rest_q = matrix_to_quat(rig.rest_rotations)
         world = np.zeros((T, B, 4))
         heads = np.zeros((T, B, 3))
-        root_b = rig.names.index(self.root_bone) if self.root_bone else None
+        root_b = rig.bone_names.index(self.root_bone) if self.root_bone else None
         for b in rig.order:
             p = rig.parents[b]
             # world delta: Q_b = Q_p * R_b L_b R_b^-1 (pose = parent pose * rest offset * local basis)
@@ -327,7 +158,7 @@ class RigMotion:
                 heads[:, b] = heads[:, p] + quat_rotate(world[:, p], rig.heads[b] - rig.heads[p])
             if self.location is not None and (b == root_b or (root_b is None and p < 0)):
                 loc = np.asarray(self.location, dtype=np.float64)
-                offset = loc @ rig.rest_rot[b].T
+                offset = loc @ rig.rest_rotations[b].T
                 if p >= 0:
                     offset = quat_rotate(world[:, p], offset)
                 heads[:, b] = heads[:, b] + offset
@@ -403,7 +234,7 @@ def _bone_frames(rig: Rig, world: np.ndarray) -> dict:
     for b, (head, tail) in enumerate(rig.bone_joints()):
         if head is None:
             continue
-        rest = rig.rest_rot[b] / np.linalg.norm(rig.rest_rot[b], axis=0, keepdims=True)
+        rest = rig.rest_rotations[b] / np.linalg.norm(rig.rest_rotations[b], axis=0, keepdims=True)
         out[(head, tail)] = (rest, quat_to_matrix(world[:, b]) @ rest)
     return out
 
@@ -441,9 +272,9 @@ def source_positions(source) -> tuple[dict, float, np.ndarray]:
 
 def _rig_canonical(rig: Rig, world: np.ndarray, heads: np.ndarray) -> dict[str, np.ndarray]:
     """Canonical joint positions [T, 3] of a posed rig (world deltas and heads from FK)."""
-    out = {c: heads[:, rig.names.index(b)] for c, b in rig.mapping.items()}
+    out = {c: heads[:, rig.bone_names.index(b)] for c, b in rig.mapping.items()}
     for c, bname in rig.tail_mapping.items():
-        b = rig.names.index(bname)
+        b = rig.bone_names.index(bname)
         out[c] = heads[:, b] + quat_rotate(world[:, b], rig.tails[b] - rig.heads[b])
     return out
 
@@ -646,7 +477,7 @@ def _two_bone_ik(H, K, A, goal, l1, l2):
 
 
 def _subtree(rig: Rig, bone: int) -> np.ndarray:
-    inside = np.zeros(len(rig.names), dtype=bool)
+    inside = np.zeros(len(rig.bone_names), dtype=bool)
     inside[bone] = True
     for b in rig.order:
         p = rig.parents[b]
@@ -667,19 +498,69 @@ def _fill_nan_rows(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_scale: float | None = None,
-             contact_height: float = 0.05, contact_speed: float = 0.3, blend: float = 0.1,
-             frames: slice | None = None) -> RetargetResult:
-    """Retarget ``source`` (SkeletonSequence, RigMotion or CanonicalMotion) onto ``target`` (Rig).
+# The stages of retarget(), in order. Each reads and returns plain arrays, so it can be read
+# and tested alone:
+#   _prepare_source     source motion -> canonical positions in the target's space (+ twist frames)
+#   _check_drivable     the target and source share a pelvis and enough joints
+#   _root_scale         leg-length ratio for root motion
+#   _solve_rotations    world rotation per target bone (aim + twist), the "map joints" step
+#   _root_track         which bone carries root motion and where the pelvis goes
+#   _scaled_source      the source's joints scaled and placed like the target (for reports)
+#   _find_legs          thigh/shin/foot bones and source foot contacts per side
+#   _plan_pins          the pinned ankle/ball positions during contacts
+#   _lower_pelvis       drop the pelvis where a pinned foot is out of reach
+#   _pin_feet           two-bone leg IK onto the pins, the foot turned to a pinned ball
+#   _assemble_result    local pose quaternions and the root location
 
-    root:       "keep" (the pelvis travels like the source's, displacement scaled by leg length)
-                or "in_place" (no horizontal travel; vertical motion kept)
-    feet:       pin feet where the source's were in contact with the ground
-    root_scale: override the leg-length ratio
-    contact_height, contact_speed: contact detection thresholds (metres above the joint's
-                standing height, metres per second); blend: seconds to ease pins in and out
-    frames:     a slice of the source's frames to use
-    """
+@dataclass
+class _RetargetJob:
+    """What every stage of :func:`retarget` shares: the target, the source's canonical joint
+    positions already in the target's space, and the settings."""
+
+    target: Rig
+    pos: dict  # canonical joint -> [T, 3] source positions, target space
+    rest: dict  # canonical joint -> [3] target rest positions
+    fps: float
+    up: np.ndarray  # the target's up
+    src_floor: float  # source floor height along up
+    root: str  # "keep" or "in_place"
+    src_rest: dict  # rotation sources: rest joint positions (target space), else empty
+    src_frames: dict  # rotation sources: bone frames (target space), else empty
+    scale: float = 1.0  # root-motion scale
+
+    @property
+    def T(self) -> int:
+        return len(next(iter(self.pos.values())))
+
+    @property
+    def B(self) -> int:
+        return len(self.target.bone_names)
+
+    def sget(self, c):
+        """Source position [T, 3] of canonical joint ``c`` (derived where needed), or None."""
+        return _get(self.pos, c)
+
+    def tget(self, c):
+        """Target rest position [3] of canonical joint ``c`` (derived where needed), or None."""
+        return _get(self.rest, c)
+
+
+@dataclass
+class _RootTrack:
+    """Where the target's root goes: the bone that carries the root motion, the bones moving
+    with it, and the pelvis position per frame (lowered later by :func:`_lower_pelvis`)."""
+
+    move_b: int
+    moved_tree: np.ndarray  # [B] bool
+    pelvis_pos: np.ndarray  # [T, 3]
+    first: np.ndarray  # [3] the source pelvis's first horizontal position
+    horiz_src: np.ndarray  # [T, 3] the source pelvis's horizontal position
+    rest_h: np.ndarray  # [3] the target pelvis's horizontal rest position
+
+
+def _prepare_source(source, target: Rig, root: str, frames: slice | None) -> _RetargetJob:
+    """Stage 1: the source as canonical joint positions rotated into the target's space (its up
+    onto the target's up), with the bone frames of rotation sources brought along."""
     if root not in ("keep", "in_place"):
         raise MarionetteError(f"root: expected 'keep' or 'in_place', got {root!r}")
     pos, fps, src_up = source_positions(source)
@@ -705,79 +586,102 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
     src_rest = {c: R_up @ np.asarray(v, float) for c, v in src_rest.items()}
     src_frames = {k: (R_up @ fr[0], np.einsum("ij,tjk->tik", R_up, fr[1][frames] if frames is not None else fr[1]))
                   for k, fr in src_frames.items()}
+    return _RetargetJob(target=target, pos=pos, rest=rest, fps=fps, up=up, src_floor=src_floor_h, root=root,
+                        src_rest=src_rest, src_frames=src_frames)
 
-    def sget(c):
-        return _get(pos, c)
 
-    def tget(c):
-        return _get(rest, c)
-
-    if tget("pelvis") is None:
+def _check_drivable(job: _RetargetJob) -> None:
+    """Stage 2: both skeletons have a pelvis and the source drives at least four target joints."""
+    if job.tget("pelvis") is None:
         raise MarionetteError("target rig: no bone is mapped to the pelvis/hips (nor both hips); "
                               "cannot place the root")
-    if sget("pelvis") is None:
+    if job.sget("pelvis") is None:
         raise MarionetteError("source motion has no pelvis (or both hips); cannot drive the root")
-    usable = [c for c in rest if sget(c) is not None]
+    usable = [c for c in job.rest if job.sget(c) is not None]
     if len(usable) < 4:
         raise MarionetteError(f"only {len(usable)} target joints can be driven by the source "
                               f"({', '.join(usable) or 'none'}); check the bone mapping")
 
-    src_leg = _leg_length(sget, up, src_floor_h)
-    tgt_leg = _leg_length(tget, up, target.floor)
-    if root_scale is not None:
-        s = float(root_scale)
-    elif src_leg and tgt_leg:
-        s = tgt_leg / src_leg
-    else:
-        s = 1.0
 
-    B = len(target.names)
+def _root_scale(job: _RetargetJob, root_scale: float | None) -> float:
+    """Stage 3: the root-motion scale: ``root_scale`` if given, else target leg / source leg."""
+    src_leg = _leg_length(job.sget, job.up, job.src_floor)
+    tgt_leg = _leg_length(job.tget, job.up, job.target.floor)
+    if root_scale is not None:
+        return float(root_scale)
+    if src_leg and tgt_leg:
+        return tgt_leg / src_leg
+    return 1.0
+
+
+def _anchor(job: _RetargetJob, joints_of: list, b: int, canon: str | None) -> str | None:
+    """The joint a bone's aim starts from: its head joint, or, when the source lacks that (a
+    spine joint a capture does not have) or the head is unmapped, the nearest ancestor's joint
+    that both skeletons have. The same joint is used on both sides, so the rest vector and
+    the source vector compare like with like."""
+    sget, tget, target = job.sget, job.tget, job.target
+    if canon is not None and sget(canon) is not None and tget(canon) is not None:
+        return canon
+    anc = target.parents[b]
+    while anc >= 0:
+        c = joints_of[anc][0]
+        if c is not None and sget(c) is not None and tget(c) is not None:
+            return c
+        anc = target.parents[anc]
+    return None
+
+
+def _bone_aim(job: _RetargetJob, b: int, head_c: str | None, tail_c: str | None,
+              head_bone: dict) -> tuple[str | None, tuple[str, str] | None] | None:
+    """(aim joint, twist hint pair) of bone ``b`` from its mapped head/tail joints; None to skip
+    the bone (it follows its parent)."""
+    sget, tget = job.sget, job.tget
+    if tail_c is not None:
+        # the bone ends at a mapped joint: aim along the bone itself
+        aim_c = tail_c if sget(tail_c) is not None else None
+        if aim_c is not None and head_c is not None:
+            # a source joint built from this very bone's end (a pelvis as the mean of the hips)
+            # gives a direction that is an artefact of that construction: stay rigid with the parent
+            ph, pt = _resolve(head_c, job.pos), _resolve(tail_c, job.pos)
+            if ph and pt and ph != [(head_c, 1.0)] and {c for c, _ in ph} & {c for c, _ in pt}:
+                aim_c = None
+        rule = BONE_RULES.get(head_c) if head_c else None
+        hint = rule[1] if (rule and tail_c in rule[0]) else None
+    elif head_c is not None and head_c in BONE_RULES:
+        cands, hint = BONE_RULES[head_c]
+        aim_c = next((a for a in cands if a != head_c and tget(a) is not None and sget(a) is not None
+                      and head_bone.get(a) != b), None)
+    else:
+        return None
+    return aim_c, hint
+
+
+def _solve_rotations(job: _RetargetJob) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Stage 4: map joints and solve rotations. Every target bone, parents first, gets a world
+    rotation delta [T, 4] turning its rest aim onto the source's aim, twisted by the source bone's
+    roll or a hint pair; undriven bones follow their parent.
+
+    Returns (world [T, B, 4], driven [B] bool, aims {bone name: (start joint, aim joint)}).
+    """
+    target, sget, tget = job.target, job.sget, job.tget
+    T, B = job.T, job.B
     world = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (T, B, 1))
     driven = np.zeros(B, dtype=bool)
     aims = {}
     joints_of = target.bone_joints()
-    head_bone = {c: target.names.index(b) for c, b in target.mapping.items()}
-
-    def anchor(b, canon):
-        """The joint a bone's aim starts from: its head joint, or, when the source lacks that (a
-        spine joint a capture does not have) or the head is unmapped, the nearest ancestor's joint
-        that both skeletons have. The same joint is used on both sides, so the rest vector and
-        the source vector compare like with like."""
-        if canon is not None and sget(canon) is not None and tget(canon) is not None:
-            return canon
-        anc = target.parents[b]
-        while anc >= 0:
-            c = joints_of[anc][0]
-            if c is not None and sget(c) is not None and tget(c) is not None:
-                return c
-            anc = target.parents[anc]
-        return None
-
+    head_bone = {c: target.bone_names.index(b) for c, b in target.mapping.items()}
     for b in target.order:
         p = target.parents[b]
         qp = world[:, p] if p >= 0 else world[:, b].copy()
         world[:, b] = qp
         head_c, tail_c = joints_of[b]
-        if tail_c is not None:
-            # the bone ends at a mapped joint: aim along the bone itself
-            aim_c = tail_c if sget(tail_c) is not None else None
-            if aim_c is not None and head_c is not None:
-                # a source joint built from this very bone's end (a pelvis as the mean of the hips)
-                # gives a direction that is an artefact of that construction: stay rigid with the parent
-                ph, pt = _resolve(head_c, pos), _resolve(tail_c, pos)
-                if ph and pt and ph != [(head_c, 1.0)] and {c for c, _ in ph} & {c for c, _ in pt}:
-                    aim_c = None
-            rule = BONE_RULES.get(head_c) if head_c else None
-            hint = rule[1] if (rule and tail_c in rule[0]) else None
-        elif head_c is not None and head_c in BONE_RULES:
-            cands, hint = BONE_RULES[head_c]
-            aim_c = next((a for a in cands if a != head_c and tget(a) is not None and sget(a) is not None
-                          and head_bone.get(a) != b), None)
-        else:
+        rule = _bone_aim(job, b, head_c, tail_c, head_bone)
+        if rule is None:
             continue
+        aim_c, hint = rule
         if aim_c is None:
             continue
-        start = anchor(b, head_c)
+        start = _anchor(job, joints_of, b, head_c)
         if start is None or start == aim_c:
             continue
         v_rest = tget(aim_c) - tget(start)
@@ -785,7 +689,7 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         if np.linalg.norm(v_rest) < 1e-9:
             continue
         q = quat_mul(quat_between(quat_rotate(qp, np.broadcast_to(v_rest, (T, 3))), v_now), qp)
-        twist = _source_twist_hint(src_rest, src_frames, start, aim_c, v_rest)
+        twist = _source_twist_hint(job.src_rest, job.src_frames, start, aim_c, v_rest)
         if twist is not None:
             # the source bone's own roll, carried over through the rest-aligned reference axis
             q = _twist_to_hint(q, v_now, np.broadcast_to(twist[0], (T, 3)), twist[1])
@@ -796,70 +700,93 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         q[bad] = qp[bad]
         world[:, b] = quat_normalize(q)
         driven[b] = True
-        aims[target.names[b]] = (start, aim_c)
+        aims[target.bone_names[b]] = (start, aim_c)
+    return world, driven, aims
 
-    # root placement: the moved bone is the pelvis bone, else the root of the pelvis joints' bones
+
+def _root_track(job: _RetargetJob) -> _RootTrack:
+    """Stage 5: root placement. The moved bone is the pelvis bone, else the root of the pelvis
+    joints' bones; the pelvis height is the source's above its floor, scaled, and it travels
+    like the source's (scaled, "keep") or stays over its rest position ("in_place")."""
+    target, up, s, T = job.target, job.up, job.scale, job.T
     if "pelvis" in target.mapping:
         move_b = target.index_of("pelvis")
     else:
-        parts = _resolve("pelvis", rest)
+        parts = _resolve("pelvis", job.rest)
         b0 = target.joint(parts[0][0])[0]
         while target.parents[b0] >= 0:
             b0 = target.parents[b0]
         move_b = b0
     moved_tree = _subtree(target, move_b)
-    src_pelvis = sget("pelvis")
-    h_src = src_pelvis @ up - src_floor_h
+    src_pelvis = job.sget("pelvis")
+    h_src = src_pelvis @ up - job.src_floor
     height = target.floor + s * h_src
     horiz_src = src_pelvis - (src_pelvis @ up)[:, None] * up
-    tgt_pelvis_rest = tget("pelvis")
+    tgt_pelvis_rest = job.tget("pelvis")
     rest_h = tgt_pelvis_rest - (tgt_pelvis_rest @ up) * up
     if not np.isfinite(src_pelvis).all(-1).any():
         raise MarionetteError("source pelvis is missing in every frame")
     first = np.nanmean(horiz_src[np.isfinite(horiz_src).all(-1)][:3], axis=0)
-    if root == "keep":
+    if job.root == "keep":
         horiz = first + s * (horiz_src - first)
     else:
         horiz = np.broadcast_to(rest_h, (T, 3)).copy()
     pelvis_pos = _fill_nan_rows(horiz + height[:, None] * up)
+    return _RootTrack(move_b=move_b, moved_tree=moved_tree, pelvis_pos=pelvis_pos, first=first,
+                      horiz_src=horiz_src, rest_h=rest_h)
 
-    def fk(world):
-        """Heads [T, B, 3]: rest offsets rotated by parents, the moved subtree shifted so the
-        target's pelvis lands on ``pelvis_pos``."""
-        heads = np.zeros((T, B, 3))
-        for b in target.order:
-            p = target.parents[b]
-            if p < 0:
-                heads[:, b] = target.heads[b]
-            else:
-                heads[:, b] = heads[:, p] + quat_rotate(world[:, p], target.heads[b] - target.heads[p])
-        pel = _get(_rig_canonical(target, world, heads), "pelvis")
-        heads[:, moved_tree] += (pelvis_pos - pel)[:, None, :]
-        return heads
 
-    def refresh_inherited(world, start_bones):
-        # bones that merely follow their parent must follow the corrected parent
-        changed = set(start_bones)
-        for b in target.order:
-            p = target.parents[b]
-            if p in changed:
-                if not driven[b]:
-                    world[:, b] = world[:, p]
-                changed.add(b)
+def _posed_heads(target: Rig, world: np.ndarray, track: _RootTrack) -> np.ndarray:
+    """Heads [T, B, 3]: rest offsets rotated by parents, the moved subtree shifted so the
+    target's pelvis lands on ``track.pelvis_pos``."""
+    T, B = world.shape[:2]
+    heads = np.zeros((T, B, 3))
+    for b in target.order:
+        p = target.parents[b]
+        if p < 0:
+            heads[:, b] = target.heads[b]
+        else:
+            heads[:, b] = heads[:, p] + quat_rotate(world[:, p], target.heads[b] - target.heads[p])
+    pel = _get(_rig_canonical(target, world, heads), "pelvis")
+    heads[:, track.moved_tree] += (track.pelvis_pos - pel)[:, None, :]
+    return heads
 
-    heads = fk(world)
-    contacts = {}
-    scaled_source = {c: v - (v @ up)[:, None] * up + (target.floor + s * (v @ up - src_floor_h))[:, None] * up
-                     for c, v in pos.items()}
-    shift = (first - s * first) if root == "keep" else None
+
+def _refresh_inherited(target: Rig, world: np.ndarray, driven: np.ndarray, start_bones) -> None:
+    """Bones that merely follow their parent must follow the corrected parent (in place)."""
+    changed = set(start_bones)
+    for b in target.order:
+        p = target.parents[b]
+        if p in changed:
+            if not driven[b]:
+                world[:, b] = world[:, p]
+            changed.add(b)
+
+
+def _scaled_source(job: _RetargetJob, track: _RootTrack) -> dict:
+    """Stage 6: the source's joints [T, 3] scaled and placed as the target's root is (heights
+    from the target's floor; horizontally like the root)."""
+    up, s, src_floor_h = job.up, job.scale, job.src_floor
+    scaled_source = {c: v - (v @ up)[:, None] * up + (job.target.floor + s * (v @ up - src_floor_h))[:, None] * up
+                     for c, v in job.pos.items()}
+    shift = (track.first - s * track.first) if job.root == "keep" else None
     for c, v in scaled_source.items():
         hz = v - (v @ up)[:, None] * up
-        if root == "keep":
+        if job.root == "keep":
             scaled_source[c] = v - hz + s * hz + shift
         else:
-            scaled_source[c] = v - hz + s * (hz - horiz_src) + rest_h
+            scaled_source[c] = v - hz + s * (hz - track.horiz_src) + track.rest_h
+    return scaled_source
 
-    nb = max(1, int(round(blend * fps)))
+
+def _find_legs(job: _RetargetJob, feet: bool, contact_height: float, contact_speed: float) -> tuple[list, dict]:
+    """Stage 7: per side, the target's thigh and shin bones and the source's foot contacts.
+
+    Returns (legs to pin: dicts with side, thigh, shin, ankle, ball_c, c_ankle, c_ball;
+    contacts {canonical foot joint: [T] bool}).
+    """
+    target, sget, up, fps, T = job.target, job.sget, job.up, job.fps, job.T
+    contacts = {}
     legs = []
     for side in _SIDE:
         hip_c = next((c for c in (f"{side}_hip", f"smpl_{side}_hip") if target.joint(c) is not None), None)
@@ -878,46 +805,55 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
             thigh = shin = -1
             ok = False
         ball_c = next((c for c in (f"{side}_foot", f"{side}_big_toe") if target.joint(c) is not None), None)
-        c_ankle = detect_contacts(sget(f"{side}_ankle"), up, fps, src_floor_h, contact_height, contact_speed)
+        c_ankle = detect_contacts(sget(f"{side}_ankle"), up, fps, job.src_floor, contact_height, contact_speed)
         contacts[f"{side}_ankle"] = c_ankle
         c_ball = np.zeros(T, dtype=bool)
         if ball_c and sget(ball_c) is not None:
-            c_ball = detect_contacts(sget(ball_c), up, fps, src_floor_h, contact_height, contact_speed)
+            c_ball = detect_contacts(sget(ball_c), up, fps, job.src_floor, contact_height, contact_speed)
             contacts[ball_c] = c_ball
         if feet and ok:
             legs.append(dict(side=side, thigh=thigh, shin=shin, ankle=ankle, ball_c=ball_c, c_ankle=c_ankle,
                              c_ball=c_ball))
+    return legs, contacts
 
-    # 1) pinned points for every leg, from the uncorrected pose
-    canon = _rig_canonical(target, world, heads)
 
-    def spread(mask, pin_of, dst, wdst):
-        """Write each contact run's pin into dst (weight 1 inside, easing to 0 over nb frames outside)."""
-        for a, b in _runs_of(mask):
-            pin = pin_of(a, b)
-            for t in range(max(0, a - nb), min(T, b + nb)):
-                w = 1.0 if a <= t < b else (1.0 - (a - t) / (nb + 1) if t < a else 1.0 - (t - b + 1) / (nb + 1))
-                if w > wdst[t]:
-                    dst[t] = pin(t)
-                    wdst[t] = w
+def _spread(mask: np.ndarray, pin_of, dst: np.ndarray, wdst: np.ndarray, nb: int) -> None:
+    """Write each contact run's pin into dst (weight 1 inside, easing to 0 over nb frames outside)."""
+    T = len(mask)
+    for a, b in _runs_of(mask):
+        pin = pin_of(a, b)
+        for t in range(max(0, a - nb), min(T, b + nb)):
+            w = 1.0 if a <= t < b else (1.0 - (a - t) / (nb + 1) if t < a else 1.0 - (t - b + 1) / (nb + 1))
+            if w > wdst[t]:
+                dst[t] = pin(t)
+                wdst[t] = w
 
-    def own_pin(jc):
-        # the target's own standing height of this joint plus the source's (scaled) lift above its
-        # standing height, so differing foot shapes do not sink; horizontally the target's mean
-        # position over the run ("keep"), or no horizontal pin ("in_place")
-        P = canon[jc]
-        src_h = sget(jc) @ up
-        src_stand = np.nanpercentile(src_h, 5)
-        tgt_stand = rest[jc] @ up
 
-        def pin_of(a, b):
-            hh = tgt_stand + s * (np.nanmean(src_h[a:b]) - src_stand)
-            if root == "keep":
-                hz = np.nanmean(P[a:b] - (P[a:b] @ up)[:, None] * up, axis=0)
-                return lambda t: hz + hh * up
-            return lambda t: P[t] - (P[t] @ up) * up + hh * up
-        return pin_of
+def _own_pin(job: _RetargetJob, canon: dict, jc: str):
+    """pin_of(a, b) for joint ``jc``: the target's own standing height of this joint plus the
+    source's (scaled) lift above its standing height, so differing foot shapes do not sink;
+    horizontally the target's mean position over the run ("keep"), or no horizontal pin
+    ("in_place")."""
+    up, s = job.up, job.scale
+    P = canon[jc]
+    src_h = job.sget(jc) @ up
+    src_stand = np.nanpercentile(src_h, 5)
+    tgt_stand = job.rest[jc] @ up
 
+    def pin_of(a, b):
+        hh = tgt_stand + s * (np.nanmean(src_h[a:b]) - src_stand)
+        if job.root == "keep":
+            hz = np.nanmean(P[a:b] - (P[a:b] @ up)[:, None] * up, axis=0)
+            return lambda t: hz + hh * up
+        return lambda t: P[t] - (P[t] @ up) * up + hh * up
+    return pin_of
+
+
+def _plan_pins(job: _RetargetJob, legs: list, canon: dict, nb: int) -> None:
+    """Stage 8: the pinned points of every leg, from the uncorrected pose ``canon``. Adds to each
+    leg: l1, l2 (thigh and shin lengths), goal/weight (ankle pin [T, 3] and its weight [T]),
+    pin_ball/w_ball (ball pin), foot_b (the bone turning the ball), ball_ok, use_ball [T]."""
+    target, rest, T = job.target, job.rest, job.T
     for leg in legs:
         side, ball_c, ankle = leg["side"], leg["ball_c"], leg["ankle"]
         leg["l1"] = np.linalg.norm(target.heads[leg["shin"]] - target.heads[leg["thigh"]])
@@ -938,61 +874,71 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         pin_ball = np.full((T, 3), np.nan)
         w_ball = np.zeros(T)
         if ball_ok and leg["c_ball"].any():
-            spread(leg["c_ball"], own_pin(ball_c), pin_ball, w_ball)
+            _spread(leg["c_ball"], _own_pin(job, canon, ball_c), pin_ball, w_ball, nb)
         if leg["c_ankle"].any():
-            ankle_pin = own_pin(f"{side}_ankle")
+            ankle_pin = _own_pin(job, canon, f"{side}_ankle")
             A0 = canon[f"{side}_ankle"]
             B0 = canon[ball_c] if ball_ok else None
 
-            def pin_of(a, b, ankle_pin=ankle_pin, A0=A0, B0=B0):
+            def pin_of(a, b, ankle_pin=ankle_pin, A0=A0, B0=B0, pin_ball=pin_ball, w_ball=w_ball):
                 # where the ball is pinned as well, the ankle's pin sits one (rigid) foot away from the
                 # ball's, as the target's own foot lies over the shared frames: the ball is the steadier
                 # anchor (flat foot and toe-off), and the two pins stay reachable together
                 both = np.zeros(T, dtype=bool)
                 both[a:b] = w_ball[a:b] >= 1
-                if B0 is None or not both.any() or root != "keep":
+                if B0 is None or not both.any() or job.root != "keep":
                     return ankle_pin(a, b)
                 pin = np.mean(pin_ball[both] - (B0[both] - A0[both]), axis=0)
                 return lambda t: pin
-            spread(leg["c_ankle"], pin_of, goal, weight)
+            _spread(leg["c_ankle"], pin_of, goal, weight, nb)
         leg.update(goal=goal, weight=weight, pin_ball=pin_ball, w_ball=w_ball, foot_b=foot_b, ball_ok=ball_ok,
                    use_ball=w_ball > weight)
 
-    def ankle_goals(leg, canon):
-        # the ankle's own pin, or (whichever pin is stronger) the ankle position that keeps the pinned
-        # ball in place with the foot's orientation unchanged (heel lifting off)
-        A = canon[f"{leg['side']}_ankle"]
-        out = A + leg["weight"][:, None] * (np.nan_to_num(leg["goal"]) - A)
-        ub = leg["use_ball"]
-        if ub.any():
-            out[ub] = A[ub] + leg["w_ball"][ub, None] * (leg["pin_ball"][ub] - canon[leg["ball_c"]][ub])
-        return out
 
-    # 2) lower the pelvis where a pinned foot is out of the leg's reach (smoothly, never raise it)
-    if legs:
-        drop = np.zeros(T)
-        for leg in legs:
-            v = ankle_goals(leg, canon) - heads[:, leg["thigh"]]
-            R = leg["l1"] + leg["l2"] - 1e-6  # the IK clamp
-            bq = v @ up
-            disc = bq * bq - (np.sum(v * v, -1) - R * R)
-            need = np.where((np.sum(v * v, -1) > R * R) & (disc >= 0), -bq - np.sqrt(np.maximum(disc, 0)), 0.0)
-            drop = np.maximum(drop, np.clip(need, 0.0, None))
-        if drop.any():
-            k = nb
-            wide = np.array([drop[max(0, t - k): t + k + 1].max() for t in range(T)])
-            ker = np.hanning(2 * k + 3)[1:-1]
-            ker /= ker.sum()
-            smooth = np.convolve(np.pad(wide, k, mode="edge"), ker, mode="valid")
-            pelvis_pos = pelvis_pos - np.maximum(smooth, drop)[:, None] * up
-            heads = fk(world)
-            canon = _rig_canonical(target, world, heads)
+def _ankle_goals(leg: dict, canon: dict) -> np.ndarray:
+    """The ankle's own pin, or (whichever pin is stronger) the ankle position that keeps the pinned
+    ball in place with the foot's orientation unchanged (heel lifting off)."""
+    A = canon[f"{leg['side']}_ankle"]
+    out = A + leg["weight"][:, None] * (np.nan_to_num(leg["goal"]) - A)
+    ub = leg["use_ball"]
+    if ub.any():
+        out[ub] = A[ub] + leg["w_ball"][ub, None] * (leg["pin_ball"][ub] - canon[leg["ball_c"]][ub])
+    return out
 
-    # 3) two-bone IK per leg, then turn the foot toward a pinned ball
+
+def _lower_pelvis(job: _RetargetJob, legs: list, track: _RootTrack, heads: np.ndarray, canon: dict,
+                  nb: int) -> bool:
+    """Stage 9: lower ``track.pelvis_pos`` where a pinned foot is out of the leg's reach (smoothly,
+    never raise it). Returns whether it moved."""
+    up, T = job.up, job.T
+    drop = np.zeros(T)
+    for leg in legs:
+        v = _ankle_goals(leg, canon) - heads[:, leg["thigh"]]
+        R = leg["l1"] + leg["l2"] - 1e-6  # the IK clamp
+        bq = v @ up
+        disc = bq * bq - (np.sum(v * v, -1) - R * R)
+        need = np.where((np.sum(v * v, -1) > R * R) & (disc >= 0), -bq - np.sqrt(np.maximum(disc, 0)), 0.0)
+        drop = np.maximum(drop, np.clip(need, 0.0, None))
+    if not drop.any():
+        return False
+    k = nb
+    wide = np.array([drop[max(0, t - k): t + k + 1].max() for t in range(T)])
+    ker = np.hanning(2 * k + 3)[1:-1]
+    ker /= ker.sum()
+    smooth = np.convolve(np.pad(wide, k, mode="edge"), ker, mode="valid")
+    track.pelvis_pos = track.pelvis_pos - np.maximum(smooth, drop)[:, None] * up
+    return True
+
+
+def _pin_feet(job: _RetargetJob, legs: list, track: _RootTrack, world: np.ndarray, driven: np.ndarray,
+              heads: np.ndarray, canon: dict) -> np.ndarray:
+    """Stage 10: two-bone IK per leg onto its ankle goals, then the foot turned toward a pinned
+    ball. Updates ``world`` in place; returns the posed heads [T, B, 3]."""
+    target = job.target
     for leg in legs:
         thigh, shin, side = leg["thigh"], leg["shin"], leg["side"]
         A = canon[f"{side}_ankle"]
-        target_ankle = ankle_goals(leg, canon)
+        target_ankle = _ankle_goals(leg, canon)
         moved = np.linalg.norm(target_ankle - A, axis=-1) > 1e-9
         if not moved.any():
             continue
@@ -1004,8 +950,8 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
         r2[~moved] = (1, 0, 0, 0)
         world[:, thigh] = quat_normalize(quat_mul(r1, world[:, thigh]))
         world[:, shin] = quat_normalize(quat_mul(r2, quat_mul(r1, world[:, shin])))
-        refresh_inherited(world, [thigh, shin])
-        heads = fk(world)
+        _refresh_inherited(target, world, driven, [thigh, shin])
+        heads = _posed_heads(target, world, track)
         canon = _rig_canonical(target, world, heads)
         if leg["ball_ok"]:
             both = ~leg["use_ball"] & (leg["weight"] > 0) & (leg["w_ball"] > 0)
@@ -1015,24 +961,66 @@ def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_sc
                 want = Bb + leg["w_ball"][both, None] * (leg["pin_ball"][both] - Bb)
                 r3 = quat_between(Bb - Ab, want - Ab)
                 world[both, foot_b] = quat_normalize(quat_mul(r3, world[both, foot_b]))
-                refresh_inherited(world, [foot_b])
-                heads = fk(world)
+                _refresh_inherited(target, world, driven, [foot_b])
+                heads = _posed_heads(target, world, track)
                 canon = _rig_canonical(target, world, heads)
+    return heads
 
-    # local pose rotations: L_b = R_b^T (Q_p^-1 Q_b) R_b
-    rest_q = matrix_to_quat(target.rest_rot)
+
+def _pose_rotations(target: Rig, world: np.ndarray) -> np.ndarray:
+    """Local pose rotations [T, B, 4]: L_b = R_b^T (Q_p^-1 Q_b) R_b, sign-continuous along each
+    track (Blender interpolates components)."""
+    T, B = world.shape[:2]
+    rest_q = matrix_to_quat(target.rest_rotations)
     rot = np.zeros((T, B, 4))
     for b in range(B):
         p = target.parents[b]
         rel = world[:, b] if p < 0 else quat_mul(quat_conj(world[:, p]), world[:, b])
         rot[:, b] = quat_normalize(quat_mul(quat_mul(quat_conj(rest_q[b]), rel), rest_q[b]))
-    # sign-continuous quaternion tracks (Blender interpolates components)
     for t in range(1, T):
         flip = np.sum(rot[t] * rot[t - 1], -1) < 0
         rot[t, flip] *= -1
-    # location of the moved bone in its rest-local frame (its parent, if any, stays at rest:
-    # only bones above the pelvis are undriven ancestors)
-    loc = (heads[:, move_b] - target.heads[move_b]) @ target.rest_rot[move_b]
-    return RetargetResult(bone_names=list(target.names), rotations=rot, location=loc,
-                          root_bone=target.names[move_b], world=world, heads=heads, fps=fps, scale=s,
-                          contacts=contacts, source=scaled_source, aims=aims, rig=target)
+    return rot
+
+
+def _assemble_result(job: _RetargetJob, track: _RootTrack, world: np.ndarray, heads: np.ndarray, contacts: dict,
+                     scaled_source: dict, aims: dict) -> RetargetResult:
+    """Stage 11: pose quaternions, and the location of the moved bone in its rest-local frame (its
+    parent, if any, stays at rest: only bones above the pelvis are undriven ancestors)."""
+    target, move_b = job.target, track.move_b
+    rot = _pose_rotations(target, world)
+    loc = (heads[:, move_b] - target.heads[move_b]) @ target.rest_rotations[move_b]
+    return RetargetResult(bone_names=list(target.bone_names), rotations=rot, location=loc,
+                          root_bone=target.bone_names[move_b], world=world, heads=heads, fps=job.fps,
+                          scale=job.scale, contacts=contacts, source=scaled_source, aims=aims, rig=target)
+
+
+def retarget(source, target: Rig, root: str = "keep", feet: bool = True, root_scale: float | None = None,
+             contact_height: float = 0.05, contact_speed: float = 0.3, blend: float = 0.1,
+             frames: slice | None = None) -> RetargetResult:
+    """Retarget ``source`` (SkeletonSequence, RigMotion or CanonicalMotion) onto ``target`` (Rig).
+
+    root:       "keep" (the pelvis travels like the source's, displacement scaled by leg length)
+                or "in_place" (no horizontal travel; vertical motion kept)
+    feet:       pin feet where the source's were in contact with the ground
+    root_scale: override the leg-length ratio
+    contact_height, contact_speed: contact detection thresholds (metres above the joint's
+                standing height, metres per second); blend: seconds to ease pins in and out
+    frames:     a slice of the source's frames to use
+    """
+    job = _prepare_source(source, target, root, frames)
+    _check_drivable(job)
+    job.scale = _root_scale(job, root_scale)
+    world, driven, aims = _solve_rotations(job)
+    track = _root_track(job)
+    heads = _posed_heads(target, world, track)
+    scaled_source = _scaled_source(job, track)
+    nb = max(1, int(round(blend * job.fps)))
+    legs, contacts = _find_legs(job, feet, contact_height, contact_speed)
+    canon = _rig_canonical(target, world, heads)
+    _plan_pins(job, legs, canon, nb)
+    if legs and _lower_pelvis(job, legs, track, heads, canon, nb):
+        heads = _posed_heads(target, world, track)
+        canon = _rig_canonical(target, world, heads)
+    heads = _pin_feet(job, legs, track, world, driven, heads, canon)
+    return _assemble_result(job, track, world, heads, contacts, scaled_source, aims)

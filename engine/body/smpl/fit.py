@@ -26,6 +26,12 @@ Pipeline (``fit_smpl``):
    frames take the previous good frame's solution (the next one at the start). A non-finite
    iteration is undone.
 
+In code, ``_fit_smpl`` runs the stages ``_check_fit_input``, ``_drop_sparse_frames``,
+``_initial_guess`` (steps 2-4), ``_lm_passes`` (step 5 and the re-fit of step 6), the scalar
+refinement, and ``_finish_fit`` (step 6); one LM iteration (``_solve_lm``, objective
+``_LMObjective``) is ``_lm_normal_equations``, ``_lm_damped_step``, ``_lm_candidate`` and
+``_lm_accept``.
+
 Units in the objective: residuals in centimetres (so 1 cm error costs 1), angles in radians.
 """
 
@@ -458,8 +464,34 @@ def fit_smpl(joints, joint_set: JointSet, model: SMPLModelData, confidence=None,
 
 
 def _fit_smpl(joints, joint_set, model, confidence, opts: FitOptions, progress) -> FitResult:
-    import torch
+    """The stages of :func:`fit_smpl`, in order (each is a function of its own)."""
+    joints, conf = _check_fit_input(joints, joint_set, confidence, opts)
+    messages: list[str] = []
+    pb = _Problem(joints, conf, joint_set, model, opts)
+    too_few = _drop_sparse_frames(pb, opts, messages)
+    betas0, pose0, trans0 = _initial_guess(pb, too_few, messages)
+    history: list[float] = []
+    offsets0 = None
+    if opts.optimizer == "lm":
+        pose0, trans0, betas0, offsets0, history = _lm_passes(pb, pose0, trans0, betas0, too_few, opts, progress,
+                                                              messages)
+        refine = opts.refine_iters if opts.extra_terms else 0
+    elif opts.optimizer == "lbfgs":
+        refine = opts.iters
+    else:
+        raise MarionetteError(f"optimizer {opts.optimizer!r}: expected 'lm' or 'lbfgs'")
+    objective, pose, trans, betas, offsets, n_off = _scalar_problem(pb, pose0, trans0, betas0, offsets0, opts)
+    if refine > 0:
+        params = [pose, trans, betas] + ([offsets] if n_off else [])
+        if opts.optimizer == "lm":
+            history += _run_adam(objective, params, refine, progress, messages, lr=opts.refine_lr)
+        else:
+            history += _run_lbfgs(objective, params, refine, progress, messages)
+    return _finish_fit(pb, objective, pose, trans, betas, offsets, n_off, too_few, opts, messages, history)
 
+
+def _check_fit_input(joints, joint_set, confidence, opts: FitOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 0: joints [T, J, 3] float64 and confidence [T, J] (NaN -> 0), validated."""
     joints = np.asarray(joints, dtype=np.float64)
     if joints.ndim != 3 or joints.shape[1:] != (joint_set.num_joints, 3):
         raise MarionetteError(f"joints: expected shape [T, {joint_set.num_joints}, 3] for {joint_set.name}, "
@@ -473,8 +505,12 @@ def _fit_smpl(joints, joint_set, model, confidence, opts: FitOptions, progress) 
     conf = np.nan_to_num(conf, nan=0.0, posinf=0.0, neginf=0.0)
     if opts.iters < 0:
         raise MarionetteError(f"iters must be >= 0, got {opts.iters}")
-    messages: list[str] = []
-    pb = _Problem(joints, conf, joint_set, model, opts)
+    return joints, conf
+
+
+def _drop_sparse_frames(pb: _Problem, opts: FitOptions, messages) -> np.ndarray:
+    """Stage 1: frames [T] with too few usable joints; they leave the data terms (``pb`` is updated)."""
+    joint_set = pb.joint_set
     n_used = int(pb.corr.used.sum())
     if n_used < 6:
         raise MarionetteError(f"joint set {joint_set.name}: only {n_used} joints correspond to SMPL; need 6")
@@ -489,71 +525,82 @@ def _fit_smpl(joints, joint_set, model, confidence, opts: FitOptions, progress) 
                         "their neighbours and marked failed")
     pb.wc_np[too_few] = 0.0
     pb.valid[too_few] = False
+    return too_few
 
+
+def _initial_guess(pb: _Problem, too_few: np.ndarray, messages) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stage 2: (betas, pose, trans) from limb lengths, Procrustes and analytic limb IK; frames
+    without data start from a neighbour's pose."""
     betas0 = _shape_from_limbs(pb, messages)
     pose0, trans0 = _initial_pose(pb, betas0, messages)
-    if too_few.any():  # frames without data start from a neighbour's pose
+    if too_few.any():
         pose0 = _fill_from_neighbours(pose0, ~too_few)
         trans0 = _fill_from_neighbours(trans0, ~too_few)
+    return betas0, pose0, trans0
 
-    history: list[float] = []
-    offsets0 = None
-    if opts.optimizer == "lm":
-        if opts.w_smooth > 0 and opts.iters >= 4:
-            # keypoint smoothing reaches each frame through a conservative majoriser that slows
-            # convergence: converge without it first, then smooth from there
-            first = dataclasses.replace(opts, w_smooth=0.0, iters=opts.iters // 2)
-            half = lambda done, total: progress(done, opts.iters) if progress else None  # noqa: E731
-            pose_t, trans_t, betas_t, offsets_t, history = _solve_lm(pb, pose0, trans0, betas0, first, half,
-                                                                     messages)
-            # frames the first pass could not fit are left out of the smoothing (they are replaced later)
-            err = _frame_errors(pb, pose_t, trans_t, betas_t, offsets_t)
-            outliers = ~(err <= opts.divergence_threshold)
-            second = dataclasses.replace(opts, iters=opts.iters - first.iters)
-            shift = lambda done, total: progress(first.iters + done, opts.iters) if progress else None  # noqa: E731
-            pose_t, trans_t, betas_t, offsets_t, h2 = _solve_lm(pb, pose_t.cpu().numpy(), trans_t.cpu().numpy(),
-                                                                betas_t.cpu().numpy(), second, shift, messages,
-                                                                offsets0=offsets_t, exclude=outliers)
-            history += h2
-        else:
-            pose_t, trans_t, betas_t, offsets_t, history = _solve_lm(pb, pose0, trans0, betas0, opts, progress,
-                                                                     messages)
+
+def _lm_passes(pb: _Problem, pose0, trans0, betas0, too_few: np.ndarray, opts: FitOptions, progress, messages):
+    """Stage 3: Levenberg-Marquardt, in two passes when smoothing (converge without it, then
+    smooth), then frames stuck in a wrong minimum re-fitted from a good neighbour.
+    Returns (pose, trans, betas, offsets, loss history) as numpy arrays (and a list)."""
+    if opts.w_smooth > 0 and opts.iters >= 4:
+        # keypoint smoothing reaches each frame through a conservative majoriser that slows
+        # convergence: converge without it first, then smooth from there
+        first = dataclasses.replace(opts, w_smooth=0.0, iters=opts.iters // 2)
+        half = lambda done, total: progress(done, opts.iters) if progress else None  # noqa: E731
+        pose_t, trans_t, betas_t, offsets_t, history = _solve_lm(pb, pose0, trans0, betas0, first, half,
+                                                                 messages)
+        # frames the first pass could not fit are left out of the smoothing (they are replaced later)
+        err = _frame_errors(pb, pose_t, trans_t, betas_t, offsets_t)
+        outliers = ~(err <= opts.divergence_threshold)
+        second = dataclasses.replace(opts, iters=opts.iters - first.iters)
+        shift = lambda done, total: progress(first.iters + done, opts.iters) if progress else None  # noqa: E731
+        pose_t, trans_t, betas_t, offsets_t, h2 = _solve_lm(pb, pose_t.cpu().numpy(), trans_t.cpu().numpy(),
+                                                            betas_t.cpu().numpy(), second, shift, messages,
+                                                            offsets0=offsets_t, exclude=outliers)
+        history += h2
+    else:
+        pose_t, trans_t, betas_t, offsets_t, history = _solve_lm(pb, pose0, trans0, betas0, opts, progress,
+                                                                 messages)
+    pose0, trans0, betas0 = (x.cpu().numpy() for x in (pose_t, trans_t, betas_t))
+    offsets0 = offsets_t.cpu().numpy()
+    # frames stuck in a wrong minimum (a limb flipped): restart them from a good neighbour's solution
+    err = _frame_errors(pb, pose0, trans0, betas0, offsets0)
+    stuck = ~too_few & ~(err <= opts.divergence_threshold)
+    if stuck.any() and (~stuck & ~too_few).any() and opts.iters > 0:
+        good = ~stuck & ~too_few
+        pose0 = _fill_from_neighbours(pose0, good)
+        trans0 = _fill_from_neighbours(trans0, good)
+        again = dataclasses.replace(opts, iters=max(4, opts.iters // 3))
+        pose_t, trans_t, betas_t, offsets_t, h3 = _solve_lm(pb, pose0, trans0, betas0, again, None, messages,
+                                                            offsets0=offsets0, exclude=stuck)
         pose0, trans0, betas0 = (x.cpu().numpy() for x in (pose_t, trans_t, betas_t))
         offsets0 = offsets_t.cpu().numpy()
-        # frames stuck in a wrong minimum (a limb flipped): restart them from a good neighbour's solution
-        err = _frame_errors(pb, pose0, trans0, betas0, offsets0)
-        stuck = ~too_few & ~(err <= opts.divergence_threshold)
-        if stuck.any() and (~stuck & ~too_few).any() and opts.iters > 0:
-            good = ~stuck & ~too_few
-            pose0 = _fill_from_neighbours(pose0, good)
-            trans0 = _fill_from_neighbours(trans0, good)
-            again = dataclasses.replace(opts, iters=max(4, opts.iters // 3))
-            pose_t, trans_t, betas_t, offsets_t, h3 = _solve_lm(pb, pose0, trans0, betas0, again, None, messages,
-                                                                offsets0=offsets0, exclude=stuck)
-            pose0, trans0, betas0 = (x.cpu().numpy() for x in (pose_t, trans_t, betas_t))
-            offsets0 = offsets_t.cpu().numpy()
-            history += h3
-            messages.append(f"re-fitted {int(stuck.sum())} frame(s) from a neighbour's solution after a poor first fit")
-        refine = opts.refine_iters if opts.extra_terms else 0
-    elif opts.optimizer == "lbfgs":
-        refine = opts.iters
-    else:
-        raise MarionetteError(f"optimizer {opts.optimizer!r}: expected 'lm' or 'lbfgs'")
-    objective, pose, trans, betas, offsets, n_off = _scalar_problem(pb, pose0, trans0, betas0, offsets0, opts)
-    if refine > 0:
-        params = [pose, trans, betas] + ([offsets] if n_off else [])
-        if opts.optimizer == "lm":
-            history += _run_adam(objective, params, refine, progress, messages, lr=opts.refine_lr)
-        else:
-            history += _run_lbfgs(objective, params, refine, progress, messages)
+        history += h3
+        messages.append(f"re-fitted {int(stuck.sum())} frame(s) from a neighbour's solution after a poor first fit")
+    return pose0, trans0, betas0, offsets0, history
+
+
+def _mean_joint_error(pb: _Problem, kp_np: np.ndarray) -> np.ndarray:
+    """Mean distance (m) of keypoints [T, J, 3] to the observed ones per frame (NaN without any)."""
+    err = np.linalg.norm(kp_np - pb.target_np, axis=-1)
+    n_obs = pb.valid.sum(1)
+    return np.where(n_obs > 0, (err * pb.valid).sum(1) / np.maximum(n_obs, 1), np.nan)
+
+
+def _finish_fit(pb: _Problem, objective, pose, trans, betas, offsets, n_off: int, too_few: np.ndarray,
+                opts: FitOptions, messages, history) -> FitResult:
+    """Stage 4: flag failed frames (too few joints, diverged), give them a good neighbour's
+    solution, and assemble the result with the final joints and keypoints."""
+    import torch
+
+    T = pb.T
     with torch.no_grad():
         loss, terms, kp, out = objective()
     kp_np = kp.cpu().numpy()
     pose_np = pose.detach().cpu().numpy().reshape(T, NUM_JOINTS * 3)
     trans_np = trans.detach().cpu().numpy()
-    err = np.linalg.norm(kp_np - pb.target_np, axis=-1)
-    n_obs = pb.valid.sum(1)
-    fit_error = np.where(n_obs > 0, (err * pb.valid).sum(1) / np.maximum(n_obs, 1), np.nan)
+    fit_error = _mean_joint_error(pb, kp_np)
 
     reason = ["" for _ in range(T)]
     for i in np.nonzero(too_few)[0]:
@@ -577,8 +624,7 @@ def _fit_smpl(joints, joint_set, model, confidence, opts: FitOptions, progress) 
         final = pb.smpl(betas, pb.t(pose_np), pb.t(trans_np), vertex_ids=pb.ev.vertex_ids)
         kp_final = pb.ev.keypoints(final["joints"], final["rot"], final["vertices"], offsets if n_off else None)
     if failed.any():
-        err = np.linalg.norm(kp_final.cpu().numpy() - pb.target_np, axis=-1)
-        fit_error = np.where(n_obs > 0, (err * pb.valid).sum(1) / np.maximum(n_obs, 1), np.nan)
+        fit_error = _mean_joint_error(pb, kp_final.cpu().numpy())
     return FitResult(
         poses=pose_np.astype(np.float32), trans=trans_np.astype(np.float32),
         betas=betas.detach().cpu().numpy().astype(np.float32),
@@ -893,75 +939,258 @@ def _frame_errors(pb: "_Problem", pose, trans, betas, offsets) -> np.ndarray:
     return np.where(n > 0, (err * pb.valid).sum(1) / np.maximum(n, 1), np.nan)
 
 
-def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress, messages, offsets0=None,
-              exclude=None):
-    import torch
+class _LMObjective:
+    """The objective of one Levenberg-Marquardt pass (``_solve_lm``): a Geman-McClure data term
+    (centimetres), the pose priors, temporal smoothness (as per-frame majorisers) and the
+    shared-unknown priors, with the weights and masks they share."""
 
-    dev, dt = pb.device, pb.dtype
-    T = pb.T
-    model = _LMModel(pb)
-    A = pb.ev.A  # [J, P]
-    target = pb.target * 100
-    wc = pb.t(pb.wc_np)
-    s2 = (opts.robust_sigma * 100) ** 2
-    nb = pb.smpl.num_betas
-    nl = model.num_learnable if opts.learn_offsets else 0
-    ng = nb + 3 * nl
-    gmm = opts.gmm
-    temporal = T >= 3
-    # temporal terms: (weight, curvature bound of D^T D, which quantity)
-    w_j, w_r, w_v = (opts.w_smooth, opts.w_smooth_root, opts.w_pose_vel) if temporal else (0.0, 0.0, 0.0)
-    c_j, c_r, c_v = 32 * w_j, 32 * w_r, 8 * w_v
-    # frames without data take no part in the temporal terms (they are replaced afterwards)
-    keep = pb.valid.any(1) if exclude is None else pb.valid.any(1) & ~np.asarray(exclude, bool)
-    fm = torch.as_tensor(keep, device=dev)
-    d2 = lambda y: _d2(y, fm)  # noqa: E731
-    d1 = lambda y: _d1(y, fm)  # noqa: E731
+    def __init__(self, pb: "_Problem", opts: "FitOptions", exclude=None):
+        import torch
 
-    def evaluate(aa, trans, betas, offsets, jac=True):
-        out = model.forward(aa.reshape(T, NUM_JOINTS, 3), trans, betas, offsets if nl else None, jac=jac)
+        T = pb.T
+        self.T, self.opts = T, opts
+        self.model = _LMModel(pb)
+        self.A = pb.ev.A  # [J, P]
+        self.target = pb.target * 100
+        self.wc = pb.t(pb.wc_np)
+        self.s2 = (opts.robust_sigma * 100) ** 2
+        self.nb = pb.smpl.num_betas
+        self.nl = self.model.num_learnable if opts.learn_offsets else 0
+        self.ng = self.nb + 3 * self.nl
+        self.gmm = opts.gmm
+        self.temporal = T >= 3
+        # temporal terms: (weight, curvature bound of D^T D, which quantity)
+        self.w_j, self.w_r, self.w_v = ((opts.w_smooth, opts.w_smooth_root, opts.w_pose_vel) if self.temporal
+                                        else (0.0, 0.0, 0.0))
+        self.c_j, self.c_r, self.c_v = 32 * self.w_j, 32 * self.w_r, 8 * self.w_v
+        # frames without data take no part in the temporal terms (they are replaced afterwards)
+        keep = pb.valid.any(1) if exclude is None else pb.valid.any(1) & ~np.asarray(exclude, bool)
+        self.fm = torch.as_tensor(keep, device=pb.device)
+
+    def d2(self, y):
+        return _d2(y, self.fm)
+
+    def d1(self, y):
+        return _d1(y, self.fm)
+
+    def evaluate(self, aa, trans, betas, offsets, jac=True) -> dict:
+        """Model points (and Jacobians), residuals, per-frame data and prior costs at a solution."""
+        import torch
+
+        T = self.T
+        out = self.model.forward(aa.reshape(T, NUM_JOINTS, 3), trans, betas, offsets if self.nl else None, jac=jac)
         out["aa"] = aa.reshape(T, -1)
-        kp = torch.einsum("jp,tpc->tjc", A, out["points"]) * 100
-        res = kp - target
+        kp = torch.einsum("jp,tpc->tjc", self.A, out["points"]) * 100
+        res = kp - self.target
         r2 = (res ** 2).sum(-1)
         out["res"], out["r2"], out["kp"] = res, r2, kp
-        out["data_cost"] = (wc * s2 * r2 / (r2 + s2)).sum(1)
-        pc, pg, ph, pdense = _pose_prior(out["aa"], opts, gmm)
+        out["data_cost"] = (self.wc * self.s2 * r2 / (r2 + self.s2)).sum(1)
+        pc, pg, ph, pdense = _pose_prior(out["aa"], self.opts, self.gmm)
         out["prior_cost"], out["prior_g"], out["prior_h"] = pc, pg, ph
         out["prior_dense"] = pdense
         return out
 
-    def global_cost(betas, offsets):
-        c = opts.w_shape * float((betas ** 2).sum())
-        if nl:
-            c += opts.w_offset * float(((offsets[:nl] * 100) ** 2).sum())
+    def global_cost(self, betas, offsets) -> float:
+        c = self.opts.w_shape * float((betas ** 2).sum())
+        if self.nl:
+            c += self.opts.w_offset * float(((offsets[:self.nl] * 100) ** 2).sum())
         return c
 
-    def temporal_cost(out):
-        if not temporal:
+    def temporal_cost(self, out) -> float:
+        if not self.temporal:
             return 0.0
+        T = self.T
         j, tr, p = out["kp"].reshape(T, -1), out["trans"] * 100, out["aa"][:, 3:]
         # y^T D^T W D y = sum of squared (masked) differences
-        return float(w_j * (j * d2(j)).sum() + w_r * (tr * d2(tr)).sum() + w_v * (p * d1(p)).sum())
+        return float(self.w_j * (j * self.d2(j)).sum() + self.w_r * (tr * self.d2(tr)).sum()
+                     + self.w_v * (p * self.d1(p)).sum())
 
-    def total(out, betas, offsets):
-        return (float(out["data_cost"].sum() + out["prior_cost"].sum()) + temporal_cost(out)
-                + global_cost(betas, offsets)) / T
+    def total(self, out, betas, offsets) -> float:
+        return (float(out["data_cost"].sum() + out["prior_cost"].sum()) + self.temporal_cost(out)
+                + self.global_cost(betas, offsets)) / self.T
 
-    def surrogate(out, ref):
+    def surrogate(self, out, ref):
         """Per-frame temporal majorisers around ``ref``: (c/2)|y-y0|^2 + g.(y-y0) + const."""
         c = out["data_cost"] + out["prior_cost"]
-        if not temporal:
+        if not self.temporal:
             return c
-        for w, cc, y, y0, op in ((w_j, c_j, out["kp"].reshape(T, -1), ref["kp"].reshape(T, -1), d2),
-                                 (w_r, c_r, out["trans"] * 100, ref["trans"] * 100, d2),
-                                 (w_v, c_v, out["aa"][:, 3:], ref["aa"][:, 3:], d1)):
+        T = self.T
+        for w, cc, y, y0, op in ((self.w_j, self.c_j, out["kp"].reshape(T, -1), ref["kp"].reshape(T, -1), self.d2),
+                                 (self.w_r, self.c_r, out["trans"] * 100, ref["trans"] * 100, self.d2),
+                                 (self.w_v, self.c_v, out["aa"][:, 3:], ref["aa"][:, 3:], self.d1)):
             if w > 0:
                 g = 2 * w * op(y0)
                 dy = y - y0
                 c = c + 0.5 * cc * (dy ** 2).sum(1) + (g * dy).sum(1)
         return c
 
+
+def _lm_normal_equations(obj: _LMObjective, cur: dict, betas, offsets):
+    """The normal equations at ``cur``, block by block (g = J^T r, H = J^T J): per-frame blocks
+    Hff [T, 75, 75], bf [T, 75], their coupling to the shared unknowns Hfg [T, 75, G], and the
+    shared block Hgg [G, G], bg [G]."""
+    import torch
+
+    T, A, nb, nl, ng = obj.T, obj.A, obj.nb, obj.nl, obj.ng
+    dt, dev = obj.target.dtype, obj.target.device
+    w_j, w_r, w_v, c_j, c_r, c_v = obj.w_j, obj.w_r, obj.w_v, obj.c_j, obj.c_r, obj.c_v
+    idx24 = torch.arange(NUM_JOINTS, device=dev)
+    omega = (obj.wc * obj.s2 * obj.s2 / (cur["r2"] + obj.s2) ** 2).sqrt()  # IRLS weights of Geman-McClure
+    Jk = (torch.einsum("jp,tpcn->tjcn", A, cur["J_pts"]) * 100).reshape(T, -1, 75)
+    Bk = torch.einsum("jp,tpcn->tjcn", A, cur["B_pts"]) * 100
+    if nl:
+        Bk = torch.cat([Bk, torch.einsum("jp,tpcn->tjcn", A, cur["O_pts"]) * 100], -1)
+    Bk = Bk.reshape(T, -1, ng)
+    # data (IRLS-weighted) and the keypoint-acceleration majoriser share the keypoint Jacobian:
+    # H = J^T diag(omega^2 + c/2) J, g = J^T (omega^2 res + w D^T D kp)
+    # (the smoothing does not reach the shared unknowns: shrinking the body must not become a
+    # way to lower accelerations)
+    diag_d = (omega ** 2)[..., None].expand(T, -1, 3).reshape(T, -1)
+    g_d = ((omega ** 2)[..., None] * cur["res"]).reshape(T, -1)
+    gk = g_d + w_j * obj.d2(cur["kp"].reshape(T, -1)) if w_j > 0 else g_d
+    Jkt = Jk.transpose(1, 2)
+    Hff = (Jkt * (diag_d + 0.5 * c_j)[:, None, :]) @ Jk
+    Hfg = (Jkt * diag_d[:, None, :]) @ Bk
+    bf = (Jkt @ gk[..., None])[..., 0]
+    Hgg = (Bk.transpose(1, 2) @ (diag_d[..., None] * Bk)).sum(0)
+    bg = (Bk.transpose(1, 2) @ g_d[..., None]).sum(0)[:, 0]
+    # pose terms live on axis-angle: map to rotation increments with the inverse right Jacobian
+    Ji = _block_jinv(cur["aa"])  # [T,24,3,3]
+    g_aa = cur["prior_g"].clone()
+    h_aa = cur["prior_h"].clone()
+    if w_v > 0:
+        g_aa[:, 3:] += 0.5 * 2 * w_v * obj.d1(cur["aa"][:, 3:])
+        h_aa[:, 3:] += 0.5 * c_v
+    hj = h_aa.reshape(T, NUM_JOINTS, 3)
+    Hblk = Ji.transpose(-1, -2) @ (hj[..., None] * Ji)  # [T,24,3,3]
+    Hp = torch.zeros(T, NUM_JOINTS, 3, NUM_JOINTS, 3, dtype=dt, device=dev)
+    Hp[:, idx24, :, idx24, :] = Hblk.permute(1, 0, 2, 3)
+    Hff[:, :72, :72] += Hp.reshape(T, 72, 72)
+    bf[:, :72] += (Ji.transpose(-1, -2) @ g_aa.reshape(T, NUM_JOINTS, 3, 1)).reshape(T, 72)
+    if cur["prior_dense"] is not None:
+        Jb = torch.zeros(T, 72, 72, dtype=dt, device=dev)
+        Jb.reshape(T, NUM_JOINTS, 3, NUM_JOINTS, 3)[:, idx24, :, idx24, :] = Ji.permute(1, 0, 2, 3)
+        Jb = Jb[:, 3:]
+        Hff[:, :72, :72] += Jb.transpose(1, 2) @ cur["prior_dense"] @ Jb
+    if w_r > 0:
+        Hff[:, 72:, 72:] += 0.5 * c_r * 1e4 * torch.eye(3, dtype=dt, device=dev)
+        bf[:, 72:] += 100 * w_r * obj.d2(cur["trans"] * 100)
+    # shared-unknown priors
+    gdiag = torch.cat([torch.full((nb,), obj.opts.w_shape, dtype=dt, device=dev),
+                       torch.full((3 * nl,), obj.opts.w_offset * 1e4, dtype=dt, device=dev)])
+    Hgg = Hgg + torch.diag(gdiag)
+    bg = bg + gdiag * torch.cat([betas, offsets[:nl].reshape(-1)])
+    return Hff, Hfg, bf, Hgg, bg
+
+
+def _lm_damped_step(Hff, Hfg, bf, Hgg, bg, lam, lam_g: float):
+    """The damped Gauss-Newton step (frame steps [T, 75], shared step [G]) by a Schur complement
+    on the shared unknowns."""
+    import torch
+
+    T = Hff.shape[0]
+    eye75 = torch.eye(75, dtype=Hff.dtype, device=Hff.device)
+    # Marquardt damping with a floor: directions the data does not see (limb twists of a
+    # missing joint) must still be damped, or the linear model sends them far off
+    dgn = Hff.diagonal(dim1=1, dim2=2)
+    floor = torch.cat([dgn[:, :72].amax(1, keepdim=True).expand(T, 72) * 1e-3, dgn[:, 72:]], 1)
+    Hd = Hff + (lam[:, None] * torch.maximum(dgn, floor).clamp_min(1e-6))[..., None] * eye75
+    L, info = torch.linalg.cholesky_ex(Hd)
+    if (info > 0).any():
+        bad = info > 0
+        Hd[bad] = Hd[bad] + 1e-2 * eye75
+        L, info = torch.linalg.cholesky_ex(Hd)
+    X = torch.cholesky_solve(torch.cat([bf[..., None], Hfg], -1), L)
+    Xb, Xg = X[..., :1], X[..., 1:]
+    S = Hgg + lam_g * torch.diag(Hgg.diagonal() + 1e-6) - (Hfg.transpose(1, 2) @ Xg).sum(0)
+    rhs = bg - (Hfg.transpose(1, 2) @ Xb).sum(0)[:, 0]
+    step_g = -torch.linalg.solve(S, rhs)
+    if not torch.isfinite(step_g).all():
+        step_g = torch.zeros_like(step_g)
+    step_f = -(Xb[..., 0] + (Xg @ step_g[:, None])[..., 0])
+    step_f = torch.nan_to_num(step_f, nan=0.0, posinf=0.0, neginf=0.0)
+    return step_f, step_g
+
+
+def _lm_candidate(obj: _LMObjective, cur: dict, betas, offsets, step_f, step_g, Hff, bf) -> dict:
+    """The step applied within the trust region (no joint turns by more than 0.5 rad, no root
+    moves more than 0.3 m): new aa, trans, betas, offsets, and the linear model's predicted
+    decrease of each frame's cost ``pred`` [T] (for the gain ratio)."""
+    import torch
+
+    T, nb, nl = obj.T, obj.nb, obj.nl
+    d = step_f[:, :72].reshape(T, NUM_JOINTS, 3)
+    d = d * torch.clamp(0.5 / d.norm(dim=-1, keepdim=True).clamp_min(1e-12), max=1.0)
+    dtr = step_f[:, 72:]
+    dtr = dtr * torch.clamp(0.3 / dtr.norm(dim=-1, keepdim=True).clamp_min(1e-12), max=1.0)
+    rot_new = axis_angle_to_matrix_torch(cur["aa"].reshape(T, NUM_JOINTS, 3)) @ axis_angle_to_matrix_torch(d)
+    aa_new = matrix_to_axis_angle_torch(rot_new).reshape(T, -1)
+    betas_new = betas + step_g[:nb]
+    offsets_new = offsets.clone()
+    if nl:
+        offsets_new[:nl] = offsets[:nl] + step_g[nb:].reshape(nl, 3)
+    trans_new = cur["trans"] + dtr
+    sf = torch.cat([d.reshape(T, 72), dtr], 1)
+    pred = -(2 * (bf * sf).sum(1) + (sf[:, None, :] @ Hff @ sf[:, :, None])[:, 0, 0])
+    return dict(aa=aa_new, trans=trans_new, betas=betas_new, offsets=offsets_new, pred=pred)
+
+
+def _lm_accept_frames(obj: _LMObjective, ref: dict, new: dict, betas_x, offsets_x):
+    """Per-frame acceptance of the frame steps at the given shared unknowns: (accepted [T],
+    merged aa, merged trans, gain ratio [T])."""
+    import torch
+
+    cand = obj.evaluate(new["aa"], new["trans"], betas_x, offsets_x, jac=False)
+    old_c, new_c = obj.surrogate(ref, ref), obj.surrogate(cand, ref)
+    ok = torch.isfinite(new_c) & (new_c <= old_c)
+    rho = torch.where(ok, (old_c - new_c) / new["pred"].clamp_min(1e-12), torch.full_like(old_c, -1.0))
+    aa_m = torch.where(ok[:, None], new["aa"], ref["aa"])
+    tr_m = torch.where(ok[:, None], new["trans"], ref["trans"])
+    return ok, aa_m, tr_m, rho
+
+
+def _lm_accept(obj: _LMObjective, cur: dict, betas, offsets, new: dict, step_g, lam_g: float, last: float):
+    """Take the step where it helps: first with the new shared unknowns (each frame judged
+    against its old pose at those), else frame steps only with the shared step damped harder.
+    Returns (cur, betas, offsets, total cost, accepted [T], gain ratio [T], lam_g)."""
+    import torch
+
+    nb, nl = obj.nb, obj.nl
+    # (points are affine in the shared unknowns at a fixed pose: shift the current evaluation exactly)
+    ref = dict(cur)
+    dpts = cur["B_pts"] @ step_g[:nb, None]
+    if nl:
+        dpts = dpts + cur["O_pts"] @ step_g[nb:, None]
+    ref["kp"] = cur["kp"] + torch.einsum("jp,tpc->tjc", obj.A, dpts[..., 0]) * 100
+    ref["res"] = ref["kp"] - obj.target
+    ref["r2"] = (ref["res"] ** 2).sum(-1)
+    ref["data_cost"] = (obj.wc * obj.s2 * ref["r2"] / (ref["r2"] + obj.s2)).sum(1)
+    accept, aa_m, tr_m, rho = _lm_accept_frames(obj, ref, new, new["betas"], new["offsets"])
+    cur_new = obj.evaluate(aa_m, tr_m, new["betas"], new["offsets"])
+    tot = obj.total(cur_new, new["betas"], new["offsets"])
+    if math.isfinite(tot) and tot <= last * (1 + 1e-12):
+        cur, betas, offsets = cur_new, new["betas"], new["offsets"]
+        lam_g = max(lam_g / 3, 1e-8)
+    else:  # the shared step made things worse: frame steps only, damp the shared step harder
+        lam_g = min(lam_g * 10, 1e8)
+        accept, aa_m, tr_m, rho = _lm_accept_frames(obj, cur, new, betas, offsets)
+        cur = obj.evaluate(aa_m, tr_m, betas, offsets)
+        tot = obj.total(cur, betas, offsets)
+    return cur, betas, offsets, tot, accept, rho, lam_g
+
+
+def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress, messages, offsets0=None,
+              exclude=None):
+    """Levenberg-Marquardt over the whole sequence: per iteration the normal equations
+    (:func:`_lm_normal_equations`), a damped step (:func:`_lm_damped_step`) within a trust
+    region (:func:`_lm_candidate`), per-frame acceptance (:func:`_lm_accept`) and Nielsen's
+    damping update. Returns (aa [T, 72], trans [T, 3], betas, offsets, cost history)."""
+    import torch
+
+    dev, dt = pb.device, pb.dtype
+    T = pb.T
+    obj = _LMObjective(pb, opts, exclude)
+    nl = obj.nl
     aa = torch.as_tensor(np.asarray(aa0).reshape(T, -1), dtype=dt, device=dev).clone()
     trans = torch.as_tensor(trans0, dtype=dt, device=dev).clone()
     betas = torch.as_tensor(betas0, dtype=dt, device=dev).clone()
@@ -971,126 +1200,14 @@ def _solve_lm(pb: "_Problem", aa0, trans0, betas0, opts: "FitOptions", progress,
     lam = torch.full((T,), 1e-3, dtype=dt, device=dev)
     nu = torch.full((T,), 2.0, dtype=dt, device=dev)
     lam_g = 1e-3
-    cur = evaluate(aa, trans, betas, offsets)
-    history = [total(cur, betas, offsets)]
-    eye75 = torch.eye(75, dtype=dt, device=dev)
-    idx24 = torch.arange(NUM_JOINTS, device=dev)
+    cur = obj.evaluate(aa, trans, betas, offsets)
+    history = [obj.total(cur, betas, offsets)]
     for it in range(opts.iters):
-        # ---- normal equations, block by block (g = J^T r, H = J^T J)
-        omega = (wc * s2 * s2 / (cur["r2"] + s2) ** 2).sqrt()  # IRLS weights of Geman-McClure
-        Jk = (torch.einsum("jp,tpcn->tjcn", A, cur["J_pts"]) * 100).reshape(T, -1, 75)
-        Bk = torch.einsum("jp,tpcn->tjcn", A, cur["B_pts"]) * 100
-        if nl:
-            Bk = torch.cat([Bk, torch.einsum("jp,tpcn->tjcn", A, cur["O_pts"]) * 100], -1)
-        Bk = Bk.reshape(T, -1, ng)
-        # data (IRLS-weighted) and the keypoint-acceleration majoriser share the keypoint Jacobian:
-        # H = J^T diag(omega^2 + c/2) J, g = J^T (omega^2 res + w D^T D kp)
-        # (the smoothing does not reach the shared unknowns: shrinking the body must not become a
-        # way to lower accelerations)
-        diag_d = (omega ** 2)[..., None].expand(T, -1, 3).reshape(T, -1)
-        g_d = ((omega ** 2)[..., None] * cur["res"]).reshape(T, -1)
-        gk = g_d + w_j * d2(cur["kp"].reshape(T, -1)) if w_j > 0 else g_d
-        Jkt = Jk.transpose(1, 2)
-        Hff = (Jkt * (diag_d + 0.5 * c_j)[:, None, :]) @ Jk
-        Hfg = (Jkt * diag_d[:, None, :]) @ Bk
-        bf = (Jkt @ gk[..., None])[..., 0]
-        Hgg = (Bk.transpose(1, 2) @ (diag_d[..., None] * Bk)).sum(0)
-        bg = (Bk.transpose(1, 2) @ g_d[..., None]).sum(0)[:, 0]
-        # pose terms live on axis-angle: map to rotation increments with the inverse right Jacobian
-        Ji = _block_jinv(cur["aa"])  # [T,24,3,3]
-        g_aa = cur["prior_g"].clone()
-        h_aa = cur["prior_h"].clone()
-        if w_v > 0:
-            g_aa[:, 3:] += 0.5 * 2 * w_v * d1(cur["aa"][:, 3:])
-            h_aa[:, 3:] += 0.5 * c_v
-        hj = h_aa.reshape(T, NUM_JOINTS, 3)
-        Hblk = Ji.transpose(-1, -2) @ (hj[..., None] * Ji)  # [T,24,3,3]
-        Hp = torch.zeros(T, NUM_JOINTS, 3, NUM_JOINTS, 3, dtype=dt, device=dev)
-        Hp[:, idx24, :, idx24, :] = Hblk.permute(1, 0, 2, 3)
-        Hff[:, :72, :72] += Hp.reshape(T, 72, 72)
-        bf[:, :72] += (Ji.transpose(-1, -2) @ g_aa.reshape(T, NUM_JOINTS, 3, 1)).reshape(T, 72)
-        if cur["prior_dense"] is not None:
-            Jb = torch.zeros(T, 72, 72, dtype=dt, device=dev)
-            Jb.reshape(T, NUM_JOINTS, 3, NUM_JOINTS, 3)[:, idx24, :, idx24, :] = Ji.permute(1, 0, 2, 3)
-            Jb = Jb[:, 3:]
-            Hff[:, :72, :72] += Jb.transpose(1, 2) @ cur["prior_dense"] @ Jb
-        if w_r > 0:
-            Hff[:, 72:, 72:] += 0.5 * c_r * 1e4 * torch.eye(3, dtype=dt, device=dev)
-            bf[:, 72:] += 100 * w_r * d2(cur["trans"] * 100)
-        # shared-unknown priors
-        gdiag = torch.cat([torch.full((nb,), opts.w_shape, dtype=dt, device=dev),
-                           torch.full((3 * nl,), opts.w_offset * 1e4, dtype=dt, device=dev)])
-        Hgg = Hgg + torch.diag(gdiag)
-        bg = bg + gdiag * torch.cat([betas, offsets[:nl].reshape(-1)])
-        # ---- damped solve, Schur complement on the shared unknowns
-        # Marquardt damping with a floor: directions the data does not see (limb twists of a
-        # missing joint) must still be damped, or the linear model sends them far off
-        dgn = Hff.diagonal(dim1=1, dim2=2)
-        floor = torch.cat([dgn[:, :72].amax(1, keepdim=True).expand(T, 72) * 1e-3, dgn[:, 72:]], 1)
-        Hd = Hff + (lam[:, None] * torch.maximum(dgn, floor).clamp_min(1e-6))[..., None] * eye75
-        L, info = torch.linalg.cholesky_ex(Hd)
-        if (info > 0).any():
-            bad = info > 0
-            Hd[bad] = Hd[bad] + 1e-2 * eye75
-            L, info = torch.linalg.cholesky_ex(Hd)
-        X = torch.cholesky_solve(torch.cat([bf[..., None], Hfg], -1), L)
-        Xb, Xg = X[..., :1], X[..., 1:]
-        S = Hgg + lam_g * torch.diag(Hgg.diagonal() + 1e-6) - (Hfg.transpose(1, 2) @ Xg).sum(0)
-        rhs = bg - (Hfg.transpose(1, 2) @ Xb).sum(0)[:, 0]
-        step_g = -torch.linalg.solve(S, rhs)
-        if not torch.isfinite(step_g).all():
-            step_g = torch.zeros_like(step_g)
-        step_f = -(Xb[..., 0] + (Xg @ step_g[:, None])[..., 0])
-        step_f = torch.nan_to_num(step_f, nan=0.0, posinf=0.0, neginf=0.0)
-        # trust region: no joint turns by more than 0.5 rad, no root moves more than 0.3 m per step
-        d = step_f[:, :72].reshape(T, NUM_JOINTS, 3)
-        d = d * torch.clamp(0.5 / d.norm(dim=-1, keepdim=True).clamp_min(1e-12), max=1.0)
-        dtr = step_f[:, 72:]
-        dtr = dtr * torch.clamp(0.3 / dtr.norm(dim=-1, keepdim=True).clamp_min(1e-12), max=1.0)
-        rot_new = axis_angle_to_matrix_torch(cur["aa"].reshape(T, NUM_JOINTS, 3)) @ axis_angle_to_matrix_torch(d)
-        aa_new = matrix_to_axis_angle_torch(rot_new).reshape(T, -1)
-        betas_new = betas + step_g[:nb]
-        offsets_new = offsets.clone()
-        if nl:
-            offsets_new[:nl] = offsets[:nl] + step_g[nb:].reshape(nl, 3)
-        trans_cur = cur["trans"]
-        trans_new = trans_cur + dtr
-
-        # the linear model's predicted decrease of each frame's cost (for the gain ratio)
-        sf = torch.cat([d.reshape(T, 72), dtr], 1)
-        pred = -(2 * (bf * sf).sum(1) + (sf[:, None, :] @ Hff @ sf[:, :, None])[:, 0, 0])
-
-        def accept_frames(ref, betas_x, offsets_x):
-            """Per-frame acceptance of the frame steps at the given shared unknowns."""
-            cand = evaluate(aa_new, trans_new, betas_x, offsets_x, jac=False)
-            old_c, new_c = surrogate(ref, ref), surrogate(cand, ref)
-            ok = torch.isfinite(new_c) & (new_c <= old_c)
-            rho = torch.where(ok, (old_c - new_c) / pred.clamp_min(1e-12), torch.full_like(old_c, -1.0))
-            aa_m = torch.where(ok[:, None], aa_new, ref["aa"])
-            tr_m = torch.where(ok[:, None], trans_new, ref["trans"])
-            return ok, aa_m, tr_m, rho
-
-        # first with the new shared unknowns (each frame judged against its old pose at those)
-        # (points are affine in the shared unknowns at a fixed pose: shift the current evaluation exactly)
-        ref = dict(cur)
-        dpts = cur["B_pts"] @ step_g[:nb, None]
-        if nl:
-            dpts = dpts + cur["O_pts"] @ step_g[nb:, None]
-        ref["kp"] = cur["kp"] + torch.einsum("jp,tpc->tjc", A, dpts[..., 0]) * 100
-        ref["res"] = ref["kp"] - target
-        ref["r2"] = (ref["res"] ** 2).sum(-1)
-        ref["data_cost"] = (wc * s2 * ref["r2"] / (ref["r2"] + s2)).sum(1)
-        accept, aa_m, tr_m, rho = accept_frames(ref, betas_new, offsets_new)
-        cur_new = evaluate(aa_m, tr_m, betas_new, offsets_new)
-        tot = total(cur_new, betas_new, offsets_new)
-        if math.isfinite(tot) and tot <= history[-1] * (1 + 1e-12):
-            cur, betas, offsets = cur_new, betas_new, offsets_new
-            lam_g = max(lam_g / 3, 1e-8)
-        else:  # the shared step made things worse: frame steps only, damp the shared step harder
-            lam_g = min(lam_g * 10, 1e8)
-            accept, aa_m, tr_m, rho = accept_frames(cur, betas, offsets)
-            cur = evaluate(aa_m, tr_m, betas, offsets)
-            tot = total(cur, betas, offsets)
+        Hff, Hfg, bf, Hgg, bg = _lm_normal_equations(obj, cur, betas, offsets)
+        step_f, step_g = _lm_damped_step(Hff, Hfg, bf, Hgg, bg, lam, lam_g)
+        new = _lm_candidate(obj, cur, betas, offsets, step_f, step_g, Hff, bf)
+        cur, betas, offsets, tot, accept, rho, lam_g = _lm_accept(obj, cur, betas, offsets, new, step_g, lam_g,
+                                                                  history[-1])
         # Nielsen's damping update from the gain ratio
         shrink = torch.clamp(1 - (2 * rho.clamp(max=1.0) - 1) ** 3, min=1 / 3)
         lam = torch.where(accept, (lam * shrink).clamp_min(1e-8), (lam * nu).clamp_max(1e8))

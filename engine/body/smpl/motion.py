@@ -223,7 +223,7 @@ def smpl_rig(rest_joints_blender: np.ndarray, up=(0.0, 0.0, 1.0)) -> Rig:
     rest_rot = bone_frames(J, tails)
     return Rig(bone_names=list(SMPL_24.names), parents=SMPL_PARENTS.copy(), heads=J.copy(), tails=tails,
                rest_rotations=rest_rot, joint_bone=np.arange(24), joint_at_tail=np.zeros(24, dtype=bool),
-               joint_set=SMPL_24.name, rest_joints=J.copy())
+               joint_set=SMPL_24, rest_joints=J.copy(), up=up)
 
 
 def smpl_animation(rig: Rig, poses: np.ndarray, trans: np.ndarray, rest_joints_file: np.ndarray,

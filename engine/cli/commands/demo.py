@@ -67,14 +67,14 @@ def transfer_to_actor(skeleton_path, actor_dir, out_path):
     """
     from pathlib import Path
 
-    from engine.motion.retarget import Rig, retarget
+    from engine.motion.retarget import retarget, rig_from_skeleton
     from engine.io.skeleton_file import load_skeleton, save_skeleton
 
     reference = Path(actor_dir) / "reference_skeleton.npz"
     if not reference.is_file():
         return Path(skeleton_path), "no reference skeleton shipped with the actor; rendering the capture's own"
     src = load_skeleton(skeleton_path)
-    res = retarget(src, Rig.from_skeleton(load_skeleton(reference)), root="keep", feet=True)
+    res = retarget(src, rig_from_skeleton(load_skeleton(reference)), root="keep", feet=True)
     out = res.to_skeleton()
     save_skeleton(out_path, out)
     return Path(out_path), f"motion moved onto the actor's bone lengths (root scale {res.scale:.3f})"

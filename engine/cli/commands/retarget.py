@@ -42,7 +42,8 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from engine import MarionetteError
-    from engine.motion.retarget import Rig, retarget
+    from engine.body.kinematics import Rig
+    from engine.motion.retarget import retarget, rig_from_skeleton
     from engine.body.bone_maps import load_rig
     from engine.io.skeleton_file import load_skeleton, save_skeleton
     from engine.validate import number, output_file
@@ -54,7 +55,7 @@ def run(args) -> int:
     if args.onto:
         actor = load_skeleton(args.onto)
         try:
-            rig = Rig.from_skeleton(actor)
+            rig = rig_from_skeleton(actor)
         except MarionetteError as exc:
             raise MarionetteError(f"{args.onto}: {exc}") from None
         label = f"{args.onto} ({actor.joint_set.name})"
