@@ -24,6 +24,7 @@ def readme_commands() -> list[str]:
     """The ``marionette`` commands with arguments in the README's capability table, in order."""
     text = (ROOT / "README.md").read_text()
     table = text[text.index("## Capabilities"):text.index("## Data formats")]
+    table = "\n".join(line for line in table.splitlines() if line.startswith("|"))  # the table's rows only
     return [c for c in re.findall(r"`(marionette [^`]+)`", table) if len(shlex.split(c)) > 2]
 
 
