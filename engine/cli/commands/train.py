@@ -29,9 +29,9 @@ def add_arguments(p):
     p.add_argument("--per-bone", type=int, default=4, metavar="K",
                    help="Gaussians per bone, each with its own latent vector, placed in the bone's frame so front "
                         "and back differ (default 4; 1 = the seed paper's one Gaussian per bone)")
-    p.add_argument("--no-colour-correction", action="store_true",
-                   help="do not learn a per-camera colour gain/offset (learned by default for real cameras; "
-                        "never applied at render time)")
+    p.add_argument("--colour-correction", action="store_true",
+                   help="learn a per-camera colour gain/offset during training (never applied at render time); "
+                        "off by default: on the bundled clip it cost 0.5 dB on the held-out camera")
     p.add_argument("--batch", type=int, default=4, help="views per step (per process under torchrun; default 4)")
     p.add_argument("--mode", choices=("transmittance", "rochette"), default="transmittance",
                    help="renderer: front-to-back compositing (default) or the seed paper's soft weighting")
@@ -76,7 +76,7 @@ def effective_command(args) -> str:
             parts += ["--" + opt.replace("_", "-"), str(value)]
     if args.snapshot_minutes:
         parts += ["--snapshot-minutes"] + [f"{m:g}" for m in args.snapshot_minutes]
-    parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "no_colour_correction", "augment") if getattr(args, f)]
+    parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "colour_correction", "augment") if getattr(args, f)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -96,7 +96,7 @@ def run(args) -> int:
                       upsample=args.upsample, latent_dim=args.latent_dim, checkpoint_every=args.checkpoint_every,
                       max_minutes=args.max_minutes, perceptual_weights=args.perceptual_weights,
                       eval_views=args.eval_views, threads=args.threads, progress=not args.quiet,
-                      per_bone=args.per_bone, colour_correction=not args.no_colour_correction,
+                      per_bone=args.per_bone, colour_correction=args.colour_correction,
                       snapshot_minutes=tuple(args.snapshot_minutes), silhouette_weight=args.silhouette_weight,
                       augment=args.augment,
                       command=effective_command(args))
