@@ -88,23 +88,30 @@ def bound_armatures(scene, depsgraph):
     return out
 
 
-def gather_actors(scene, depsgraph):
+def read_bound_actor(obj, path, depsgraph):
+    """(BoundActor, None) for an armature bound to the actor at ``path``, or (None, reason)."""
     from engine.scene.shot import BoundActor
 
     from .pose_read import evaluated_joints, joint_set_name
 
+    js = joint_set_name(obj)
+    if not js:
+        return None, "it has no Marionette joint set (import it with File > Import > Marionette)"
+    try:
+        joints = evaluated_joints(obj, depsgraph)
+    except MarionetteError as exc:
+        return None, str(exc)
+    return BoundActor(name=obj.name, actor_path=path, joints=joints, joint_set=js), None
+
+
+def gather_actors(scene, depsgraph):
     actors, problems = [], []
     for obj, path in bound_armatures(scene, depsgraph):
-        js = joint_set_name(obj)
-        if not js:
-            problems.append((obj.name, "it has no Marionette joint set (import it with File > Import > Marionette)"))
-            continue
-        try:
-            joints = evaluated_joints(obj, depsgraph)
-        except MarionetteError as exc:
-            problems.append((obj.name, str(exc)))
-            continue
-        actors.append(BoundActor(name=obj.name, actor_path=path, joints=joints, joint_set=js))
+        actor, problem = read_bound_actor(obj, path, depsgraph)
+        if actor is None:
+            problems.append((obj.name, problem))
+        else:
+            actors.append(actor)
     return actors, problems
 
 

@@ -95,9 +95,8 @@ def viewport_actors(depsgraph):
     """(BoundActor list, problems [(name, reason)], bound {name: (actor path, joint set)}, visible names)
     for the armatures of the depsgraph's scene: ``bound`` are all armatures with an actor; those
     visible in the viewport (in ``depsgraph.objects``) are read as actors."""
-    from engine.scene.shot import BoundActor
-
-    from .pose_read import evaluated_joints, joint_set_name
+    from .pose_read import joint_set_name
+    from .render_engine import read_bound_actor
 
     bound = {}
     for obj in depsgraph.scene.objects:
@@ -111,16 +110,11 @@ def viewport_actors(depsgraph):
         if orig.type != "ARMATURE" or orig.name not in bound:
             continue
         visible.add(orig.name)
-        path, js = bound[orig.name]
-        if not js:
-            problems.append((orig.name, "it has no Marionette joint set (import it with File > Import > Marionette)"))
-            continue
-        try:
-            joints = evaluated_joints(orig, depsgraph)
-        except MarionetteError as exc:
-            problems.append((orig.name, str(exc)))
-            continue
-        actors.append(BoundActor(name=orig.name, actor_path=path, joints=joints, joint_set=js))
+        actor, problem = read_bound_actor(orig, bound[orig.name][0], depsgraph)
+        if actor is None:
+            problems.append((orig.name, problem))
+        else:
+            actors.append(actor)
     return actors, problems, bound, frozenset(visible)
 
 

@@ -31,6 +31,13 @@ if not os.environ.get(_sandbox.SANDBOX_ENV):
     _dir = tempfile.mkdtemp(prefix="marionette-blender-user-")
     os.environ[_sandbox.SANDBOX_ENV] = _dir
     atexit.register(shutil.rmtree, _dir, ignore_errors=True)
+if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("MARIONETTE_TEST_BLENDER_WORKER"):
+    # pytest-xdist workers inherit the controller's folder: give each its own, or two workers
+    # installing the extension at once collide on the repository lock
+    _dir = tempfile.mkdtemp(prefix=f"marionette-blender-user-{os.environ['PYTEST_XDIST_WORKER']}-")
+    os.environ[_sandbox.SANDBOX_ENV] = _dir
+    os.environ["MARIONETTE_TEST_BLENDER_WORKER"] = _dir
+    atexit.register(shutil.rmtree, _dir, ignore_errors=True)
 os.environ["BLENDER_USER_RESOURCES"] = os.environ[_sandbox.SANDBOX_ENV]
 
 
