@@ -42,7 +42,7 @@ _ensure_engine()
 
 # Other engineers' modules are appended here (e.g. "ops_retarget", "ops_resample", "render_engine", "ops_bind").
 MODULES = ("preferences", "torch_setup", "ops_import", "ops_capture", "ops_retarget", "ops_resample", "ops_bind", "render_engine",
-           "primitive_overlay")
+           "primitive_overlay", "ops_export")
 
 _registered = []
 

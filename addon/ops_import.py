@@ -199,11 +199,13 @@ def import_skeleton_sequence(context, tx, seq, name: str, source: str, target_fp
 
 
 class MARIONETTE_OT_import_skeleton(_ImportOptions, bpy.types.Operator, ImportHelper):
-    """Import a skeleton sequence (.npz from 'marionette triangulate') as a keyframed armature"""
+    """Import a skeleton sequence (.npz from 'marionette triangulate', or OpenSim/Pose2Sim .trc markers) as a
+    keyframed armature"""
 
     bl_idname = "marionette.import_skeleton"
     bl_label = "Import Skeleton Sequence"
     bl_options = {"REGISTER", "UNDO"}
+    filter_glob: StringProperty(default="*.npz;*.trc", options={"HIDDEN"})
 
     def build(self, context, tx, wm):
         from engine.body.joint_sets import JOINT_SETS, infer_joint_set
@@ -304,7 +306,7 @@ class MARIONETTE_OT_import_smpl(_ImportOptions, bpy.types.Operator, ImportHelper
 
 
 def menu_import(self, context):
-    self.layout.operator(MARIONETTE_OT_import_skeleton.bl_idname, text="Marionette Skeleton (.npz)")
+    self.layout.operator(MARIONETTE_OT_import_skeleton.bl_idname, text="Marionette Skeleton (.npz/.trc)")
     self.layout.operator(MARIONETTE_OT_import_smpl.bl_idname, text="Marionette SMPL Motion (.npz)")
 
 

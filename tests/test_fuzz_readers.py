@@ -528,3 +528,42 @@ def test_ingest_frame_spec_with_5000_digits():
     from engine.capture.ingest.video import parse_frame_spec
 
     outcome(parse_frame_spec, "9" * 5000, 6)
+
+
+# ---------------------------------------------------------------------- TRC marker files (OpenSim / Pose2Sim)
+@pytest.fixture(scope="module")
+def trc_text(tmp_path_factory):
+    from engine.body.joint_sets import COCO_17
+    from engine.io.skeleton_file import SkeletonSequence
+    from engine.io.trc import write_trc
+    from engine.synthetic.skeleton_motion import synthetic_skeleton_motion
+
+    path = tmp_path_factory.mktemp("trc") / "markers.trc"
+    X = synthetic_skeleton_motion(COCO_17, 4, fps=30.0, seed=0, amplitude=0.3)
+    write_trc(path, SkeletonSequence(joints=X, joint_set=COCO_17, fps=30.0, up_axis="Y"), units="mm")
+    return path.read_text()
+
+
+@fuzz(60, 2000, data=st.data(), generic=st.booleans())
+def _trc(data, generic, trc_text):
+    from engine.io.trc import read_trc
+
+    lines = trc_text.split("\n")
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        cells = lines[i].split("\t")
+        j = data.draw(st.integers(0, len(cells) - 1))
+        cells[j] = data.draw(st.one_of(ATTR_VALUES, st.sampled_from(["mm", "m", "Nose", "nose", "Frame#", "\t"])))
+        lines[i] = "\t".join(cells)
+    text = "\n".join(lines)
+    if data.draw(st.integers(0, 5)) == 0:
+        text = data.draw(mutated_text(text))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "markers.trc"
+        path.write_text(text, encoding="utf-8")
+        status, seq = outcome(read_trc, path, allow_generic=generic)
+    if status == "ok":
+        check_skeleton(seq)
+
+
+test_fuzz_trc, test_fuzz_trc_long = _trc

@@ -20,6 +20,9 @@ reprojection_error  [T, J] f32     (optional) mean reprojection error in pixels
 views_used          [T, J] i32     (optional) cameras that contributed to each joint
 ==================  =============  ==================================================
 
+``load_skeleton``/``save_skeleton`` also read and write OpenSim ``.trc`` marker files
+(``engine.io.trc``), chosen by the file's extension.
+
 Readers accept files without ``format``/``version`` (plain ``joints`` + ``joint_set``)
 so hand-made files work, and files without ``joint_set`` whose ``joint_names`` (and ``parents``:
 the same tree, whatever its root) are a known set's, as other tools write them.
@@ -86,8 +89,12 @@ class SkeletonSequence:
 def save_skeleton(path, seq: SkeletonSequence) -> None:
     """Write atomically (a temporary file renamed into place), so a partial file never exists."""
     path = Path(path)
+    if path.suffix.lower() == ".trc":  # OpenSim's marker format (engine.io.trc)
+        from engine.io.trc import write_trc
+
+        return write_trc(path, seq)
     if path.suffix != ".npz":
-        raise MarionetteError(f"{path}: skeleton files must end in .npz")
+        raise MarionetteError(f"{path}: skeleton files must end in .npz (or .trc)")
     output_file(path, "skeleton file")
     mkdir(path.parent, "folder for the skeleton file")
     arrays = dict(
@@ -172,8 +179,13 @@ def load_skeleton(path, allow_generic: bool = False) -> SkeletonSequence:
     Without ``joint_set`` the set is inferred from ``joint_names`` (checked against ``parents``);
     names of no known set are an error, or with ``allow_generic`` a generic joint set of the
     file's own names and parents (``engine.body.joint_sets.generic_joint_set``).
+    A ``.trc`` file (OpenSim markers, as Pose2Sim writes) is read by ``engine.io.trc.read_trc``.
     """
     path = Path(path)
+    if path.suffix.lower() == ".trc":
+        from engine.io.trc import read_trc
+
+        return read_trc(path, allow_generic=allow_generic)
     arrays = read_npz(path)
     fmt = str(_scalar(arrays, "format", path, SKELETON_FORMAT))
     if fmt != SKELETON_FORMAT:
