@@ -9,6 +9,7 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   bone        one Gaussian per bone, one latent vector per bone (the actor before issue 14)
   rochette    bone, with the seed paper's soft depth weighting instead of compositing
   silaug      surface + a silhouette loss on the Gaussians' own alpha + random zoom/shift of views
+  silaugnc    silaug without the colour correction
 
 Splits are captures made by ``marionette ingest`` with different held-out sets, e.g.
 ``nv`` (camera cam02 held out), ``np`` (frames 80-99 held out), ``ip`` (every 10th frame).
@@ -42,6 +43,7 @@ VARIANTS = {
     "bone": dict(per_bone=1, colour_correction=False, mode="transmittance"),
     "rochette": dict(per_bone=1, colour_correction=False, mode="rochette"),
     "silaug": dict(per_bone=4, colour_correction=True, mode="transmittance", silhouette_weight=0.5, augment=True),
+    "silaugnc": dict(per_bone=4, colour_correction=False, mode="transmittance", silhouette_weight=0.5, augment=True),
 }
 SPLIT_OF = {"nv": "novel_view", "np": "novel_pose", "ip": "novel_pose"}
 
