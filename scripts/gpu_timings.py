@@ -50,9 +50,10 @@ def main() -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_timings: torch has no CUDA device here (torch.cuda.is_available() is False)")
         return 1
-    actor, doc = load_actor(args.actor or demo_actor_path(), device=device)
-    ref = np.load(Path(args.actor or demo_actor_path()) / "reference_skeleton.npz")["joints"][:1] \
-        if (Path(args.actor or demo_actor_path()) / "reference_skeleton.npz").is_file() else None
+    actor_dir = Path(args.actor) if args.actor else demo_actor_path()
+    actor, _ = load_actor(actor_dir, device=device)
+    ref_file = actor_dir / "reference_skeleton.npz"
+    ref = np.load(ref_file)["joints"][:1] if ref_file.is_file() else None
     if ref is None or not np.isfinite(ref).all():
         print("gpu_timings: the actor has no finite reference_skeleton.npz; cannot pose it")
         return 1

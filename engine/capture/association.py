@@ -38,12 +38,27 @@ class _People:
     Rt: np.ndarray  # [C, 3, 4]
     xy: np.ndarray  # [C, T, P, J, 2] normalised image coordinates
     w: np.ndarray  # [C, T, P, J] weights (0 = unusable)
-    present: np.ndarray  # [C, T, P] person has any joint
+    present: np.ndarray  # [C, T, P] person has any joint (and is still available to be assigned)
     max_distance_px: float
+    min_joints: int = 2  # fewest triangulated joints a seed assignment may rest on
+    max_pair_error_px: float | None = None  # a seed pair's error limit (default max_distance_px)
 
     @property
     def num_cameras(self) -> int:
         return self.people.shape[0]
+
+
+def people_state(people: np.ndarray, cameras, min_confidence: float, max_distance_px: float,
+                 min_joints: int = 2) -> _People:
+    """The shared state of the stages for people [C, T, P, J, 3] (pixels, confidence).
+
+    A person counts as present in a camera when it has a finite joint, or with ``min_joints`` > 2,
+    at least that many usable (confident) joints.
+    """
+    Rt = np.stack([np.hstack([c.R, c.t[:, None]]) for c in cameras])
+    xy, w = normalized_observations(people, cameras, min_confidence)  # [C, T, P, J, 2], [C, T, P, J]
+    present = np.isfinite(people[..., 0]).any(-1) if min_joints <= 2 else (w > 0).sum(-1) >= min_joints
+    return _People(people, cameras, Rt, xy, w, present, max_distance_px, min_joints)
 
 
 def triangulate_choice(s: _People, t: int, choice: np.ndarray):
@@ -91,7 +106,8 @@ def seed_assignment(s: _People, t: int) -> np.ndarray | None:
                     choice = np.full(C, -1)
                     choice[a], choice[b] = i, j
                     X, e, nj = triangulate_choice(s, t, choice)
-                    if nj < 2 or not np.isfinite(e) or e > s.max_distance_px:
+                    limit = s.max_distance_px if s.max_pair_error_px is None else s.max_pair_error_px
+                    if nj < s.min_joints or not np.isfinite(e) or e > limit:
                         continue
                     full = nearest_people(s, t, X)
                     full[a], full[b] = i, j
@@ -156,10 +172,8 @@ def select_subject(kp: Keypoints2D, cameras, min_confidence: float = 0.3, max_di
     C, T, P, J, _ = people.shape
     if max_distance_px is None:
         max_distance_px = 0.1 * max(max(c.width, c.height) for c in cameras)
-    Rt = np.stack([np.hstack([c.R, c.t[:, None]]) for c in cameras])
-    xy_all, w_all = normalized_observations(people, cameras, min_confidence)  # [C, T, P, J, 2], [C, T, P, J]
-    present = np.isfinite(people[..., 0]).any(-1)  # [C, T, P]
-    s = _People(people, cameras, Rt, xy_all, w_all, present, max_distance_px)
+    s = people_state(people, cameras, min_confidence, max_distance_px)
+    present = s.present
 
     choice_all = np.full((C, T), -1)
     multi = (present.sum(-1) > 1).any(0)  # frames where some camera sees several people

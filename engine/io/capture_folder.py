@@ -270,19 +270,7 @@ class Capture:
 
     def load_rgba(self, cam: str, frame: int) -> np.ndarray:
         """float32 [H, W, 4], sRGB values 0..1 with straight alpha (alpha 1 for RGB files)."""
-        from PIL import Image
-
-        path = self.image_path(cam, frame)
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGBA")
-                arr = np.asarray(im, dtype=np.float32) / 255.0
-        except FileNotFoundError:
-            raise MarionetteError(f"{path}: image file not found") from None
-        except OSError as exc:
-            raise MarionetteError(f"{path}: not a readable image ({exc})") from None
-        self._check_size(path, arr.shape, cam)
-        return arr
+        return self._read(self.image_path(cam, frame), "RGBA", "image", cam)
 
     def load_image(self, cam: str, frame: int) -> np.ndarray:
         """float32 [H, W, 3], sRGB values 0..1 (not linearised)."""
@@ -290,22 +278,25 @@ class Capture:
 
     def load_mask(self, cam: str, frame: int) -> np.ndarray:
         """float32 [H, W], 1 = person, 0 = background."""
-        from PIL import Image
-
-        path = self.mask_path(cam, frame)
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-        except FileNotFoundError:
-            raise MarionetteError(f"{path}: mask file not found") from None
-        except OSError as exc:
-            raise MarionetteError(f"{path}: not a readable image ({exc})") from None
-        self._check_size(path, arr.shape, cam)
-        return arr
+        return self._read(self.mask_path(cam, frame), "L", "mask", cam)
 
     def load_keypoints(self, cam: str, frame: int) -> np.ndarray:
         """[J, 3] (x, y, confidence) pixels; NaN x/y where not detected."""
         return read_openpose_json(self.keypoints_path(cam, frame), self.joint_set.num_joints)
+
+    def _read(self, path: Path, mode: str, what: str, cam: str) -> np.ndarray:
+        """An 8-bit image converted to PIL ``mode`` as float32 0..1, its size checked against the camera."""
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
+        except FileNotFoundError:
+            raise MarionetteError(f"{path}: {what} file not found") from None
+        except OSError as exc:
+            raise MarionetteError(f"{path}: not a readable image ({exc})") from None
+        self._check_size(path, arr.shape, cam)
+        return arr
 
     def _check_size(self, path: Path, shape, cam: str) -> None:
         c = self.camera(cam)

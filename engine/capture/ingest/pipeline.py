@@ -273,7 +273,7 @@ def find_subjects(inp: Inputs, opt: IngestOptions) -> SubjectTrack:
     return SubjectTrack(people, cameras, joint_set, subjects, rows)
 
 
-def choose_subject(track: SubjectTrack, opt: IngestOptions, frame_numbers) -> tuple[object, str]:
+def choose_subject(track: SubjectTrack, opt: IngestOptions) -> tuple[object, str]:
     if not track.subjects:
         raise MarionetteError("ingest: nobody is seen consistently by two cameras (no person triangulates); check "
                               "that the videos are synchronised and match the calibration")
@@ -559,7 +559,7 @@ def _resolve_names(given: list[str], names: list[str], what: str) -> list[str]:
     return [names[m] for m in mapping]
 
 
-def write_capture(inp: Inputs, opt: IngestOptions, views, masks, seq, crop_cams, boxes, track, subject_note,
+def write_capture(inp: Inputs, opt: IngestOptions, views, masks, seq, crop_cams, boxes, subject_note,
                   report_lines: list[str], timings: dict) -> Path:
     import cv2
 
@@ -631,8 +631,11 @@ def ingest(opt: IngestOptions) -> IngestResult:
     if not opt.list_subjects:
         if opt.out is None:
             raise MarionetteError("ingest: -o/--output CAPTURE_DIR is required (or pass --list-subjects)")
-        out = Path(opt.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not opt.overwrite:
+        from engine.validate import output_folder
+
+        # fail before minutes of decoding and detection; begin_capture checks again when writing
+        out = output_folder(opt.out, "-o")
+        if out.exists() and any(out.iterdir()) and not opt.overwrite:
             raise MarionetteError(f"{out}: exists and is not empty (choose another folder or pass --overwrite)")
     timings = {}
     t = time.perf_counter()
@@ -646,7 +649,7 @@ def ingest(opt: IngestOptions) -> IngestResult:
     subject_lines = describe_subjects(track.subjects, inp.frames)
     if opt.list_subjects:
         return IngestResult(None, lines, timings, subject_lines)
-    subject, note = choose_subject(track, opt, inp.frames)
+    subject, note = choose_subject(track, opt)
     lines += subject_lines + [note]
     T = len(inp.frames)
     boot = np.stack([p.joints for p in subject.people])
@@ -675,5 +678,5 @@ def ingest(opt: IngestOptions) -> IngestResult:
                      f"{q['coverage_min']:.3f}), refined vs detector IoU {q['refine_iou']:.3f}, "
                      f"area variation {q['area_cv']:.3f}, detector failures {q['detector_failures']}, "
                      f"flagged {len(q['flagged'])} of {T} frames (excluded from training)")
-    outp = write_capture(inp, opt, views, masks, seq, crop_cams, boxes, track, note, lines, timings)
+    outp = write_capture(inp, opt, views, masks, seq, crop_cams, boxes, note, lines, timings)
     return IngestResult(outp, lines, timings, subject_lines, seq, quality)

@@ -65,73 +65,31 @@ def _runs(frames: list[int]) -> str:
 
 def associate_frame(people_t: np.ndarray, cameras: list[Camera], min_confidence: float = 0.3,
                     max_error_px: float | None = None, min_joints: int = 5) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """People of one frame across cameras. people_t [C, P, J, 3] -> [(choice [C], X [J,3], error)]."""
-    from engine.capture.triangulation import dlt, normalized_observations, reprojection_errors
+    """People of one frame across cameras. people_t [C, P, J, 3] -> [(choice [C], X [J,3], error)].
 
-    C, P, J, _ = people_t.shape
+    Repeats the subject association's seed stage (``engine.capture.association``), each time
+    with the detections already assigned taken out, until no pair of cameras triangulates.
+    """
+    from engine.capture.association import people_state, seed_assignment, triangulate_choice
+
     if max_error_px is None:
         # 24 px at 1920: detectors' own per-camera biases are ~10-15 px, while two cameras'
         # detections of *different* people still triangulate, at 40 px and more
         max_error_px = 0.0125 * max(max(c.width, c.height) for c in cameras)
-    Rt = np.stack([np.hstack([c.R, c.t[:, None]]) for c in cameras])
-    xy, w = normalized_observations(people_t[:, None], cameras, min_confidence)  # [C, 1, P, J, 2]
-    xy, w = xy[:, 0], w[:, 0]
-    present = (w > 0).sum(-1) >= min_joints  # [C, P]
-    used = np.zeros((C, P), dtype=bool)
-
-    def solve(choice):
-        cs = np.arange(C)
-        ch = np.maximum(choice, 0)
-        ww = np.where((choice >= 0)[:, None], w[cs, ch], 0.0)
-        X = dlt(xy[cs, ch], ww, Rt)
-        err = reprojection_errors(X, np.nan_to_num(people_t[cs, ch, :, :2]), cameras)
-        ok = (ww > 0) & np.isfinite(X).all(-1)[None] & np.isfinite(err)
-        e = float(err[ok].mean()) if ok.any() else np.inf
-        return X, e, int(np.isfinite(X).all(-1).sum())
-
-    def complete(choice, X):
-        ok = np.isfinite(X).all(-1)
-        for c, cam in enumerate(cameras):
-            if choice[c] >= 0:
-                continue
-            proj = cam.project(X[ok])
-            best, best_d = -1, max_error_px * 2
-            for p in np.flatnonzero(present[c] & ~used[c]):
-                vis = w[c, p][ok] > 0
-                if vis.sum() < min_joints:
-                    continue
-                d = float(np.median(np.linalg.norm(people_t[c, p, ok, :2][vis] - proj[vis], axis=-1)))
-                if d < best_d:
-                    best, best_d = p, d
-            choice[c] = best
-        return choice
-
+    # other cameras join a seed within twice its error: per-camera detector biases add up
+    s = people_state(people_t[:, None], cameras, min_confidence, 2.0 * max_error_px, min_joints)
+    s.max_pair_error_px = max_error_px
     out = []
     while True:
-        best = None
-        for a in range(C):
-            for b in range(a + 1, C):
-                for i in np.flatnonzero(present[a] & ~used[a]):
-                    for j in np.flatnonzero(present[b] & ~used[b]):
-                        choice = np.full(C, -1)
-                        choice[a], choice[b] = i, j
-                        X, e, nj = solve(choice)
-                        if nj < min_joints or e > max_error_px:
-                            continue
-                        choice = complete(choice, X)
-                        X, e, nj = solve(choice)
-                        if nj < min_joints or e > max_error_px:
-                            continue
-                        key = (-(choice >= 0).sum(), -nj, e)
-                        if best is None or key < best[0]:
-                            best = (key, choice, X, e)
-        if best is None:
+        choice = seed_assignment(s, 0)
+        if choice is None:
             return out
-        _, choice, X, e = best
+        X, e, nj = triangulate_choice(s, 0, choice)
+        if nj < min_joints or not e <= max_error_px:
+            return out
         out.append((choice, X, e))
-        for c in range(C):
-            if choice[c] >= 0:
-                used[c, choice[c]] = True
+        for c in np.flatnonzero(choice >= 0):
+            s.present[c, 0, choice[c]] = False  # used up
 
 
 def track_subjects(people: np.ndarray, cameras: list[Camera], fps: float, rows: list[int] | None = None,

@@ -80,18 +80,14 @@ def probe_video(path) -> VideoInfo:
             raise MarionetteError(f"{path}: cannot be opened as a video (unreadable or not a video file)")
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         claimed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        n, size = 0, None
-        while cap.grab():  # grab() skips decoding the pixels: counting costs little
-            n += 1
-        if n == 0:
+        ok, frame = cap.read()  # the first frame gives the size and proves the codec decodes
+        if not ok or frame is None:
             raise MarionetteError(f"{path}: no frame decodes (empty, truncated or an unsupported codec)")
+        n = 1
+        while cap.grab():  # grab() skips decoding the pixels: counting the rest costs little
+            n += 1
     finally:
         cap.release()
-    cap = cv2.VideoCapture(str(path))
-    ok, frame = cap.read()
-    cap.release()
-    if not ok or frame is None:
-        raise MarionetteError(f"{path}: the first frame does not decode")
     size = frame.shape[1], frame.shape[0]
     if not (np.isfinite(fps) and fps > 0):
         raise MarionetteError(f"{path}: the container gives no frame rate (got {fps}); re-encode it with one")
@@ -145,13 +141,11 @@ def fit_camera_to_video(cam: Camera, width: int, height: int, where: str) -> tup
             f"{cam.width}x{cam.height}; a uniform scale of {s:.4f} would leave bars of {ox:.0f} px (sides) and "
             f"{oy:.0f} px (top/bottom), more than {MAX_BAR_FRACTION:.0%} of the image — this video was not made "
             "from the calibrated camera's frames by scaling; calibrate at the video's size")
-    K = cam.K.astype(np.float64).copy()
-    K[0, 0] *= s
-    K[1, 1] *= s
-    K[0, 1] *= s
-    K[0, 2] = s * (K[0, 2] + 0.5) - 0.5 + ox
-    K[1, 2] = s * (K[1, 2] + 0.5) - 0.5 + oy
-    out = cam.copy(K=K, width=int(width), height=int(height))
+    scaled = cam.scaled(s)
+    K = scaled.K.astype(np.float64).copy()
+    K[0, 2] += ox  # the bars shift the picture
+    K[1, 2] += oy
+    out = scaled.copy(K=K, width=int(width), height=int(height))
     bars = (f"{oy:.2f} black rows top and bottom" if oy > 0.01 else
             f"{ox:.2f} black columns left and right" if ox > 0.01 else "no bars")
     note = (f"{where}: {width}x{height} video vs {cam.width}x{cam.height} calibration ({cam.name}): taken as the "

@@ -78,17 +78,23 @@ def make_config(joint_set: str, latent_dim: int = 16, mode: str = "transmittance
     return cfg
 
 
+def scale_intrinsics(K: torch.Tensor, sx, sy=None, ox=0.0, oy=0.0) -> torch.Tensor:
+    """K [..., 3, 3] of the image resampled by ``sx`` (``sy``, default ``sx``) and shifted by
+    ``ox``, ``oy`` pixels (integer pixel centres): x' = sx (x + 0.5) - 0.5 + ox. The factors and
+    offsets may be numbers or tensors broadcasting over K's batch dimensions."""
+    sy = sx if sy is None else sy
+    K2 = K.clone()
+    K2[..., 0, 0] = K[..., 0, 0] * sx
+    K2[..., 0, 1] = K[..., 0, 1] * sx
+    K2[..., 0, 2] = (K[..., 0, 2] + 0.5) * sx - 0.5 + ox
+    K2[..., 1, 1] = K[..., 1, 1] * sy
+    K2[..., 1, 2] = (K[..., 1, 2] + 0.5) * sy - 0.5 + oy
+    return K2
+
+
 def latent_intrinsics(K: torch.Tensor, factor: int) -> torch.Tensor:
     """K for an image ``factor`` times smaller (integer pixel centres): x' = (x + 0.5)/f - 0.5."""
-    if factor == 1:
-        return K
-    K2 = K.clone()
-    K2[..., 0, 0] = K[..., 0, 0] / factor
-    K2[..., 1, 1] = K[..., 1, 1] / factor
-    K2[..., 0, 1] = K[..., 0, 1] / factor
-    K2[..., 0, 2] = (K[..., 0, 2] + 0.5) / factor - 0.5
-    K2[..., 1, 2] = (K[..., 1, 2] + 0.5) / factor - 0.5
-    return K2
+    return K if factor == 1 else scale_intrinsics(K, 1.0 / factor)
 
 
 class Actor(nn.Module):
@@ -185,13 +191,7 @@ class Actor(nn.Module):
             return self(joints, K, R, t, height, width)
         lh, lw = max(8, int(round(height * f))), max(8, int(round(width * f)))
         fy, fx = lh / height, lw / width
-        K2 = K.clone()
-        K2[..., 0, 0] = K[..., 0, 0] * fx
-        K2[..., 0, 1] = K[..., 0, 1] * fx
-        K2[..., 0, 2] = (K[..., 0, 2] + 0.5) * fx - 0.5
-        K2[..., 1, 1] = K[..., 1, 1] * fy
-        K2[..., 1, 2] = (K[..., 1, 2] + 0.5) * fy - 0.5
-        out = self(joints, K2, R, t, lh, lw)
+        out = self(joints, scale_intrinsics(K, fx, fy), R, t, lh, lw)
         up = lambda x: torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
         near = lambda x: torch.nn.functional.interpolate(x, size=(height, width), mode="nearest")
         return dict(rgb=up(out["rgb"]).clamp(0, 1), alpha=up(out["alpha"]).clamp(0, 1), latent=out["latent"],

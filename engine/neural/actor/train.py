@@ -626,12 +626,9 @@ def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float
     grid = torch.stack([gx[:, None, :].expand(B, H, W), gy[:, :, None].expand(B, H, W)], dim=-1)
     sample = lambda x: torch.nn.functional.grid_sample(x, grid.to(x.dtype), mode="bilinear",
                                                        padding_mode="zeros", align_corners=False)
-    K2 = K.clone()
-    K2[:, 0, 0] = K[:, 0, 0] * s
-    K2[:, 0, 1] = K[:, 0, 1] * s
-    K2[:, 1, 1] = K[:, 1, 1] * s
-    K2[:, 0, 2] = s * (K[:, 0, 2] + 0.5) - 0.5 + ox
-    K2[:, 1, 2] = s * (K[:, 1, 2] + 0.5) - 0.5 + oy
+    from engine.neural.actor.model import scale_intrinsics
+
+    K2 = scale_intrinsics(K, s.to(K.dtype), ox=ox.to(K.dtype), oy=oy.to(K.dtype))
     return {**b, "rgb": sample(rgb), "mask": sample(mask), "K": K2}
 
 
