@@ -491,17 +491,25 @@ def final_skeleton(inp: Inputs, opt: IngestOptions, track: SubjectTrack, subject
 # ---------------------------------------------------------------------- 6. masks
 def _masks_for_view(args):
     images, seg, joints, bones, widths, cam, refine, detected = args
-    from engine.capture.ingest.masks import bone_segments, refine_mask, view_quality
+    from engine.capture.ingest.masks import (background_plate, bone_segments, grow_mask, person_region,
+                                             plate_noise, refine_mask, view_quality)
 
-    masks, segs = [], []
-    for r in range(len(images)):
-        segments = bone_segments(joints[r], bones, widths, cam)
-        segs.append(segments)
-        s = None if seg is None else seg[r].astype(np.float32) / 255.0
-        if refine or s is None:
-            masks.append(refine_mask(images[r], s, segments))
+    segs = [bone_segments(joints[r], bones, widths, cam) for r in range(len(images))]
+    probs = [None if seg is None else seg[r].astype(np.float32) / 255.0 for r in range(len(images))]
+    if not (refine or seg is None):
+        masks = [((s > 0.5) * 255).astype(np.uint8) for s in probs]
+    else:
+        if refine and len(images) >= 10:
+            # the crop is fixed per camera, so the frames share one background; a second plate from
+            # the first pass's (tighter) masks uncovers pixels the detector's mask hid
+            exclude = np.stack([person_region(images.shape[1:3], s, g) for s, g in zip(probs, segs)])
+            for _ in range(2):
+                bg, known = background_plate(images, exclude)
+                plate = (bg, known, plate_noise(images, exclude, bg, known))
+                masks = [refine_mask(images[r], probs[r], segs[r], plate=plate) for r in range(len(images))]
+                exclude = np.stack([grow_mask(m, 0.02) for m in masks])
         else:
-            masks.append(((s > 0.5) * 255).astype(np.uint8))
+            masks = [refine_mask(images[r], probs[r], segs[r]) for r in range(len(images))]
     independent = None if seg is None else [np.asarray(x) for x in seg]
     return masks, view_quality(masks, segs, list(detected), independent)
 
