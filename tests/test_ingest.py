@@ -232,6 +232,12 @@ def test_real_clip_few_frames_end_to_end(tmp_path):
     # and the subject is a person-sized thing standing on the platform (metres, Z up)
     height = np.nanmax(J[..., 2], axis=1) - np.nanmin(J[..., 2], axis=1)
     assert np.all((height > 1.0) & (height < 2.1))
+    # the rig is colour-calibrated from the subject: a gain per camera and channel, recorded
+    gains = cap.meta["generator"]["colour_gains"]
+    assert sorted(gains) == cap.camera_names
+    g = np.array(list(gains.values()))
+    assert g.shape == (4, 3) and np.all((g > 0.25) & (g < 4)) and not np.allclose(g, 1)
+    assert any(line.startswith("colour calibration") for line in res.lines)
     views = split_views(cap, "train")
     ds = ViewSet(cap, views, resolution=96)
     item = ds[0]

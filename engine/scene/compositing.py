@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.io.colour import linear_to_srgb, srgb_to_linear  # noqa: F401  (re-exported for the add-on)
+
 
 def composite_layers(rgba_layers: list[np.ndarray], depth_layers: list[np.ndarray],
                      background: np.ndarray | None = None) -> np.ndarray:
@@ -44,21 +46,6 @@ def composite_layers(rgba_layers: list[np.ndarray], depth_layers: list[np.ndarra
     rgb = premult_rgb / np.maximum(alpha, 1e-8)
     rgb[alpha[..., 0] <= 1e-8] = 0.0
     return np.concatenate([rgb, alpha], axis=-1)
-
-
-def srgb_to_linear(c: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """IEC 61966-2-1 sRGB decoding (what Blender's 'Standard' view transform inverts on save), ``(*,) -> (*,)``.
-
-    >>> srgb_to_linear([0.0, 1.0])
-    array([0., 1.], dtype=float32)
-    """
-    c = np.asarray(c, dtype=dtype)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(dtype)
-
-
-def linear_to_srgb(c: np.ndarray) -> np.ndarray:
-    c = np.clip(np.asarray(c, dtype=np.float32), 0.0, None)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1 / 2.4) - 0.055).astype(np.float32)
 
 
 def to_blender_pixels(rgba_srgb_straight: np.ndarray) -> np.ndarray:

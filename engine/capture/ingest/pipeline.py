@@ -55,6 +55,7 @@ class IngestOptions:
     workers: int = 2
     cutoff: float = 6.0
     refine_masks: bool = True
+    colour_calibration: bool = True
     progress: bool = True
 
     def validate(self) -> None:
@@ -567,8 +568,27 @@ def _resolve_names(given: list[str], names: list[str], what: str) -> list[str]:
     return [names[m] for m in mapping]
 
 
+def calibrate_colours(views: list[ViewSamples], masks, seq, crop_cams: list[Camera], names: list[str]):
+    """Per-camera linear RGB gains from the subject (``photometric``), applied to the views' images
+    in place -> (gains {camera: [r, g, b]}, report line)."""
+    from engine.capture.ingest.photometric import apply_gain, camera_gains, subject_colours
+
+    bones = seq.joint_set.bones
+    colours = np.stack([subject_colours(v.images, m[0], seq.joints, bones, cam)
+                        for v, m, cam in zip(views, masks, crop_cams)])
+    gains, info = camera_gains(colours)
+    for v, g in zip(views, gains):
+        v.images = apply_gain(v.images, g)
+    text = ", ".join(f"{n} x{g[0]:.2f}/{g[1]:.2f}/{g[2]:.2f}" for n, g in zip(names, gains))
+    rms = info["residual_log_rms"]
+    line = (f"colour calibration (linear RGB gains from the subject seen by every camera): {text}; "
+            f"{info['pairs_used']} camera-bone pairs, residual {rms:.2f} log units" if rms is not None else
+            f"colour calibration: not enough of the subject seen by two cameras; gains left at 1 ({text})")
+    return {n: [round(float(x), 4) for x in g] for n, g in zip(names, gains)}, line
+
+
 def write_capture(inp: Inputs, opt: IngestOptions, views, masks, seq, crop_cams, boxes, subject_note,
-                  report_lines: list[str], timings: dict) -> Path:
+                  report_lines: list[str], timings: dict, colour_gains: dict | None = None) -> Path:
     import cv2
 
     from engine.io.capture_folder import begin_capture, finish_capture, keypoints_relpath, write_openpose_json
@@ -614,6 +634,7 @@ def write_capture(inp: Inputs, opt: IngestOptions, views, masks, seq, crop_cams,
             "crop_boxes": {n: b.to_list() for n, b in zip(inp.names, boxes)},
             "full_frame_cameras": "cameras_full.json", "subject": subject_note, "notes": inp.notes,
             "quality": quality,
+            "colour_gains": colour_gains,  # linear RGB gains applied to each camera's images (None: off)
         },
     }
     (partial / "ingest_report.txt").write_text("\n".join(report_lines) + "\n")
@@ -686,5 +707,11 @@ def ingest(opt: IngestOptions) -> IngestResult:
                      f"{q['coverage_min']:.3f}), refined vs detector IoU {q['refine_iou']:.3f}, "
                      f"area variation {q['area_cv']:.3f}, detector failures {q['detector_failures']}, "
                      f"flagged {len(q['flagged'])} of {T} frames (excluded from training)")
-    outp = write_capture(inp, opt, views, masks, seq, crop_cams, boxes, note, lines, timings)
+    gains = None
+    if opt.colour_calibration and len(views) >= 2:
+        t = time.perf_counter()
+        gains, line = calibrate_colours(views, masks, seq, crop_cams, inp.names)
+        timings["colour"] = time.perf_counter() - t
+        lines.append(line)
+    outp = write_capture(inp, opt, views, masks, seq, crop_cams, boxes, note, lines, timings, gains)
     return IngestResult(outp, lines, timings, subject_lines, seq, quality)

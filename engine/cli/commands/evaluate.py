@@ -24,6 +24,9 @@ def add_arguments(p):
     p.add_argument("-o", "--output", metavar="DIR", help="folder for metrics.json and grid.png (default: none)")
     p.add_argument("--grid", metavar="PNG", help="comparison grid path (default DIR/grid.png with -o); "
                                                  "metrics.json goes next to it unless -o is given")
+    p.add_argument("--capture-poses", action="store_true",
+                   help="drive the actor with the capture's skeleton even where training refined it "
+                        "(an actor trained with --refine-pose on this capture uses its refined poses by default)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -58,7 +61,7 @@ def run(args) -> int:
     actor, doc = load_actor(args.actor, device=device)
     cap = open_capture(args.capture)
     res = evaluate_actor(actor, cap, resolution=args.resolution, max_views=args.max_views or None, device=device,
-                         grid_path=grid, progress=not (args.quiet or args.json))
+                         grid_path=grid, progress=not (args.quiet or args.json), refined_poses=not args.capture_poses)
     res["actor"] = str(args.actor)
     res["capture"] = str(args.capture)
     res["mode"] = actor.config.mode
@@ -73,6 +76,7 @@ def run(args) -> int:
     print(f"{'split':<12}" + "".join(f"{c:>13}" for c in cols) + f"{'views':>7}")
     for name, s in list(res["splits"].items()) + [("overall", res["overall"])]:
         print(f"{name:<12}" + "".join(f"{s.get(c, float('nan')):>13.4f}" for c in cols) + f"{s['views']:>7d}")
+    print(f"poses: {res['poses']}")
     if grid is not None:
         print(f"grid: {grid}")
     if metrics is not None:

@@ -53,6 +53,12 @@ def add_arguments(p):
                         "mask, so the primitives explain the silhouette (default 0: off)")
     p.add_argument("--augment", action="store_true",
                    help="randomly zoom (0.85-1.15x) and shift (8 %%) training views, cameras changed to match")
+    p.add_argument("--refine-pose", action="store_true",
+                   help="also learn a small, smooth per-frame correction of the capture's skeleton from the "
+                        "training cameras (stored with the actor; 'marionette evaluate' uses it on this capture)")
+    p.add_argument("--pose-weight", type=float, default=1.0, metavar="W",
+                   help="with --refine-pose: how strongly corrections are pulled back to the captured skeleton "
+                        "(default 1)")
     p.add_argument("--snapshot-minutes", type=float, nargs="*", default=[], metavar="M",
                    help="also save the actor to ACTOR_DIR/snapshots/<M>min/ after M minutes of training "
                         "(for learning curves, e.g. 5 15 30)")
@@ -70,13 +76,14 @@ def effective_command(args) -> str:
 
     parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
     for opt in ("steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
-                "per_bone", "silhouette_weight", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
+                "per_bone", "silhouette_weight", "pose_weight", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
         value = getattr(args, opt)
         if value is not None:
             parts += ["--" + opt.replace("_", "-"), str(value)]
     if args.snapshot_minutes:
         parts += ["--snapshot-minutes"] + [f"{m:g}" for m in args.snapshot_minutes]
-    parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "colour_correction", "augment") if getattr(args, f)]
+    parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "colour_correction", "augment", "refine_pose")
+              if getattr(args, f)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -98,7 +105,7 @@ def run(args) -> int:
                       eval_views=args.eval_views, threads=args.threads, progress=not args.quiet,
                       per_bone=args.per_bone, colour_correction=args.colour_correction,
                       snapshot_minutes=tuple(args.snapshot_minutes), silhouette_weight=args.silhouette_weight,
-                      augment=args.augment,
+                      augment=args.augment, refine_pose=args.refine_pose, pose_weight=args.pose_weight,
                       command=effective_command(args))
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports

@@ -156,6 +156,7 @@ class ViewSet(torch.utils.data.Dataset):
             "R": torch.as_tensor(cam.R, dtype=torch.float32),
             "t": torch.as_tensor(cam.t, dtype=torch.float32),
             "index": torch.tensor(i),
+            "row": torch.tensor(self.cap.frame_row(v.frame)),  # the frame's row in the capture's skeleton
             "camera_index": torch.tensor(self.camera_index.get(v.camera, -1)),
         }
 

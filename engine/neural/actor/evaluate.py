@@ -80,9 +80,26 @@ def _pick(views: list, n: int | None) -> list:
     return [views[i] for i in idx]
 
 
+def refined_poses_apply(actor, cap) -> bool:
+    """Whether the actor's learned skeleton corrections (``--refine-pose``) belong to this capture:
+    same number of frames and the very ``joints3d.npz`` they were fitted to (its SHA-256)."""
+    from engine.neural.actor.model_file import sha256_file
+
+    want = getattr(actor, "pose_skeleton_sha256", None)
+    if not actor.config.pose_frames or not want or actor.config.pose_frames != len(cap.frames):
+        return False
+    if cap.joint_set.name != actor.joint_set.name:
+        return False
+    return sha256_file(cap.root / "joints3d.npz") == want
+
+
 @torch.no_grad()
 def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | None = 64, device=None,
-                   batch: int = 4, grid_path=None, progress: bool = False, splits=SPLITS) -> dict:
+                   batch: int = 4, grid_path=None, progress: bool = False, splits=SPLITS,
+                   refined_poses: bool = True) -> dict:
+    """Score ``actor`` on the held-out views of ``cap``. ``refined_poses``: drive it with its learned
+    skeleton corrections when they belong to this capture (``refined_poses_apply``; the held-out
+    camera sees training frames, whose poses training refined from the other cameras)."""
     from engine.neural.actor.dataset import ViewSet, split_views
 
     device = device or next(actor.parameters()).device
@@ -102,8 +119,10 @@ def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | N
     if resolution is None:
         res = getattr(actor, "training_resolution", None)  # [W, H] recorded by training
         resolution = max(res) if res else None
+    refine = refined_poses and refined_poses_apply(actor, cap)
     result = {"splits": {}, "resolution": None, "lpips": "available" if lpips_net else
-              "skipped (no local LPIPS weights; set MARIONETTE_VGG_WEIGHTS)"}
+              "skipped (no local LPIPS weights; set MARIONETTE_VGG_WEIGHTS)",
+              "poses": "refined by training" if refine else "capture"}
     all_rows: list[dict] = []
     grid_rows = []
     todo = [(s, _pick(split_views(cap, s), max_views)) for s in splits]
@@ -127,7 +146,8 @@ def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | N
                 for g in groups:
                     b = {k: v.to(device) for k, v in ds.batch(g).items()}
                     H, W = b["rgb"].shape[-2:]
-                    out = actor(b["joints"], b["K"], b["R"], b["t"], H, W)
+                    joints = actor.refine_joints(b["joints"], b["row"]) if refine else b["joints"]
+                    out = actor(joints, b["K"], b["R"], b["t"], H, W)
                     rgb, alpha = out["rgb"].clamp(0, 1), out["alpha"].clamp(0, 1)
                     truth, mask = b["rgb"], b["mask"]
                     comp_r, comp_t = rgb * alpha, truth * mask

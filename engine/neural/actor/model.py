@@ -44,6 +44,9 @@ class ActorConfig:
     # training cameras with a learned colour correction (gain, offset per RGB channel) that
     # absorbs exposure and white-balance differences between real cameras; render never applies it
     colour_cameras: int = 0
+    # capture frames with a learned correction of the capture's skeleton (metres per joint), fitted
+    # with the actor from the training cameras; training and evaluation on that capture only
+    pose_frames: int = 0
 
     def validate(self, where: str = "actor config") -> None:
         get_joint_set(self.joint_set)
@@ -56,6 +59,8 @@ class ActorConfig:
                                   f"= {self.latent_dim + 1}")
         if not (0 <= int(self.colour_cameras) <= 4096):
             raise MarionetteError(f"{where}: 'colour_cameras' must be between 0 and 4096, got {self.colour_cameras}")
+        if not (0 <= int(self.pose_frames) <= 100000):
+            raise MarionetteError(f"{where}: 'pose_frames' must be between 0 and 100000, got {self.pose_frames}")
         if not (1 <= int(self.per_bone) <= 64):
             raise MarionetteError(f"{where}: 'per_bone' must be between 1 and 64, got {self.per_bone}")
         if not (self.density > 0 and math.isfinite(self.density)):
@@ -70,10 +75,11 @@ class ActorConfig:
 
 def make_config(joint_set: str, latent_dim: int = 16, mode: str = "transmittance", preset: str = "small",
                 upsample: int = 1, code_dim: int = 32, density: float = 30.0, per_bone: int = 1,
-                colour_cameras: int = 0) -> ActorConfig:
+                colour_cameras: int = 0, pose_frames: int = 0) -> ActorConfig:
     dec = DecoderConfig.preset(preset, in_channels=latent_dim + 1, upsample=upsample, code_dim=code_dim)
     cfg = ActorConfig(joint_set=get_joint_set(joint_set).name, latent_dim=latent_dim, mode=mode,
-                      density=density, decoder=dec, per_bone=int(per_bone), colour_cameras=int(colour_cameras))
+                      density=density, decoder=dec, per_bone=int(per_bone), colour_cameras=int(colour_cameras),
+                      pose_frames=int(pose_frames))
     cfg.validate()
     return cfg
 
@@ -120,6 +126,9 @@ class Actor(nn.Module):
         if config.colour_cameras:
             # [cameras, 2, 3]: log-gain and offset per RGB channel; zeros = identity
             self.camera_colour = nn.Parameter(torch.zeros(int(config.colour_cameras), 2, 3))
+        if config.pose_frames:
+            # [capture rows, joints, 3] metres added to the capture's skeleton (refine_joints); zeros = as captured
+            self.pose_offsets = nn.Parameter(torch.zeros(int(config.pose_frames), self.joint_set.num_joints, 3))
         self.decoder.to(memory_format=torch.channels_last)
         self.backend: str | None = None  # renderer backend; None = engine default / env var
 
@@ -167,6 +176,13 @@ class Actor(nn.Module):
             return rgb
         cc = self.camera_colour[camera_index]                      # [B, 2, 3]
         return rgb * cc[:, 0, :, None, None].exp() + cc[:, 1, :, None, None]
+
+    def refine_joints(self, joints: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """joints [B, J, 3] of capture rows ``rows`` [B] with the learned skeleton corrections added
+        (unchanged for an actor trained without them). Only meaningful for the capture it was trained on."""
+        if not self.config.pose_frames:
+            return joints
+        return joints + self.pose_offsets[rows].to(joints.dtype)
 
     def person_height_px(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """[B] height in pixels of the projected skeleton's bounding box (the person's on-screen size)."""

@@ -36,7 +36,7 @@ from engine.validate import MAX_RENDER_SIDE, confined_file, number, string, whol
 
 # caps on the sizes an actor/checkpoint JSON may ask for, checked before anything is allocated
 # (the largest preset is base 64, 4 levels, max 256 channels, code 32, latent 16)
-LIMITS = {"latent_dim": 1024, "per_bone": 64, "colour_cameras": 4096, "in_channels": 1025, "base_channels": 1024,
+LIMITS = {"latent_dim": 1024, "per_bone": 64, "colour_cameras": 4096, "pose_frames": 100000, "in_channels": 1025, "base_channels": 1024,
           "levels": 8, "max_channels": 4096, "code_dim": 4096, "upsample": 2}
 MAX_TENSOR_BYTES = 16 << 30
 
@@ -136,11 +136,13 @@ def actor_header(actor: Actor) -> dict:
     js = actor.joint_set
     return {
         # one-Gaussian-per-bone actors stay version 1 so older Marionettes keep reading them
-        "format": ACTOR_FORMAT, "version": ACTOR_VERSION if (cfg.per_bone > 1 or cfg.colour_cameras) else 1,
+        "format": ACTOR_FORMAT, "version": ACTOR_VERSION if (cfg.per_bone > 1 or cfg.colour_cameras or cfg.pose_frames)
+        else 1,
         "joint_set": js.name, "bones": [list(b) for b in js.bones], "bone_names": js.bone_names,
         "widths": [round(float(w), 6) for w in actor.primitives.widths().detach().cpu()],
         "latent_dim": cfg.latent_dim, "mode": cfg.mode, "density": cfg.density,
         "decoder": cfg.decoder.to_dict(), "per_bone": cfg.per_bone, "colour_cameras": cfg.colour_cameras,
+        "pose_frames": cfg.pose_frames,
     }
 
 
@@ -173,7 +175,7 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
         raise MarionetteError(f"{where}: actor file version {version} is {newer} than the versions this Marionette "
                               f"reads ({', '.join(map(str, READABLE_VERSIONS))}); use a matching Marionette or "
                               "retrain the actor")
-    for key in ("per_bone", "colour_cameras"):
+    for key in ("per_bone", "colour_cameras", "pose_frames"):
         if version < 2 and doc.get(key, 1 if key == "per_bone" else 0) != (1 if key == "per_bone" else 0):
             raise MarionetteError(f"{where}: field {key!r} needs actor file version 2, the file says {version}")
     for key in ("joint_set", "bones", "latent_dim", "mode", "decoder"):
@@ -191,9 +193,9 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
         raise MarionetteError(f"{where}: field 'bones' does not match the bones of joint set {js.name} in this "
                               "Marionette (the actor was made with a different joint-set definition)")
     sizes = {}
-    for key, default in (("latent_dim", None), ("per_bone", 1), ("colour_cameras", 0)):
+    for key, default in (("latent_dim", None), ("per_bone", 1), ("colour_cameras", 0), ("pose_frames", 0)):
         value = doc.get(key, default)
-        sizes[key] = number(value, f"{where}: field {key!r}", lo=0 if key == "colour_cameras" else 1,
+        sizes[key] = number(value, f"{where}: field {key!r}", lo=0 if key in ("colour_cameras", "pose_frames") else 1,
                             hi=LIMITS[key], integer=True)
     dec = doc["decoder"]
     if not isinstance(dec, dict):
@@ -205,6 +207,7 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
     try:
         cfg = ActorConfig(joint_set=js.name, latent_dim=sizes["latent_dim"], mode=mode, density=density,
                           per_bone=sizes["per_bone"], colour_cameras=sizes["colour_cameras"],
+                          pose_frames=sizes["pose_frames"],
                           decoder=DecoderConfig.from_dict(dec, f"{where}: field 'decoder'"))
     except (TypeError, ValueError) as exc:
         raise MarionetteError(f"{where}: bad field value ({exc})") from None
@@ -284,6 +287,9 @@ def load_actor(actor_dir, joint_set: JointSet | str | None = None, device="cpu")
     # the person's on-screen height the decoder learned at (Actor.forward_scaled); None for older actors
     ok = isinstance(native, (int, float)) and not isinstance(native, bool) and 4 <= native <= 1e5
     actor.native_person_px = float(native) if ok else None
+    sha = doc.get("training", {}).get("pose_skeleton_sha256") if isinstance(doc.get("training"), dict) else None
+    # the skeleton file the learned pose corrections belong to (engine.neural.actor.evaluate)
+    actor.pose_skeleton_sha256 = sha if isinstance(sha, str) and len(sha) == 64 else None
     actor.to(device)
     actor.eval()
     return actor, doc

@@ -77,6 +77,10 @@ class TrainConfig:
     # random zoom (x0.85-1.15) and shift (+-8 % of the image) of every training view, with the
     # camera changed to match, so the decoder cannot memorise where things sit in each view
     augment: bool = False
+    # learn a per-frame correction of the capture's skeleton with the actor (from the training cameras),
+    # kept small and smooth in time; the held-out camera then sees the same, better posed, frames
+    refine_pose: bool = False
+    pose_weight: float = 1.0  # strength of the pull back towards the captured skeleton
     eval_views: int = 16  # held-out views scored at the end (0: skip)
     threads: int | None = None
     command: str = ""
@@ -101,6 +105,7 @@ class TrainConfig:
         for m in self.snapshot_minutes:
             number(m, "--snapshot-minutes", lo=0)
         number(self.eval_views, "--eval-views", lo=0, integer=True)
+        number(self.pose_weight, "--pose-weight", lo=0)
         number(self.keep_checkpoints, "keep_checkpoints", lo=1, integer=True)
         if self.mode not in RENDER_MODES:
             raise MarionetteError(f"--mode must be one of {RENDER_MODES}, got {self.mode!r}")
@@ -368,7 +373,24 @@ def _param_groups(actor: Actor, lr: float) -> list[dict]:
     ]
     if actor.config.colour_cameras:
         groups.append({"params": [actor.camera_colour], "lr": lr, "name": "camera_colour"})
+    if actor.config.pose_frames:
+        # Adam moves each offset by about lr per step: 0.2 mm, so the skeleton drifts only as far as
+        # the images keep asking over hundreds of steps
+        groups.append({"params": [actor.pose_offsets], "lr": lr * 0.2, "name": "pose_offsets"})
     return groups
+
+
+POSE_SIGMA_M = 0.02  # a correction of this size costs as much as ...
+POSE_SMOOTH_M = 0.01  # ... a change of this size between consecutive frames
+
+
+def pose_prior(offsets: torch.Tensor, trained_rows: torch.Tensor) -> torch.Tensor:
+    """Penalty on the skeleton corrections [T, J, 3]: small (in units of ``POSE_SIGMA_M``) on the
+    trained rows and smooth in time (``POSE_SMOOTH_M`` between consecutive rows)."""
+    size = (offsets[trained_rows] / POSE_SIGMA_M).pow(2).mean()
+    if offsets.shape[0] < 2:
+        return size
+    return size + ((offsets[1:] - offsets[:-1]) / POSE_SMOOTH_M).pow(2).mean()
 
 
 def capture_resolution(cap) -> int:
@@ -454,7 +476,8 @@ def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
 
     acfg = make_config(cap.joint_set.name, latent_dim=cfg.latent_dim, mode=cfg.mode, preset=cfg.preset,
                        upsample=cfg.upsample, per_bone=cfg.per_bone,
-                       colour_cameras=len(cap.train_cameras) if cfg.colour_cameras_enabled() else 0)
+                       colour_cameras=len(cap.train_cameras) if cfg.colour_cameras_enabled() else 0,
+                       pose_frames=len(cap.frames) if cfg.refine_pose else 0)
     actor = Actor(acfg, seed=cfg.seed).to(device)
     opt = torch.optim.Adam(_param_groups(actor, cfg.lr), betas=(0.9, 0.99))
     base_lrs = [g["lr"] for g in opt.param_groups]
@@ -502,6 +525,10 @@ def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     H, W = ds.size[1], ds.size[0]
     train_doc = _train_doc(cfg, cap, d, device, H, W)
     train_doc["person_height_px"] = _median_person_height(ds)
+    trained_rows = torch.as_tensor(sorted({cap.frame_row(v.frame) for v in views}), device=device)
+    if cfg.refine_pose:
+        # which skeleton the corrections belong to: evaluate applies them only to this one
+        train_doc["pose_skeleton_sha256"] = mf.sha256_file(cap.root / "joints3d.npz")
     if history:
         train_doc["previous_runs"] = history
     bar = _bar(cfg, d, cfg.steps, "training", initial=start_step)
@@ -522,7 +549,8 @@ def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
                 g["lr"] = base * _lr_factor(step, cfg.steps)
             if cfg.augment:
                 b = augment_views(b, gen)
-            res = model(b["joints"], b["K"], b["R"], b["t"], H, W)
+            joints = actor.refine_joints(b["joints"], b["row"])
+            res = model(joints, b["K"], b["R"], b["t"], H, W)
             rgb = actor.colour_correct(res["rgb"], b["camera_index"].clamp_min(0))
             parts = loss_fn(rgb, res["alpha"], b["rgb"], b["mask"])
             if cfg.silhouette_weight > 0:
@@ -532,6 +560,9 @@ def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
                                                             align_corners=False)
                 parts["silhouette"] = (lat_a - b["mask"]).abs().mean()
                 parts["loss"] = parts["loss"] + cfg.silhouette_weight * parts["silhouette"]
+            if actor.config.pose_frames:
+                parts["pose"] = pose_prior(actor.pose_offsets, trained_rows)
+                parts["loss"] = parts["loss"] + 1e-3 * cfg.pose_weight * parts["pose"]
             if actor.config.colour_cameras:
                 # keep the corrections small: the decoder, not the cameras, should explain the person
                 parts["loss"] = parts["loss"] + 1e-2 * actor.camera_colour.pow(2).mean()
@@ -590,6 +621,7 @@ def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
         from engine.neural.actor.evaluate import evaluate_actor
 
         actor.eval()
+        actor.pose_skeleton_sha256 = train_doc.get("pose_skeleton_sha256")
         ev = evaluate_actor(actor, cap, resolution=cfg.resolution, max_views=cfg.eval_views, device=device,
                             progress=cfg.progress)
         train_doc["metrics"] = {**train_doc.get("metrics", {}), "heldout": ev["overall"],
