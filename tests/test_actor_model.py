@@ -144,8 +144,8 @@ def _edit_json(d, fn):
 
 def test_other_version_is_refused(saved):
     _, d = saved
-    _edit_json(d, lambda doc: doc.update(version=3))
-    with pytest.raises(MarionetteError, match="version 3 is newer"):
+    _edit_json(d, lambda doc: doc.update(version=4))
+    with pytest.raises(MarionetteError, match="version 4 is newer"):
         load_actor(d)
 
 

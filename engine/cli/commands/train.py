@@ -53,6 +53,11 @@ def add_arguments(p):
                         "mask, so the primitives explain the silhouette (default 0: off)")
     p.add_argument("--augment", action="store_true",
                    help="randomly zoom (0.85-1.15x) and shift (8 %%) training views, cameras changed to match")
+    p.add_argument("--texture-channels", type=int, default=0, metavar="C",
+                   help="feature channels of a learned map wrapped around each bone (a neural texture: detail "
+                        "that stays on the body from every view); 0 = none (default)")
+    p.add_argument("--texture-size", type=int, default=16, metavar="S",
+                   help="size of each bone's map, along x around (default 16)")
     p.add_argument("--refine-pose", action="store_true",
                    help="also learn a small, smooth per-frame correction of the capture's skeleton from the "
                         "training cameras (stored with the actor; 'marionette evaluate' uses it on this capture)")
@@ -76,7 +81,7 @@ def effective_command(args) -> str:
 
     parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
     for opt in ("steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
-                "per_bone", "silhouette_weight", "pose_weight", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
+                "per_bone", "texture_channels", "texture_size", "silhouette_weight", "pose_weight", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
         value = getattr(args, opt)
         if value is not None:
             parts += ["--" + opt.replace("_", "-"), str(value)]
@@ -106,6 +111,7 @@ def run(args) -> int:
                       per_bone=args.per_bone, colour_correction=args.colour_correction,
                       snapshot_minutes=tuple(args.snapshot_minutes), silhouette_weight=args.silhouette_weight,
                       augment=args.augment, refine_pose=args.refine_pose, pose_weight=args.pose_weight,
+                      texture_channels=args.texture_channels, texture_size=args.texture_size,
                       command=effective_command(args))
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports

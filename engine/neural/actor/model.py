@@ -47,6 +47,10 @@ class ActorConfig:
     # capture frames with a learned correction of the capture's skeleton (metres per joint), fitted
     # with the actor from the training cameras; training and evaluation on that capture only
     pose_frames: int = 0
+    # learned feature maps wrapped around every bone (engine.neural.render.texture): channels added to
+    # the latent image (0 = none, the format-v2 actor) and the map's size (along x around)
+    texture_channels: int = 0
+    texture_size: int = 16
 
     def validate(self, where: str = "actor config") -> None:
         get_joint_set(self.joint_set)
@@ -54,9 +58,13 @@ class ActorConfig:
             raise MarionetteError(f"{where}: 'mode' must be one of {RENDER_MODES}, got {self.mode!r}")
         if self.latent_dim < 1:
             raise MarionetteError(f"{where}: 'latent_dim' must be positive, got {self.latent_dim}")
-        if self.decoder.in_channels != self.latent_dim + 1:
-            raise MarionetteError(f"{where}: decoder in_channels {self.decoder.in_channels} must be latent_dim + 1 "
-                                  f"= {self.latent_dim + 1}")
+        if not (0 <= int(self.texture_channels) <= 256 and 2 <= int(self.texture_size) <= 256):
+            raise MarionetteError(f"{where}: 'texture_channels' must be 0-256 and 'texture_size' 2-256, got "
+                                  f"{self.texture_channels} and {self.texture_size}")
+        want = self.latent_dim + self.texture_channels + 1
+        if self.decoder.in_channels != want:
+            raise MarionetteError(f"{where}: decoder in_channels {self.decoder.in_channels} must be latent_dim + "
+                                  f"texture_channels + 1 = {want}")
         if not (0 <= int(self.colour_cameras) <= 4096):
             raise MarionetteError(f"{where}: 'colour_cameras' must be between 0 and 4096, got {self.colour_cameras}")
         if not (0 <= int(self.pose_frames) <= 100000):
@@ -75,11 +83,14 @@ class ActorConfig:
 
 def make_config(joint_set: str, latent_dim: int = 16, mode: str = "transmittance", preset: str = "small",
                 upsample: int = 1, code_dim: int = 32, density: float = 30.0, per_bone: int = 1,
-                colour_cameras: int = 0, pose_frames: int = 0) -> ActorConfig:
-    dec = DecoderConfig.preset(preset, in_channels=latent_dim + 1, upsample=upsample, code_dim=code_dim)
+                colour_cameras: int = 0, pose_frames: int = 0, texture_channels: int = 0,
+                texture_size: int = 16) -> ActorConfig:
+    dec = DecoderConfig.preset(preset, in_channels=latent_dim + texture_channels + 1, upsample=upsample,
+                               code_dim=code_dim)
     cfg = ActorConfig(joint_set=get_joint_set(joint_set).name, latent_dim=latent_dim, mode=mode,
                       density=density, decoder=dec, per_bone=int(per_bone), colour_cameras=int(colour_cameras),
-                      pose_frames=int(pose_frames))
+                      pose_frames=int(pose_frames), texture_channels=int(texture_channels),
+                      texture_size=int(texture_size))
     cfg.validate()
     return cfg
 
@@ -126,6 +137,13 @@ class Actor(nn.Module):
         if config.colour_cameras:
             # [cameras, 2, 3]: log-gain and offset per RGB channel; zeros = identity
             self.camera_colour = nn.Parameter(torch.zeros(int(config.colour_cameras), 2, 3))
+        if config.texture_channels:
+            from engine.neural.render.texture import BoneTexture
+
+            self.texture = BoneTexture(self.joint_set, config.texture_channels, config.texture_size, seed=seed or 0)
+            # primitive -> its bone, one-hot: rendered alongside the codes, it gives each bone's weight per pixel
+            onehot = torch.eye(len(self.joint_set.bones)).repeat_interleave(int(config.per_bone), dim=0)
+            self.register_buffer("bone_onehot", onehot, persistent=False)
         if config.pose_frames:
             # [capture rows, joints, 3] metres added to the capture's skeleton (refine_joints); zeros = as captured
             self.pose_offsets = nn.Parameter(torch.zeros(int(config.pose_frames), self.joint_set.num_joints, 3))
@@ -149,9 +167,18 @@ class Actor(nn.Module):
 
         B = joints.shape[0]
         g = self.primitives(joints)
-        return raycast(g["means"], g["precisions"], g["densities"].expand(B, -1), self.codes[None],
-                       self.background[None].expand(B, -1), K, R, t, height, width, mode=self.config.mode,
-                       backend=self.backend)
+        codes, background = self.codes, self.background
+        if self.config.texture_channels:
+            codes = torch.cat([codes, self.bone_onehot.to(codes.dtype)], dim=1)
+            background = torch.cat([background, background.new_zeros(self.bone_onehot.shape[1])])
+        latent, alpha, depth = raycast(g["means"], g["precisions"], g["densities"].expand(B, -1), codes[None],
+                                       background[None].expand(B, -1), K, R, t, height, width,
+                                       mode=self.config.mode, backend=self.backend)
+        if self.config.texture_channels:
+            D = self.config.latent_dim
+            tex = self.texture(joints, depth, latent[:, D:], K, R, t)
+            latent = torch.cat([latent[:, :D], tex], dim=1)
+        return latent, alpha, depth
 
     def forward(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
                 height: int, width: int) -> dict:

@@ -36,13 +36,15 @@ from engine.validate import MAX_RENDER_SIDE, confined_file, number, string, whol
 
 # caps on the sizes an actor/checkpoint JSON may ask for, checked before anything is allocated
 # (the largest preset is base 64, 4 levels, max 256 channels, code 32, latent 16)
-LIMITS = {"latent_dim": 1024, "per_bone": 64, "colour_cameras": 4096, "pose_frames": 100000, "in_channels": 1025, "base_channels": 1024,
+LIMITS = {"latent_dim": 1024, "per_bone": 64, "colour_cameras": 4096, "pose_frames": 100000,
+          "texture_channels": 256, "texture_size": 256, "in_channels": 1025, "base_channels": 1024,
           "levels": 8, "max_channels": 4096, "code_dim": 4096, "upsample": 2}
 MAX_TENSOR_BYTES = 16 << 30
 
 ACTOR_FORMAT = "marionette.actor"
-ACTOR_VERSION = 2  # v2 adds several Gaussians per bone ('per_bone'); v1 actors (one per bone) still load
-READABLE_VERSIONS = (1, 2)
+# v2 adds several Gaussians per bone ('per_bone'); v3 bone textures ('texture_channels'); older versions still load
+ACTOR_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 TENSOR_FILE = "actor.safetensors"
 JSON_FILE = "actor.json"
 
@@ -136,14 +138,20 @@ def actor_header(actor: Actor) -> dict:
     js = actor.joint_set
     return {
         # one-Gaussian-per-bone actors stay version 1 so older Marionettes keep reading them
-        "format": ACTOR_FORMAT, "version": ACTOR_VERSION if (cfg.per_bone > 1 or cfg.colour_cameras or cfg.pose_frames)
-        else 1,
+        "format": ACTOR_FORMAT, "version": header_version(cfg),
         "joint_set": js.name, "bones": [list(b) for b in js.bones], "bone_names": js.bone_names,
         "widths": [round(float(w), 6) for w in actor.primitives.widths().detach().cpu()],
         "latent_dim": cfg.latent_dim, "mode": cfg.mode, "density": cfg.density,
         "decoder": cfg.decoder.to_dict(), "per_bone": cfg.per_bone, "colour_cameras": cfg.colour_cameras,
-        "pose_frames": cfg.pose_frames,
+        "pose_frames": cfg.pose_frames, "texture_channels": cfg.texture_channels, "texture_size": cfg.texture_size,
     }
+
+
+def header_version(cfg: ActorConfig) -> int:
+    """The oldest format version that can describe ``cfg``, so older Marionettes keep reading what they can."""
+    if cfg.texture_channels:
+        return 3
+    return 2 if (cfg.per_bone > 1 or cfg.colour_cameras or cfg.pose_frames) else 1
 
 
 def save_actor(actor_dir, actor: Actor, training: dict | None = None) -> Path:
@@ -175,9 +183,9 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
         raise MarionetteError(f"{where}: actor file version {version} is {newer} than the versions this Marionette "
                               f"reads ({', '.join(map(str, READABLE_VERSIONS))}); use a matching Marionette or "
                               "retrain the actor")
-    for key in ("per_bone", "colour_cameras", "pose_frames"):
-        if version < 2 and doc.get(key, 1 if key == "per_bone" else 0) != (1 if key == "per_bone" else 0):
-            raise MarionetteError(f"{where}: field {key!r} needs actor file version 2, the file says {version}")
+    for key, need in (("per_bone", 2), ("colour_cameras", 2), ("pose_frames", 2), ("texture_channels", 3)):
+        if version < need and doc.get(key, 1 if key == "per_bone" else 0) != (1 if key == "per_bone" else 0):
+            raise MarionetteError(f"{where}: field {key!r} needs actor file version {need}, the file says {version}")
     for key in ("joint_set", "bones", "latent_dim", "mode", "decoder"):
         if key not in doc:
             raise MarionetteError(f"{where}: missing field {key!r}")
@@ -193,9 +201,11 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
         raise MarionetteError(f"{where}: field 'bones' does not match the bones of joint set {js.name} in this "
                               "Marionette (the actor was made with a different joint-set definition)")
     sizes = {}
-    for key, default in (("latent_dim", None), ("per_bone", 1), ("colour_cameras", 0), ("pose_frames", 0)):
+    for key, default in (("latent_dim", None), ("per_bone", 1), ("colour_cameras", 0), ("pose_frames", 0),
+                         ("texture_channels", 0), ("texture_size", 16)):
         value = doc.get(key, default)
-        sizes[key] = number(value, f"{where}: field {key!r}", lo=0 if key in ("colour_cameras", "pose_frames") else 1,
+        lo = 0 if key in ("colour_cameras", "pose_frames", "texture_channels") else (2 if key == "texture_size" else 1)
+        sizes[key] = number(value, f"{where}: field {key!r}", lo=lo,
                             hi=LIMITS[key], integer=True)
     dec = doc["decoder"]
     if not isinstance(dec, dict):
@@ -207,7 +217,8 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
     try:
         cfg = ActorConfig(joint_set=js.name, latent_dim=sizes["latent_dim"], mode=mode, density=density,
                           per_bone=sizes["per_bone"], colour_cameras=sizes["colour_cameras"],
-                          pose_frames=sizes["pose_frames"],
+                          pose_frames=sizes["pose_frames"], texture_channels=sizes["texture_channels"],
+                          texture_size=sizes["texture_size"],
                           decoder=DecoderConfig.from_dict(dec, f"{where}: field 'decoder'"))
     except (TypeError, ValueError) as exc:
         raise MarionetteError(f"{where}: bad field value ({exc})") from None

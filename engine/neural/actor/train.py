@@ -61,6 +61,8 @@ class TrainConfig:
     upsample: int = 1
     latent_dim: int = 16
     per_bone: int = 4  # Gaussians per bone (1 = the seed paper's one-Gaussian-per-bone actor)
+    texture_channels: int = 0  # feature channels of the maps wrapped around each bone (0 = none)
+    texture_size: int = 16  # their size, along x around
     # learn per-training-camera gain/offset (never applied at render); off by default: on the real clip it
     # cost 0.5 dB on the held-out camera at equal time (docs/sections/50-neural-actor.md)
     colour_correction: bool = False
@@ -113,6 +115,8 @@ class TrainConfig:
             raise MarionetteError(f"--upsample must be 1 or 2, got {self.upsample}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise MarionetteError(f"--lr must be a positive number, got {self.lr}")
+        number(self.texture_channels, "--texture-channels", lo=0, hi=256, integer=True)
+        number(self.texture_size, "--texture-size", lo=2, hi=256, integer=True)
         if not (1 <= self.per_bone <= 64):
             raise MarionetteError(f"--per-bone must be between 1 and 64, got {self.per_bone}")
         if self.checkpoint_every < 1:
@@ -368,7 +372,8 @@ def _param_groups(actor: Actor, lr: float) -> list[dict]:
     # widths/densities live in log space: a smaller step keeps the bones from collapsing early
     groups = [
         {"params": list(actor.decoder.parameters()) + [actor.actor_code], "lr": lr, "name": "decoder"},
-        {"params": [actor.codes, actor.background], "lr": lr * 5, "name": "codes"},
+        {"params": [actor.codes, actor.background] + ([actor.texture.maps] if actor.config.texture_channels else []),
+         "lr": lr * 5, "name": "codes"},
         {"params": list(actor.primitives.parameters()), "lr": lr * 0.5, "name": "primitives"},
     ]
     if actor.config.colour_cameras:
@@ -477,7 +482,8 @@ def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
     acfg = make_config(cap.joint_set.name, latent_dim=cfg.latent_dim, mode=cfg.mode, preset=cfg.preset,
                        upsample=cfg.upsample, per_bone=cfg.per_bone,
                        colour_cameras=len(cap.train_cameras) if cfg.colour_cameras_enabled() else 0,
-                       pose_frames=len(cap.frames) if cfg.refine_pose else 0)
+                       pose_frames=len(cap.frames) if cfg.refine_pose else 0,
+                       texture_channels=cfg.texture_channels, texture_size=cfg.texture_size)
     actor = Actor(acfg, seed=cfg.seed).to(device)
     opt = torch.optim.Adam(_param_groups(actor, cfg.lr), betas=(0.9, 0.99))
     base_lrs = [g["lr"] for g in opt.param_groups]

@@ -175,6 +175,16 @@ def bone_frames(joints: torch.Tensor, bones: torch.Tensor, lateral: torch.Tensor
     return torch.stack([along, side, front], dim=-1)
 
 
+def bone_geometry(joints: torch.Tensor, joint_set, bones: torch.Tensor, use_forward: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per bone: its frame [B, N, 3, 3] (``bone_frames``), midpoint [B, N, 3] and length [B, N]
+    (at least 0.1 mm, so coordinates along a collapsed bone stay finite)."""
+    lateral, forward = body_axes(joints, joint_set)
+    frames = bone_frames(joints, bones, lateral, forward, use_forward)
+    ja, jb = joints[:, bones[:, 0]], joints[:, bones[:, 1]]
+    return frames, 0.5 * (ja + jb), (jb - ja).norm(dim=-1).clamp_min(1e-4)
+
+
 def surface_layout(k: int) -> tuple[np.ndarray, np.ndarray]:
     """Initial local offsets [k, 3] (along in bone lengths from the midpoint; side, front in
     widths) and log-scales [k, 3] (along in bone lengths; across in widths) of ``k`` Gaussians
@@ -245,11 +255,7 @@ class SurfacePrimitives(nn.Module):
         B = joints.shape[0]
         dt = joints.dtype
         w = self.widths().to(dt)                                                # [N]
-        lateral, forward = body_axes(joints, self.joint_set)
-        frames = bone_frames(joints, self.bones, lateral, forward, self.use_forward)  # [B, N, 3, 3]
-        ja, jb = joints[:, self.bones[:, 0]], joints[:, self.bones[:, 1]]
-        mid = 0.5 * (ja + jb)
-        L = (jb - ja).norm(dim=-1).clamp_min(1e-4)                               # [B, N]
+        frames, mid, L = bone_geometry(joints, self.joint_set, self.bones, self.use_forward)
         unit = torch.stack([L, w.expand_as(L), w.expand_as(L)], dim=-1)          # [B, N, 3] metres per local unit
         local = self.offsets.to(dt)[None] * unit[:, :, None]                    # [B, N, k, 3]
         means = mid[:, :, None] + torch.einsum("bnij,bnkj->bnki", frames, local)

@@ -1,0 +1,108 @@
+"""Bone textures: learned feature maps wrapped around every bone (a neural texture).
+
+The Gaussians give each bone a handful of latent vectors; a face, a tattoo or the seam of
+a pair of shorts needs far more. So each bone also carries a small feature map in its own
+cylindrical coordinates — along the bone (its length, from a quarter bone beyond the
+parent joint to a quarter beyond the child) x around it (the angle in the bone's frame,
+``primitives.bone_frames``: 0 at the body's side axis, wrapping round) — and the renderer's
+latent image gets, per pixel, the features of the surface point the pixel sees:
+
+    x      = camera centre + depth * ray direction  (the renderer's expected depth)
+    f(px)  = sum over bones b of  w_b(px) * T_b(along_b(x), around_b(x))
+
+with ``w_b`` the renderer's compositing weight of bone ``b``'s Gaussians at the pixel (they
+sum to the pixel's alpha, so ``f`` is premultiplied like the latent image) and ``T_b`` read
+bilinearly, wrapping round the bone. Features live on the body, so what the front of a
+thigh looks like is learned once and seen from every camera in every pose.
+
+Texture coordinates are taken from the rendered depth without gradient (the texture
+learns what is where; the Gaussians learn where the surface is, through ``w_b``). The
+lookup is ``torch.nn.functional.grid_sample``, PyTorch's own CPU and CUDA kernel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine import MarionetteError
+from engine.neural.render.primitives import bone_geometry, lateral_bones
+from engine.neural.render.rays import camera_origins, pixel_directions
+
+ALONG_EXTENT = 0.75  # the map spans +-0.75 bone lengths from the midpoint: a quarter bone past each joint
+
+
+def surface_points(depth: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """World points [B, 3, H, W] at the rendered depth [B, 1, H, W] (metres along unit rays)."""
+    B, _, H, W = depth.shape
+    dirs = pixel_directions(K.to(depth.dtype), R.to(depth.dtype), H, W)          # [B, HW, 3]
+    origins = camera_origins(R, t).to(depth.dtype)                              # [B, 3]
+    pts = origins[:, None] + dirs * depth.reshape(B, H * W, 1)
+    return pts.transpose(1, 2).reshape(B, 3, H, W)
+
+
+def texture_coordinates(points: torch.Tensor, frames: torch.Tensor, mid: torch.Tensor, length: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per bone and pixel: (along in [-1, 1] of the map's span, around in [-1, 1) = angle / pi).
+
+    points [B, 3, H, W]; frames [B, N, 3, 3] (columns along, side, front); mid [B, N, 3]; length [B, N]
+    -> two tensors [B, N, H, W].
+    """
+    rel = points[:, None] - mid[..., None, None]                                 # [B, N, 3, H, W]
+    local = torch.einsum("bnji,bnjhw->bnihw", frames, rel)                        # frame^T rel
+    along = (local[:, :, 0] / (ALONG_EXTENT * length[..., None, None])).clamp(-1.0, 1.0)
+    around = torch.atan2(local[:, :, 2], local[:, :, 1]) / math.pi
+    return along, around
+
+
+class BoneTexture(nn.Module):
+    """``channels`` features on a ``size`` (along) x ``size`` (around) map per bone of a joint set.
+
+    forward(joints [B,J,3], depth [B,1,H,W], bone_weights [B,N,H,W], K, R, t) -> features [B,C,H,W].
+    """
+
+    def __init__(self, joint_set, channels: int = 8, size: int = 16, seed: int = 0):
+        super().__init__()
+        if channels < 1 or not (2 <= size <= 256):
+            raise MarionetteError(f"BoneTexture({joint_set.name}): channels must be >= 1 and size 2-256, "
+                                  f"got {channels}, {size}")
+        self.joint_set = joint_set
+        self.register_buffer("bones", torch.as_tensor(np.asarray(joint_set.bones, dtype=np.int64).reshape(-1, 2)),
+                             persistent=False)
+        self.register_buffer("use_forward", torch.as_tensor(lateral_bones(joint_set)), persistent=False)
+        gen = torch.Generator().manual_seed(int(seed) + 1)
+        # [N, C, along, around]; small random values so bones and sides start distinguishable
+        self.maps = nn.Parameter(torch.randn(self.bones.shape[0], channels, size, size, generator=gen) * 0.1)
+
+    @property
+    def channels(self) -> int:
+        return int(self.maps.shape[1])
+
+    def forward(self, joints: torch.Tensor, depth: torch.Tensor, bone_weights: torch.Tensor,
+                K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        B, N, H, W = bone_weights.shape
+        if N != self.maps.shape[0]:
+            raise MarionetteError(f"BoneTexture: {N} bone weight maps for {self.maps.shape[0]} bones")
+        with torch.no_grad():
+            frames, mid, length = bone_geometry(joints.detach(), self.joint_set, self.bones, self.use_forward)
+            pts = surface_points(depth.detach(), K, R, t)
+            along, around = texture_coordinates(pts, frames, mid, length)
+            # wrap round the bone: pad one column each side and move the x coordinate to match
+            # (align_corners=False: x in [-1, 1] covers columns -0.5 .. S-0.5)
+            S = self.maps.shape[-1]
+            col = ((around + 1.0) * S - 1.0) / 2.0 + 1.0
+            gx = (2.0 * col + 1.0) / (S + 2) - 1.0
+            grid = torch.stack([gx, along], dim=-1).reshape(B * N, H, W, 2)
+        maps = torch.cat([self.maps[..., -1:], self.maps, self.maps[..., :1]], dim=-1).to(bone_weights.dtype)
+        maps = maps[None].expand(B, -1, -1, -1, -1).reshape(B * N, self.channels, maps.shape[-2], S + 2)
+        feats = F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear", padding_mode="border",
+                              align_corners=False)                                # [B*N, C, H, W]
+        feats = feats.reshape(B, N, self.channels, H, W)
+        return torch.einsum("bnchw,bnhw->bchw", feats, bone_weights)
+
+    def extra_repr(self) -> str:
+        return f"joint_set={self.joint_set.name}, channels={self.channels}, size={self.maps.shape[-1]}"
