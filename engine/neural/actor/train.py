@@ -379,9 +379,9 @@ def _param_groups(actor: Actor, lr: float) -> list[dict]:
     if actor.config.colour_cameras:
         groups.append({"params": [actor.camera_colour], "lr": lr, "name": "camera_colour"})
     if actor.config.pose_frames:
-        # Adam moves each offset by about lr per step: 0.2 mm, so the skeleton drifts only as far as
-        # the images keep asking over hundreds of steps
-        groups.append({"params": [actor.pose_offsets], "lr": lr * 0.2, "name": "pose_offsets"})
+        # Adam moves an offset by about lr (1 mm) each time its frame is in a batch (a few dozen times
+        # in an hour on a CPU), so the skeleton drifts only as far as the images keep asking
+        groups.append({"params": [actor.pose_offsets], "lr": lr, "name": "pose_offsets"})
     return groups
 
 
