@@ -10,10 +10,11 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   rochette    bone, with the seed paper's soft depth weighting instead of compositing
   silaug      surface + a silhouette loss on the Gaussians' own alpha + random zoom/shift of views
   silaugnc    silaug without the colour correction
-  texture     nocolour + a learned feature map wrapped around each bone (--texture-channels 8)
-  texturerp   texture + per-frame skeleton refinement (--refine-pose; evaluated with the refined
-              poses on training frames, i.e. the novel-view split)
-  tinytex     texture with the tiny decoder (4-5x more steps in the same time)
+  surfacerp   nocolour + per-frame skeleton refinement (--refine-pose; evaluated with the refined
+              poses on training frames, i.e. the novel-view split) — the main runs since the
+              colour-calibrated captures
+  texturerp   surfacerp + a learned feature map wrapped around each bone (--texture-channels 8)
+  tinytexrp   texturerp with the tiny decoder (4-5x more steps in the same time)
 
 Splits are captures made by ``marionette ingest`` with different held-out sets, e.g.
 ``nv`` (camera cam02 held out), ``np`` (frames 80-99 held out), ``ip`` (every 10th frame).
@@ -48,9 +49,10 @@ VARIANTS = {
     "rochette": dict(per_bone=1, colour_correction=False, mode="rochette"),
     "silaug": dict(per_bone=4, colour_correction=True, mode="transmittance", silhouette_weight=0.5, augment=True),
     "silaugnc": dict(per_bone=4, colour_correction=False, mode="transmittance", silhouette_weight=0.5, augment=True),
-    "texture": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8),
+    "surfacerp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True),
     "texturerp": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8, refine_pose=True),
-    "tinytex": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8, preset="tiny"),
+    "tinytexrp": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8, refine_pose=True,
+                      preset="tiny"),
 }
 SPLIT_OF = {"nv": "novel_view", "np": "novel_pose", "ip": "novel_pose"}
 

@@ -39,7 +39,7 @@ if [ ! -f "$OUT/capture/capture.json" ]; then
 fi
 echo "== train for $MINUTES minute(s) at ${RES}px"
 $PY -m engine train --capture "$OUT/capture" -o "$OUT/actor" --device "$DEVICE" --resolution $RES \
-    --steps $STEPS --max-minutes $MINUTES --eval-views 0 --overwrite --quiet | tail -8
+    --steps $STEPS --max-minutes $MINUTES --refine-pose --eval-views 0 --overwrite --quiet | tail -8
 echo "== evaluate"
 $PY -m engine evaluate "$OUT/actor" --capture "$OUT/capture" --device "$DEVICE" --max-views 24 --json \
     --grid "$OUT/grid.png" > "$OUT/metrics.json"

@@ -238,6 +238,7 @@ def test_real_clip_few_frames_end_to_end(tmp_path):
     g = np.array(list(gains.values()))
     assert g.shape == (4, 3) and np.all((g > 0.25) & (g < 4)) and not np.allclose(g, 1)
     assert any(line.startswith("colour calibration") for line in res.lines)
+    assert any(line.startswith("camera pointing refined") for line in res.lines)
     views = split_views(cap, "train")
     ds = ViewSet(cap, views, resolution=96)
     item = ds[0]

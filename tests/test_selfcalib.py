@@ -59,3 +59,35 @@ def test_cli_argument_errors(tmp_path, capsys):
     rc = main(["calibrate-from-keypoints", str(DEMO.pose_dir), "--intrinsics", str(DEMO.calibration), "--bone",
                "LKnee", "LAnkle", "x", "-o", str(tmp_path / "c.json")])
     assert rc == 1 and "must be a number" in capsys.readouterr().err
+
+
+def test_correct_pointing_removes_per_camera_bias(real_motion):
+    from engine.capture.selfcalib import correct_pointing
+
+    cams, X = real_motion
+    X = X[::3]
+    rng = np.random.default_rng(1)
+    kp = np.stack([np.concatenate([c.project(X), np.full(X.shape[:2] + (1,), 0.9)], -1) for c in cams])
+    kp[..., :2] += rng.normal(scale=1.0, size=kp[..., :2].shape)
+    kp[~np.isfinite(kp).all(-1)] = [np.nan, np.nan, 0.0]
+    # two cameras point a fraction of a degree off (about 15 px on these 1920-pixel frames)
+    off = []
+    for i, c in enumerate(cams):
+        a, b = (0.008, -0.004) if i == 0 else ((-0.003, 0.007) if i == 2 else (0.0, 0.0))
+        ca, sa, cb, sb = np.cos(a), np.sin(a), np.cos(b), np.sin(b)
+        dR = np.array([[1, 0, 0], [0, cb, -sb], [0, sb, cb]]) @ np.array([[ca, 0, sa], [0, 1, 0], [-sa, 0, ca]])
+        off.append(c.copy(R=dR @ c.R, t=dR @ c.t))
+
+    def tri(k, cs):
+        return triangulate(k, cs, min_confidence=0.3, reproj_threshold=25.0)
+
+    before = np.nanmedian(tri(kp, off).reprojection_error)
+    corr = correct_pointing(kp, off, tri)
+    assert np.abs(corr.bias_before).max() > 5.0
+    assert np.abs(corr.bias_after).max() < 0.5
+    after = np.nanmedian(tri(kp, corr.cameras).reprojection_error)
+    assert after < 0.5 * before and after < 2.0
+    # centres, intrinsics and the unperturbed cameras' relative geometry are kept
+    for c0, c1 in zip(off, corr.cameras):
+        assert np.allclose(c0.center, c1.center, atol=1e-9) and np.allclose(c0.K, c1.K)
+    assert corr.shift_px.shape == (len(cams), 2)

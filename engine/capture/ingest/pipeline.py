@@ -56,6 +56,7 @@ class IngestOptions:
     cutoff: float = 6.0
     refine_masks: bool = True
     colour_calibration: bool = True
+    refine_pointing: bool = True
     progress: bool = True
 
     def validate(self) -> None:
@@ -452,7 +453,8 @@ def sample_views(inp: Inputs, opt: IngestOptions, boxes: list[CropBox], joints: 
 # ---------------------------------------------------------------------- 5. skeleton
 def final_skeleton(inp: Inputs, opt: IngestOptions, track: SubjectTrack, subject, views: list[ViewSamples],
                    crop_cams: list[Camera]):
-    """Triangulated, gap-filled, low-passed skeleton of the subject -> (SkeletonSequence, TriangulationResult, lines)."""
+    """Triangulated, gap-filled, low-passed skeleton of the subject -> (SkeletonSequence, TriangulationResult,
+    report lines, refined camera extrinsics [(R, t)] per camera or None)."""
     from engine.capture.filtering import butterworth, fill_gaps
     from engine.capture.ingest.subjects import subject_keypoints
     from engine.io.skeleton_file import SkeletonSequence
@@ -468,7 +470,21 @@ def final_skeleton(inp: Inputs, opt: IngestOptions, track: SubjectTrack, subject
         cams, js, min_conf = crop_cams, BLAZEPOSE_33, DETECTOR_CONFIDENCE
     # scale the rejection threshold with the image: 25 px at 1920 is ~3 px at a 256 crop
     thr = 25.0 * max(max(c.width, c.height) for c in cams) / 1920.0
-    res = triangulate(kp, cams, min_confidence=min_conf, reproj_threshold=thr)
+    tri = lambda k, cs: triangulate(k, cs, min_confidence=min_conf, reproj_threshold=thr)  # noqa: E731
+    lines = []
+    pointing = None
+    if opt.refine_pointing and len(cams) >= 3:
+        from engine.capture.selfcalib import correct_pointing
+
+        corr = correct_pointing(kp, cams, tri)
+        cams = corr.cameras
+        pointing = [(c.R, c.t) for c in cams]
+        unit = "calibration" if opt.keypoints else f"{opt.resolution}-pixel crop"
+        lines.append("camera pointing refined from the subject's keypoints (" + unit + " pixels, median residual "
+                     "x/y before -> after; image shift applied): " + "; ".join(
+                         f"{n} {b[0]:+.1f}/{b[1]:+.1f} -> {a[0]:+.1f}/{a[1]:+.1f}, shift {s[0]:+.1f}/{s[1]:+.1f}"
+                         for n, b, a, s in zip(inp.names, corr.bias_before, corr.bias_after, corr.shift_px)))
+    res = tri(kp, cams)
     joints, filled = fill_gaps(res.points, max_gap=10)
     if opt.cutoff:
         if not opt.cutoff < inp.fps / 2:
@@ -482,11 +498,11 @@ def final_skeleton(inp: Inputs, opt: IngestOptions, track: SubjectTrack, subject
                                        views_used=res.views_used, filled=filled,
                                        camera_names=np.array(inp.names)))
     err = res.reprojection_error[np.isfinite(res.reprojection_error)]
-    lines = [f"skeleton: {js.name}, {len(inp.frames)} frames from {'--keypoints' if opt.keypoints else 'the detector'}; "
+    lines += [f"skeleton: {js.name}, {len(inp.frames)} frames from {'--keypoints' if opt.keypoints else 'the detector'}; "
              f"median reprojection error {np.median(err) if err.size else float('nan'):.2f} px "
              f"({'calibration' if opt.keypoints else f'{opt.resolution}-pixel crop'} pixels); "
              f"{int(filled.sum())} joint samples gap-filled; {int(seq.missing.sum())} still missing"]
-    return seq, res, lines
+    return seq, res, lines, pointing
 
 
 # ---------------------------------------------------------------------- 6. masks
@@ -692,7 +708,11 @@ def ingest(opt: IngestOptions) -> IngestResult:
     for k in ("decode", "crop", "detect"):
         timings[f"  {k} (CPU-s, all workers)"] = sum(v.seconds[k] for v in views)
     t = time.perf_counter()
-    seq, _, sk_lines = final_skeleton(inp, opt, track, subject, views, crop_cams)
+    seq, _, sk_lines, pointing = final_skeleton(inp, opt, track, subject, views, crop_cams)
+    if pointing is not None:
+        # every camera of a view (calibration, video, crop) shares its extrinsics; the images are unchanged
+        crop_cams = [c.copy(R=R, t=t) for c, (R, t) in zip(crop_cams, pointing)]
+        inp.video_cameras = [c.copy(R=R, t=t) for c, (R, t) in zip(inp.video_cameras, pointing)]
     timings["triangulate"] = time.perf_counter() - t
     lines += sk_lines
     if not np.isfinite(seq.joints).any():

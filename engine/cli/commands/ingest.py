@@ -55,6 +55,9 @@ def add_arguments(p):
                    "first N frames of each (N = the shortest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing capture folder")
     p.add_argument("--no-refine-masks", action="store_true", help="keep the detector's masks as they are")
+    p.add_argument("--no-refine-pointing", action="store_true",
+                   help="keep the calibration's camera orientations (default: each camera is turned by a "
+                        "fraction of a degree so the subject's keypoints reproject without a per-camera bias)")
     p.add_argument("--no-colour-calibration", action="store_true",
                    help="keep each camera's own exposure and white balance (default: per-camera gains "
                         "estimated from the subject seen by every camera are applied to the images)")
@@ -74,7 +77,8 @@ def run(args) -> int:
                         heldout_frames=args.heldout_frames, allow_trim=args.allow_trim, overwrite=args.overwrite,
                         margin=args.margin, bootstrap_stride=args.bootstrap_stride, workers=args.workers,
                         cutoff=args.cutoff, refine_masks=not args.no_refine_masks,
-                        colour_calibration=not args.no_colour_calibration)
+                        colour_calibration=not args.no_colour_calibration,
+                        refine_pointing=not args.no_refine_pointing)
     res = ingest(opt)
     for line in res.lines:
         print(line)
