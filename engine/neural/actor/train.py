@@ -453,193 +453,250 @@ def _remove_unsaved(out: Path, created: Path) -> None:
 
 
 def _train(cfg: TrainConfig, _poison_step: int | None = None) -> dict:
-    from engine.neural.actor.dataset import ViewSet, check_trainable_frames, open_capture, split_views
+    """The training run as named stages: data, model, resume, the loop (batch -> losses -> optimiser
+    step -> logs, snapshots, checkpoints), the held-out evaluation."""
+    run = _Run(cfg, _poison_step)
+    run.load_data()
+    run.build_model()
+    if not run.resume():
+        return {"steps": run.step, "resumed_from": run.step}
+    run.start()
+    try:
+        while run.step < cfg.steps:
+            b = run.next_batch()
+            parts, res = run.losses(b)
+            run.optimise(parts["loss"])
+            run.record(parts)
+            if run.save_progress(res, b):
+                break
+    finally:
+        run.close()
+    return run.finish()
 
-    t_start = time.time()
-    d = init_distributed(cfg.device)
-    device = resolve_device(cfg.device, d.local_rank)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    out = Path(cfg.out)
-    if d.main:
-        _prepare_out(out, cfg)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
 
-    cap = open_capture(cfg.capture)
-    if cfg.resolution is None:
-        cfg.resolution = capture_resolution(cap)
-    views = split_views(cap, "train")
-    check_trainable_frames(cap, cap.joint_set, sorted({v.frame for v in views}))
-    bar = _bar(cfg, d, len(views), "loading views")
-    ds = ViewSet(cap, views, resolution=cfg.resolution, progress=(bar.update if bar else None))
-    if bar:
-        bar.close()
-    if ds.size is None and cfg.batch > 1:
-        raise MarionetteError(f"{cap.root}: cameras differ in aspect ratio, so views have different sizes; "
-                              "use --batch 1")
+class _Run:
+    """State of one training run; each method is a stage of ``_train``."""
 
-    acfg = make_config(cap.joint_set.name, latent_dim=cfg.latent_dim, mode=cfg.mode, preset=cfg.preset,
-                       upsample=cfg.upsample, per_bone=cfg.per_bone,
-                       colour_cameras=len(cap.train_cameras) if cfg.colour_cameras_enabled() else 0,
-                       pose_frames=len(cap.frames) if cfg.refine_pose else 0,
-                       texture_channels=cfg.texture_channels, texture_size=cfg.texture_size)
-    actor = Actor(acfg, seed=cfg.seed).to(device)
-    opt = torch.optim.Adam(_param_groups(actor, cfg.lr), betas=(0.9, 0.99))
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    perceptual = None
-    wpath = find_perceptual_weights(cfg.perceptual_weights)
-    if wpath is not None:
-        perceptual = VGGPerceptual(wpath).to(device)
-    loss_fn = ActorLoss(perceptual=perceptual)
+    def __init__(self, cfg: TrainConfig, poison_step: int | None):
+        self.cfg = cfg
+        self.poison_step = poison_step
+        self.t_start = time.time()
+        self.d = init_distributed(cfg.device)
+        self.device = resolve_device(cfg.device, self.d.local_rank)
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        self.out = Path(cfg.out)
+        if self.d.main:
+            _prepare_out(self.out, cfg)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.step = 0
+        self.prev_elapsed = 0.0
+        self.history: list[dict] = []  # earlier runs of this actor (provenance survives --resume)
+        self.recent: list[tuple[float, float]] = []
+        self.last_ck_step: int | None = None
+        self.stopped_for_time = False
+        self.bar = self.writer = None
 
-    start_step = 0
-    prev_elapsed = 0.0
-    history: list[dict] = []  # earlier runs of this actor (provenance survives --resume)
-    if cfg.resume:
+    # ------------------------------------------------------------------ set-up
+    def load_data(self) -> None:
+        from engine.neural.actor.dataset import ViewSet, check_trainable_frames, open_capture, split_views
+
+        cfg = self.cfg
+        self.cap = cap = open_capture(cfg.capture)
+        if cfg.resolution is None:
+            cfg.resolution = capture_resolution(cap)
+        self.views = split_views(cap, "train")
+        check_trainable_frames(cap, cap.joint_set, sorted({v.frame for v in self.views}))
+        bar = _bar(cfg, self.d, len(self.views), "loading views")
+        self.ds = ViewSet(cap, self.views, resolution=cfg.resolution, progress=(bar.update if bar else None))
+        if bar:
+            bar.close()
+        if self.ds.size is None and cfg.batch > 1:
+            raise MarionetteError(f"{cap.root}: cameras differ in aspect ratio, so views have different sizes; "
+                                  "use --batch 1")
+
+    def build_model(self) -> None:
+        cfg, cap = self.cfg, self.cap
+        acfg = make_config(cap.joint_set.name, latent_dim=cfg.latent_dim, mode=cfg.mode, preset=cfg.preset,
+                           upsample=cfg.upsample, per_bone=cfg.per_bone,
+                           colour_cameras=len(cap.train_cameras) if cfg.colour_cameras_enabled() else 0,
+                           pose_frames=len(cap.frames) if cfg.refine_pose else 0,
+                           texture_channels=cfg.texture_channels, texture_size=cfg.texture_size)
+        self.actor = Actor(acfg, seed=cfg.seed).to(self.device)
+        self.opt = torch.optim.Adam(_param_groups(self.actor, cfg.lr), betas=(0.9, 0.99))
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+        wpath = find_perceptual_weights(cfg.perceptual_weights)
+        self.loss_fn = ActorLoss(perceptual=VGGPerceptual(wpath).to(self.device) if wpath is not None else None)
+
+    def resume(self) -> bool:
+        """Continue from the latest checkpoint with --resume; False when it is already complete."""
+        cfg, out = self.cfg, self.out
+        if not cfg.resume:
+            return True
         ck = latest_checkpoint(out)
         if ck is None:
             raise MarionetteError(f"{out}: --resume given but there is no checkpoint in {out / 'checkpoints'}")
-        doc = load_checkpoint(ck, actor, opt)
-        start_step = int(doc["checkpoint"]["step"])
+        doc = load_checkpoint(ck, self.actor, self.opt)
+        self.step = self.last_ck_step = int(doc["checkpoint"]["step"])
         prev = doc.get("training", {}) if isinstance(doc.get("training"), dict) else {}
         elapsed = prev.get("time_s", 0.0)
-        prev_elapsed = float(elapsed) if is_number(elapsed) and 0 <= elapsed < 1e12 else 0.0
+        self.prev_elapsed = float(elapsed) if is_number(elapsed) and 0 <= elapsed < 1e12 else 0.0
         runs = prev.get("previous_runs", [])
-        history = [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
-        history += [
-            {"command": prev.get("command"), "until_step": start_step, "time_s": prev.get("time_s"),
-             "device": prev.get("device")}]
-        if start_step >= cfg.steps:
+        self.history = [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+        self.history += [{"command": prev.get("command"), "until_step": self.step, "time_s": prev.get("time_s"),
+                          "device": prev.get("device")}]
+        if self.step >= cfg.steps:
+            if self.d.main:
+                print(f"{ck}: already at step {self.step} >= --steps {cfg.steps}; nothing to do", file=sys.stderr)
+            return False
+        return True
+
+    def start(self) -> None:
+        from torch.utils.data.distributed import DistributedSampler
+
+        cfg, d, ds = self.cfg, self.d, self.ds
+        self.model = self.actor
+        if d.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.actor, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # the same sampler with one replica gives the single-process order, so runs are reproducible either way
+        self.sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
+                                          drop_last=True)
+        self.batch = min(cfg.batch, max(1, len(self.sampler)))
+        self.per_epoch = max(1, len(self.sampler) // self.batch)
+        self.writer = _tensorboard(cfg, self.out) if d.main else None
+        self.H, self.W = ds.size[1], ds.size[0]
+        doc = _train_doc(cfg, self.cap, d, self.device, self.H, self.W)
+        doc["person_height_px"] = _median_person_height(ds)
+        self.trained_rows = torch.as_tensor(sorted({self.cap.frame_row(v.frame) for v in self.views}),
+                                            device=self.device)
+        if cfg.refine_pose:
+            # which skeleton the corrections belong to: evaluate applies them only to this one
+            doc["pose_skeleton_sha256"] = mf.sha256_file(self.cap.root / "joints3d.npz")
+        if self.history:
+            doc["previous_runs"] = self.history
+        self.train_doc = doc
+        self.bar = _bar(cfg, d, cfg.steps, "training", initial=self.step)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 7919 * self.step)  # augmentation draws
+        self.snapshots = sorted(float(m) for m in cfg.snapshot_minutes if float(m) * 60 > self.prev_elapsed)
+
+    # ------------------------------------------------------------------ one step
+    def next_batch(self) -> dict:
+        epoch, offset = divmod(self.step, self.per_epoch)
+        self.sampler.set_epoch(epoch)
+        idx = list(self.sampler)[offset * self.batch:(offset + 1) * self.batch]
+        b = {k: v.to(self.device, non_blocking=True) for k, v in self.ds.batch(idx).items()}
+        for g, base in zip(self.opt.param_groups, self.base_lrs):
+            g["lr"] = base * _lr_factor(self.step, self.cfg.steps)
+        return augment_views(b, self.gen) if self.cfg.augment else b
+
+    def losses(self, b: dict) -> tuple[dict, dict]:
+        cfg, actor = self.cfg, self.actor
+        joints = actor.refine_joints(b["joints"], b["row"])
+        res = self.model(joints, b["K"], b["R"], b["t"], self.H, self.W)
+        rgb = actor.colour_correct(res["rgb"], b["camera_index"].clamp_min(0))
+        parts = self.loss_fn(rgb, res["alpha"], b["rgb"], b["mask"])
+        if cfg.silhouette_weight > 0:
+            lat_a = res["latent_alpha"]
+            if lat_a.shape[-2:] != b["mask"].shape[-2:]:
+                lat_a = torch.nn.functional.interpolate(lat_a, size=b["mask"].shape[-2:], mode="bilinear",
+                                                        align_corners=False)
+            parts["silhouette"] = (lat_a - b["mask"]).abs().mean()
+            parts["loss"] = parts["loss"] + cfg.silhouette_weight * parts["silhouette"]
+        if actor.config.pose_frames:
+            parts["pose"] = pose_prior(actor.pose_offsets, self.trained_rows)
+            parts["loss"] = parts["loss"] + 1e-3 * cfg.pose_weight * parts["pose"]
+        if actor.config.colour_cameras:
+            # keep the corrections small: the decoder, not the cameras, should explain the person
+            parts["loss"] = parts["loss"] + 1e-2 * actor.camera_colour.pow(2).mean()
+        if self.poison_step is not None and self.step == self.poison_step:
+            parts["loss"] = parts["loss"] * float("nan")
+        return parts, res
+
+    def optimise(self, loss: torch.Tensor) -> None:
+        """Backward and Adam step, refusing non-finite losses, gradients and parameters."""
+        d, device, out, step = self.d, self.device, self.out, self.step
+        if not _all_true(bool(torch.isfinite(loss)), d, device):
+            raise NonFiniteError(_nan_message(out, step, "the loss", self.last_ck_step))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), 1.0)
+        if not _all_true(bool(torch.isfinite(gnorm)), d, device):
+            raise NonFiniteError(_nan_message(out, step, "the gradients", self.last_ck_step))
+        self.opt.step()
+        if not all(bool(torch.isfinite(p).all()) for p in self.actor.parameters()):
+            raise NonFiniteError(_nan_message(out, step, "the parameters", self.last_ck_step))
+        self.step += 1
+
+    def record(self, parts: dict) -> None:
+        loss = float(parts["loss"].detach())
+        self.recent = (self.recent + [(loss, float(parts["psnr"]))])[-50:]
+        if self.bar:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{float(parts['psnr']):.2f}")
+        if self.writer is not None and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps):
+            for k, v in parts.items():
+                self.writer.add_scalar(f"train/{k}", float(v.detach()), self.step)
+            self.writer.add_scalar("train/lr", self.opt.param_groups[0]["lr"], self.step)
+            self.writer.add_scalar("train/mean_width_m", float(self.actor.primitives.widths().detach().mean()),
+                                   self.step)
+
+    def _metrics(self) -> dict:
+        return {"train_loss": _mean(self.recent, 0), "train_psnr": _mean(self.recent, 1)}
+
+    def save_progress(self, res: dict, b: dict) -> bool:
+        """Snapshots, checkpoints and the time limit; True when the run must stop for time."""
+        cfg, d, step = self.cfg, self.d, self.step
+        elapsed_min = (self.prev_elapsed + time.time() - self.t_start) / 60.0
+        while d.main and self.snapshots and elapsed_min >= self.snapshots[0]:
+            m = self.snapshots.pop(0)
+            self.train_doc.update(steps=step, time_s=round(elapsed_min * 60, 1), metrics=self._metrics())
+            mf.save_actor(self.out / "snapshots" / f"{m:g}min", self.actor, dict(self.train_doc))
+        out_of_time = cfg.max_minutes is not None and (time.time() - self.t_start) > cfg.max_minutes * 60
+        self.stopped_for_time = _broadcast_flag(out_of_time, d, self.device)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or self.stopped_for_time:
+            self.train_doc.update(steps=step, time_s=round(self.prev_elapsed + time.time() - self.t_start, 1),
+                                  metrics=self._metrics())
             if d.main:
-                print(f"{ck}: already at step {start_step} >= --steps {cfg.steps}; nothing to do", file=sys.stderr)
-            return {"steps": start_step, "resumed_from": start_step}
+                save_checkpoint(self.out, self.actor, self.opt, step, dict(self.train_doc), keep=cfg.keep_checkpoints)
+                mf.save_actor(self.out, self.actor, dict(self.train_doc))
+                if self.writer is not None:
+                    self.writer.add_image("train/truth|render|error",
+                                          _image_grid(res["rgb"], res["alpha"], b["rgb"], b["mask"]), step)
+                    self.writer.flush()
+            self.last_ck_step = step
+        return self.stopped_for_time
 
-    model = actor
-    if d.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    # ------------------------------------------------------------------ the end
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
 
-        model = DDP(actor, device_ids=[device.index] if device.type == "cuda" else None)
-    from torch.utils.data.distributed import DistributedSampler
+    def finish(self) -> dict:
+        cfg, cap, d, actor = self.cfg, self.cap, self.d, self.actor
+        summary = {"steps": self.step, "time_s": round(time.time() - self.t_start, 1), **self._metrics(),
+                   "stopped_for_time": self.stopped_for_time}
+        if d.main and cfg.eval_views > 0 and (cap.heldout_cameras or cap.heldout_frames):
+            from engine.neural.actor.evaluate import evaluate_actor
 
-    # the same sampler with one replica gives the single-process order, so runs are reproducible either way
-    sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    batch = min(cfg.batch, max(1, len(sampler)))
-    per_epoch = max(1, len(sampler) // batch)
+            actor.eval()
+            actor.pose_skeleton_sha256 = self.train_doc.get("pose_skeleton_sha256")
+            ev = evaluate_actor(actor, cap, resolution=cfg.resolution, max_views=cfg.eval_views, device=self.device,
+                                progress=cfg.progress)
+            self.train_doc["metrics"] = {**self.train_doc.get("metrics", {}), "heldout": ev["overall"],
+                                         "heldout_views": ev["views"]}
+            self.train_doc.update(steps=self.step, time_s=round(self.prev_elapsed + time.time() - self.t_start, 1))
+            mf.save_actor(self.out, actor, dict(self.train_doc))
+            summary["heldout"] = ev["overall"]
+        if d.enabled:
+            import torch.distributed as dist
 
-    writer = _tensorboard(cfg, out) if d.main else None
-    H, W = ds.size[1], ds.size[0]
-    train_doc = _train_doc(cfg, cap, d, device, H, W)
-    train_doc["person_height_px"] = _median_person_height(ds)
-    trained_rows = torch.as_tensor(sorted({cap.frame_row(v.frame) for v in views}), device=device)
-    if cfg.refine_pose:
-        # which skeleton the corrections belong to: evaluate applies them only to this one
-        train_doc["pose_skeleton_sha256"] = mf.sha256_file(cap.root / "joints3d.npz")
-    if history:
-        train_doc["previous_runs"] = history
-    bar = _bar(cfg, d, cfg.steps, "training", initial=start_step)
-    recent: list[tuple[float, float]] = []
-    last_ck_step = start_step if cfg.resume else None
-    step = start_step
-    gen = torch.Generator().manual_seed(cfg.seed + 7919 * start_step)  # augmentation draws
-    stopped_for_time = False
-    snapshots = sorted(float(m) for m in cfg.snapshot_minutes if float(m) * 60 > prev_elapsed)
-    try:
-        while step < cfg.steps:
-            epoch, offset = divmod(step, per_epoch)
-            sampler.set_epoch(epoch)
-            order = list(sampler)
-            idx = order[offset * batch:(offset + 1) * batch]
-            b = {k: v.to(device, non_blocking=True) for k, v in ds.batch(idx).items()}
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * _lr_factor(step, cfg.steps)
-            if cfg.augment:
-                b = augment_views(b, gen)
-            joints = actor.refine_joints(b["joints"], b["row"])
-            res = model(joints, b["K"], b["R"], b["t"], H, W)
-            rgb = actor.colour_correct(res["rgb"], b["camera_index"].clamp_min(0))
-            parts = loss_fn(rgb, res["alpha"], b["rgb"], b["mask"])
-            if cfg.silhouette_weight > 0:
-                lat_a = res["latent_alpha"]
-                if lat_a.shape[-2:] != b["mask"].shape[-2:]:
-                    lat_a = torch.nn.functional.interpolate(lat_a, size=b["mask"].shape[-2:], mode="bilinear",
-                                                            align_corners=False)
-                parts["silhouette"] = (lat_a - b["mask"]).abs().mean()
-                parts["loss"] = parts["loss"] + cfg.silhouette_weight * parts["silhouette"]
-            if actor.config.pose_frames:
-                parts["pose"] = pose_prior(actor.pose_offsets, trained_rows)
-                parts["loss"] = parts["loss"] + 1e-3 * cfg.pose_weight * parts["pose"]
-            if actor.config.colour_cameras:
-                # keep the corrections small: the decoder, not the cameras, should explain the person
-                parts["loss"] = parts["loss"] + 1e-2 * actor.camera_colour.pow(2).mean()
-            loss = parts["loss"]
-            if _poison_step is not None and step == _poison_step:
-                loss = loss * float("nan")
-            if not _all_true(bool(torch.isfinite(loss)), d, device):
-                raise NonFiniteError(_nan_message(out, step, "the loss", last_ck_step))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(actor.parameters(), 1.0)
-            if not _all_true(bool(torch.isfinite(gnorm)), d, device):
-                raise NonFiniteError(_nan_message(out, step, "the gradients", last_ck_step))
-            opt.step()
-            if not all(bool(torch.isfinite(p).all()) for p in actor.parameters()):
-                raise NonFiniteError(_nan_message(out, step, "the parameters", last_ck_step))
-            step += 1
-            recent = (recent + [(float(loss.detach()), float(parts["psnr"]))])[-50:]
-            if bar:
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", psnr=f"{float(parts['psnr']):.2f}")
-            if writer is not None and (step % cfg.log_every == 0 or step == cfg.steps):
-                for k, v in parts.items():
-                    writer.add_scalar(f"train/{k}", float(v.detach()), step)
-                writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
-                writer.add_scalar("train/mean_width_m", float(actor.primitives.widths().detach().mean()), step)
-            elapsed_min = (prev_elapsed + time.time() - t_start) / 60.0
-            while d.main and snapshots and elapsed_min >= snapshots[0]:
-                m = snapshots.pop(0)
-                train_doc.update(steps=step, time_s=round(elapsed_min * 60, 1),
-                                 metrics={"train_loss": _mean(recent, 0), "train_psnr": _mean(recent, 1)})
-                mf.save_actor(out / "snapshots" / f"{m:g}min", actor, dict(train_doc))
-            out_of_time = cfg.max_minutes is not None and (time.time() - t_start) > cfg.max_minutes * 60
-            stopped_for_time = _broadcast_flag(out_of_time, d, device)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_for_time:
-                train_doc.update(steps=step, time_s=round(prev_elapsed + time.time() - t_start, 1),
-                                 metrics={"train_loss": _mean(recent, 0), "train_psnr": _mean(recent, 1)})
-                if d.main:
-                    save_checkpoint(out, actor, opt, step, dict(train_doc), keep=cfg.keep_checkpoints)
-                    mf.save_actor(out, actor, dict(train_doc))
-                    if writer is not None:
-                        writer.add_image("train/truth|render|error",
-                                         _image_grid(res["rgb"], res["alpha"], b["rgb"], b["mask"]), step)
-                        writer.flush()
-                last_ck_step = step
-            if stopped_for_time:
-                break
-    finally:
-        if bar:
-            bar.close()
-        if writer is not None:
-            writer.close()
-    summary = {"steps": step, "time_s": round(time.time() - t_start, 1), "train_loss": _mean(recent, 0),
-               "train_psnr": _mean(recent, 1), "stopped_for_time": stopped_for_time}
-    if d.main and cfg.eval_views > 0 and (cap.heldout_cameras or cap.heldout_frames):
-        from engine.neural.actor.evaluate import evaluate_actor
-
-        actor.eval()
-        actor.pose_skeleton_sha256 = train_doc.get("pose_skeleton_sha256")
-        ev = evaluate_actor(actor, cap, resolution=cfg.resolution, max_views=cfg.eval_views, device=device,
-                            progress=cfg.progress)
-        train_doc["metrics"] = {**train_doc.get("metrics", {}), "heldout": ev["overall"],
-                                "heldout_views": ev["views"]}
-        train_doc.update(steps=step, time_s=round(prev_elapsed + time.time() - t_start, 1))
-        mf.save_actor(out, actor, dict(train_doc))
-        summary["heldout"] = ev["overall"]
-    if d.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
-    return summary
+            dist.barrier()
+        return summary
 
 
 def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float = 0.08) -> dict:
