@@ -93,8 +93,8 @@ def test_evaluate_json_and_grid(trained, capture, capsys, tmp_path):
     assert res["lpips"].startswith("skipped")
     from PIL import Image
 
-    with Image.open(res["grid"]) as im:
-        assert im.size == (3 * 32, 3 * 32)
+    with Image.open(res["grid"]) as im:  # a row per split, truth | render | error for each of its 2 views
+        assert im.size == (2 * 3 * 32, 3 * 32)
 
 
 def test_render_cli_writes_rgba_pngs(trained, capture, tmp_path):

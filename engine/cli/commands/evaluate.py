@@ -7,7 +7,7 @@ DESCRIPTION = """Render the held-out views of a capture with a trained actor and
 the real images: novel_view (held-out cameras), novel_pose (held-out frames) and
 novel_both. Prints the metrics (as JSON with --json). Files are written only where asked,
 never into the actor folder by default: -o DIR writes DIR/metrics.json (with per-view rows)
-and DIR/grid.png (truth | render | error x4); --grid PNG puts the grid there and
+and DIR/grid.png (truth | render | error x4, --grid-views per split); --grid PNG puts the grid there and
 metrics.json next to it.
 
 Example:
@@ -24,6 +24,8 @@ def add_arguments(p):
     p.add_argument("-o", "--output", metavar="DIR", help="folder for metrics.json and grid.png (default: none)")
     p.add_argument("--grid", metavar="PNG", help="comparison grid path (default DIR/grid.png with -o); "
                                                  "metrics.json goes next to it unless -o is given")
+    p.add_argument("--grid-views", type=int, default=3, metavar="N",
+                   help="views per split in the grid, spread over the split (default 3)")
     p.add_argument("--capture-poses", action="store_true",
                    help="drive the actor with the capture's skeleton even where training refined it "
                         "(an actor trained with --refine-pose on this capture uses its refined poses by default)")
@@ -55,13 +57,15 @@ def run(args) -> int:
     from engine.validate import MAX_RENDER_SIDE, mkdir, number, optional_number
 
     number(args.max_views, "--max-views", lo=0, integer=True)
+    number(args.grid_views, "--grid-views", lo=1, hi=64, integer=True)
     optional_number(args.resolution, "--resolution", lo=16, hi=MAX_RENDER_SIDE, integer=True)
     grid, metrics = output_paths(args)
     device = resolve_device(args.device)
     actor, doc = load_actor(args.actor, device=device)
     cap = open_capture(args.capture)
     res = evaluate_actor(actor, cap, resolution=args.resolution, max_views=args.max_views or None, device=device,
-                         grid_path=grid, progress=not (args.quiet or args.json), refined_poses=not args.capture_poses)
+                         grid_path=grid, progress=not (args.quiet or args.json), refined_poses=not args.capture_poses,
+                         grid_views=args.grid_views)
     res["actor"] = str(args.actor)
     res["capture"] = str(args.capture)
     res["mode"] = actor.config.mode

@@ -96,7 +96,7 @@ def refined_poses_apply(actor, cap) -> bool:
 @torch.no_grad()
 def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | None = 64, device=None,
                    batch: int = 4, grid_path=None, progress: bool = False, splits=SPLITS,
-                   refined_poses: bool = True) -> dict:
+                   refined_poses: bool = True, grid_views: int = 3) -> dict:
     """Score ``actor`` on the held-out views of ``cap``. ``refined_poses``: drive it with its learned
     skeleton corrections when they belong to this capture (``refined_poses_apply``; the held-out
     camera sees training frames, whose poses training refined from the other cameras)."""
@@ -139,6 +139,8 @@ def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | N
     try:
         for split, views in todo:
             ds = ViewSet(cap, views, resolution=resolution, joint_set=actor.joint_set)
+            # views shown in the grid: spread over the split (different cameras and frames)
+            shown = set(np.linspace(0, len(views) - 1, min(grid_views, len(views))).round().astype(int).tolist())
             rows = []
             for start in range(0, len(ds), batch):
                 idx = list(range(start, min(len(ds), start + batch)))
@@ -162,8 +164,7 @@ def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | N
                         v = ds.views[g[i]]
                         rows.append({"camera": v.camera, "frame": v.frame,
                                      **{k: float(x[i]) for k, x in vals.items()}})
-                    if len(grid_rows) < 8 and (not grid_rows or grid_rows[-1][0] != split):
-                        grid_rows.append((split, truth[0], mask[0], rgb[0], alpha[0]))
+                    grid_rows += [(split, truth[i], mask[i], rgb[i], alpha[i]) for i in range(len(g)) if g[i] in shown]
                     if bar:
                         bar.update(len(g))
             result["splits"][split] = _summary(rows)
@@ -191,17 +192,20 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def write_grid(path, rows) -> None:
-    """PNG grid, one row per (split) example: truth | render | |error| x 4, over mid-grey."""
+    """PNG grid, one row per split, one truth | render | |error| x 4 triple per view shown, over mid-grey."""
     from PIL import Image
 
     if not rows:
         return
-    tiles = []
-    for _, truth, mask, rgb, alpha in rows:
+    by_split: dict[str, list] = {}
+    for split, truth, mask, rgb, alpha in rows:
         t = truth * mask + 0.5 * (1 - mask)
         r = rgb * alpha + 0.5 * (1 - alpha)
         e = ((t - r).abs() * 4).clamp(0, 1)
-        tiles.append(torch.cat([t, r, e], dim=2))
+        by_split.setdefault(split, []).append(torch.cat([t, r, e], dim=2))
+    H = max(t.shape[1] for row in by_split.values() for t in row)
+    pad_h = lambda t: torch.nn.functional.pad(t, (0, 0, 0, H - t.shape[1]))  # noqa: E731
+    tiles = [torch.cat([pad_h(t) for t in row], dim=2) for row in by_split.values()]
     W = max(t.shape[2] for t in tiles)
     tiles = [torch.nn.functional.pad(t, (0, W - t.shape[2])) for t in tiles]
     img = torch.cat(tiles, dim=1).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
