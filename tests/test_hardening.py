@@ -236,7 +236,12 @@ def _tamper_actor(actor, tmp_path, edit) -> Path:
     (lambda d: d["tensors"].update(file="/etc/passwd"), "field 'tensors.file'"),
     (lambda d: d["tensors"].update(file="../a/actor.safetensors"), "field 'tensors.file'"),
     (lambda d: d["decoder"].update(base_channels=10 ** 7), "field 'decoder.base_channels'"),
-    (lambda d: d["decoder"].update(base_channels=1024), "decoder the JSON describes"),
+    (lambda d: d["decoder"].update(base_channels=1024), "actor the JSON describes"),
+    # bone textures of the largest size: refused by shape on the meta device, never allocated
+    (lambda d: (d.update(version=3, texture_channels=64, texture_size=64),
+                d["decoder"].update(in_channels=d["decoder"]["in_channels"] + 64)), "actor the JSON describes"),
+    (lambda d: d.update(version=3, texture_channels=65), "field 'texture_channels'"),
+    (lambda d: d.update(texture_channels=8), "needs actor file version 3"),
     (lambda d: d.update(latent_dim=float("inf")), "field 'latent_dim'"),
     (lambda d: d.update(density="abc"), "field 'density'"),
 ])

@@ -239,6 +239,8 @@ def test_real_clip_few_frames_end_to_end(tmp_path):
     assert g.shape == (4, 3) and np.all((g > 0.25) & (g < 4)) and not np.allclose(g, 1)
     assert any(line.startswith("colour calibration") for line in res.lines)
     assert any(line.startswith("camera pointing refined") for line in res.lines)
+    shifts = cap.meta["generator"]["pointing_shift_px"]
+    assert sorted(shifts) == cap.camera_names and all(abs(v) <= 0.03 * 96 for s in shifts.values() for v in s)
     views = split_views(cap, "train")
     ds = ViewSet(cap, views, resolution=96)
     item = ds[0]

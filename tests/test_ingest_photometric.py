@@ -68,3 +68,13 @@ def test_subject_colours_reads_along_the_bones_inside_the_mask():
     out = subject_colours(img, mask, joints, [(0, 1), (1, 2)], cam, stride=1)
     np.testing.assert_allclose(out[0], srgb_to_linear(np.array([200, 80, 40]) / 255.0), rtol=1e-5)
     assert np.isnan(out[1]).all()
+
+
+def test_a_camera_unseen_in_one_channel_does_not_shift_the_others():
+    colours, response = _observations(seed=3)
+    colours[3, :, 2] = np.nan  # camera 3 sees nothing in blue
+    gains, _ = camera_gains(colours)
+    seen = _expected_correction(response[:3])
+    np.testing.assert_allclose(gains[:3, 2], seen[:, 2], rtol=1e-4)
+    assert gains[3, 2] == 1.0
+    np.testing.assert_allclose(gains[:, :2], _expected_correction(response)[:, :2], rtol=1e-4)

@@ -328,7 +328,7 @@ def _residual_bias(points: np.ndarray, keypoints: np.ndarray, cameras: list[Came
 
 
 def correct_pointing(keypoints: np.ndarray, cameras: list[Camera], triangulate_fn, iterations: int = 4,
-                     max_shift_px: float = 60.0) -> PointingCorrection:
+                     max_shift: float = 0.03) -> PointingCorrection:
     """Turn each camera slightly about its own centre so the subject's triangulated joints reproject
     without a per-camera bias.
 
@@ -340,16 +340,20 @@ def correct_pointing(keypoints: np.ndarray, cameras: list[Camera], triangulate_f
     ``-residual / focal`` (yaw and pitch; the image moves by about the residual), re-triangulate.
     Camera centres, intrinsics and roll are kept, so this is the two-parameter-per-camera
     restriction of a bundle adjustment. ``triangulate_fn(keypoints, cameras)`` returns a
-    ``TriangulationResult``. Shifts are capped at ``max_shift_px`` in total.
+    ``TriangulationResult``. Shifts are capped at ``max_shift`` of each image's longer side in total
+    (60 px on 1920-pixel frames); if the median reprojection error does not drop, the cameras are
+    returned unchanged (zero shift).
     """
     cams = list(cameras)
     total = np.zeros((len(cams), 2))
+    cap = np.array([[max_shift * max(c.width, c.height)] for c in cams])
     res = triangulate_fn(keypoints, cams)
+    error_before = np.nanmedian(res.reprojection_error) if np.isfinite(res.reprojection_error).any() else np.inf
     before = _residual_bias(res.points, keypoints, cams, res.used)
     bias = before
     for _ in range(iterations):
         step = -bias
-        step = np.clip(total + step, -max_shift_px, max_shift_px) - total
+        step = np.clip(total + step, -cap, cap) - total
         if np.abs(step).max() < 0.05:
             break
         new = []
@@ -364,4 +368,7 @@ def correct_pointing(keypoints: np.ndarray, cameras: list[Camera], triangulate_f
         total += step
         res = triangulate_fn(keypoints, cams)
         bias = _residual_bias(res.points, keypoints, cams, res.used)
+    error_after = np.nanmedian(res.reprojection_error) if np.isfinite(res.reprojection_error).any() else np.inf
+    if not error_after < error_before:
+        return PointingCorrection(list(cameras), np.zeros_like(total), before, before)
     return PointingCorrection(cams, total, before, bias)

@@ -73,32 +73,34 @@ def camera_gains(colours: np.ndarray, outlier: float = 2.5) -> tuple[np.ndarray,
         ok = np.isfinite(x) & (x > DARK)
         # a bone must be seen by at least two cameras to relate them
         ok &= ok.sum(0, keepdims=True) >= 2
-        sol = None
+        fit = None
         for it in range(3):
             cams, parts = np.nonzero(ok)
             if len(cams) < C + 1:
-                sol = None
-                break
-            # unknowns: log g_c (C) and log a_b (N); one row per observation, plus sum(log g) = 0
+                break  # keep the previous pass's fit, if any
+            seen = np.bincount(cams, minlength=C) >= 2
+            # unknowns: log g_c (C) and log a_b (N); one row per observation, plus sum(log g) = 0 over
+            # the cameras that are seen (an unseen camera's free gain must not absorb the constraint)
             A = np.zeros((len(cams) + 1, C + N))
             A[np.arange(len(cams)), cams] = 1.0
             A[np.arange(len(cams)), C + parts] = 1.0
-            A[-1, :C] = 1.0
+            A[-1, :C] = seen
             y = np.concatenate([np.log(x[cams, parts]), [0.0]])
             sol, *_ = np.linalg.lstsq(A, y, rcond=None)
             resid = y[:-1] - A[:-1] @ sol
+            fit = (sol, resid, seen, len(cams))
             mad = 1.4826 * np.median(np.abs(resid))
             bad = np.abs(resid) > outlier * max(mad, 0.05)
             if not bad.any() or it == 2:
                 break
             ok[cams[bad], parts[bad]] = False
-        if sol is None:
+        if fit is None:
             continue
-        seen = np.bincount(cams, minlength=C) >= 2
+        sol, resid, seen, n_used = fit
         g = np.exp(-sol[:C])  # the camera's response is g_c = exp(sol); the correction is its inverse
         g[~seen] = 1.0
         gains[:, ch] = np.clip(g, 1.0 / MAX_GAIN, MAX_GAIN)
-        used_total += len(cams)
+        used_total += n_used
         resid_all.append(resid)
     res = np.concatenate(resid_all) if resid_all else np.zeros(0)
     info = {"pairs_used": int(used_total), "residual_log_rms": float(np.sqrt(np.mean(res ** 2))) if len(res) else None}

@@ -85,6 +85,7 @@ class Inputs:
     frames: list[int]  # video frame numbers to ingest
     notes: list[str]
     calib_path: Path
+    pointing_shift: dict | None = None  # per camera, the image shift of the pointing refinement
 
 
 @dataclass
@@ -479,6 +480,7 @@ def final_skeleton(inp: Inputs, opt: IngestOptions, track: SubjectTrack, subject
         corr = correct_pointing(kp, cams, tri)
         cams = corr.cameras
         pointing = [(c.R, c.t) for c in cams]
+        inp.pointing_shift = {n: [round(float(v), 2) for v in s] for n, s in zip(inp.names, corr.shift_px)}
         unit = "calibration" if opt.keypoints else f"{opt.resolution}-pixel crop"
         lines.append("camera pointing refined from the subject's keypoints (" + unit + " pixels, median residual "
                      "x/y before -> after; image shift applied): " + "; ".join(
@@ -651,6 +653,8 @@ def write_capture(inp: Inputs, opt: IngestOptions, views, masks, seq, crop_cams,
             "full_frame_cameras": "cameras_full.json", "subject": subject_note, "notes": inp.notes,
             "quality": quality,
             "colour_gains": colour_gains,  # linear RGB gains applied to each camera's images (None: off)
+            # image shift (x, y, pixels of the keypoints' images) by which each camera's pointing was refined
+            "pointing_shift_px": inp.pointing_shift,
         },
     }
     (partial / "ingest_report.txt").write_text("\n".join(report_lines) + "\n")

@@ -58,8 +58,8 @@ class ActorConfig:
             raise MarionetteError(f"{where}: 'mode' must be one of {RENDER_MODES}, got {self.mode!r}")
         if self.latent_dim < 1:
             raise MarionetteError(f"{where}: 'latent_dim' must be positive, got {self.latent_dim}")
-        if not (0 <= int(self.texture_channels) <= 256 and 2 <= int(self.texture_size) <= 256):
-            raise MarionetteError(f"{where}: 'texture_channels' must be 0-256 and 'texture_size' 2-256, got "
+        if not (0 <= int(self.texture_channels) <= 64 and 2 <= int(self.texture_size) <= 64):
+            raise MarionetteError(f"{where}: 'texture_channels' must be 0-64 and 'texture_size' 2-64, got "
                                   f"{self.texture_channels} and {self.texture_size}")
         want = self.latent_dim + self.texture_channels + 1
         if self.decoder.in_channels != want:

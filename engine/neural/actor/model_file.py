@@ -29,7 +29,7 @@ import torch
 
 from engine import MarionetteError
 from engine.fileio import new_file_mode, read_json, write_json_atomic
-from engine.neural.actor.decoder import Decoder, DecoderConfig
+from engine.neural.actor.decoder import DecoderConfig
 from engine.neural.actor.model import Actor, ActorConfig
 from engine.body.joint_sets import JointSet, get_joint_set
 from engine.validate import MAX_RENDER_SIDE, confined_file, number, string, whole_number
@@ -37,12 +37,13 @@ from engine.validate import MAX_RENDER_SIDE, confined_file, number, string, whol
 # caps on the sizes an actor/checkpoint JSON may ask for, checked before anything is allocated
 # (the largest preset is base 64, 4 levels, max 256 channels, code 32, latent 16)
 LIMITS = {"latent_dim": 1024, "per_bone": 64, "colour_cameras": 4096, "pose_frames": 100000,
-          "texture_channels": 256, "texture_size": 256, "in_channels": 1025, "base_channels": 1024,
+          "texture_channels": 64, "texture_size": 64, "in_channels": 1024 + 64 + 1, "base_channels": 1024,
           "levels": 8, "max_channels": 4096, "code_dim": 4096, "upsample": 2}
 MAX_TENSOR_BYTES = 16 << 30
 
 ACTOR_FORMAT = "marionette.actor"
-# v2 adds several Gaussians per bone ('per_bone'); v3 bone textures ('texture_channels'); older versions still load
+# v2 adds several Gaussians per bone ('per_bone'); v3 bone textures ('texture_channels') and learned pose
+# corrections ('pose_frames'); older versions still load
 ACTOR_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 TENSOR_FILE = "actor.safetensors"
@@ -149,9 +150,9 @@ def actor_header(actor: Actor) -> dict:
 
 def header_version(cfg: ActorConfig) -> int:
     """The oldest format version that can describe ``cfg``, so older Marionettes keep reading what they can."""
-    if cfg.texture_channels:
+    if cfg.texture_channels or cfg.pose_frames:
         return 3
-    return 2 if (cfg.per_bone > 1 or cfg.colour_cameras or cfg.pose_frames) else 1
+    return 2 if (cfg.per_bone > 1 or cfg.colour_cameras) else 1
 
 
 def save_actor(actor_dir, actor: Actor, training: dict | None = None) -> Path:
@@ -183,7 +184,7 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
         raise MarionetteError(f"{where}: actor file version {version} is {newer} than the versions this Marionette "
                               f"reads ({', '.join(map(str, READABLE_VERSIONS))}); use a matching Marionette or "
                               "retrain the actor")
-    for key, need in (("per_bone", 2), ("colour_cameras", 2), ("pose_frames", 2), ("texture_channels", 3)):
+    for key, need in (("per_bone", 2), ("colour_cameras", 2), ("pose_frames", 3), ("texture_channels", 3)):
         if version < need and doc.get(key, 1 if key == "per_bone" else 0) != (1 if key == "per_bone" else 0):
             raise MarionetteError(f"{where}: field {key!r} needs actor file version {need}, the file says {version}")
     for key in ("joint_set", "bones", "latent_dim", "mode", "decoder"):
@@ -230,17 +231,20 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
 
 
 def check_decoder_tensors(cfg: ActorConfig, state: dict[str, torch.Tensor], where: str) -> None:
-    """Compare the decoder the JSON describes with the tensors on disk *before* building it.
+    """Compare the actor the JSON describes with the tensors on disk *before* building it.
 
-    The decoder is laid out on PyTorch's "meta" device (shapes only, no memory), so a JSON
-    whose sizes were tampered with is refused here instead of allocating them.
+    The whole actor (decoder, textures, pose corrections...) is laid out on PyTorch's "meta"
+    device (shapes only, no memory), so a JSON whose sizes were tampered with is refused here
+    instead of allocating them.
     """
+    from engine.neural.actor.model import Actor as layout  # (the real class, whatever this module's name points at)
+
     with torch.device("meta"):
-        shapes = {f"decoder.{k}": tuple(v.shape) for k, v in Decoder(cfg.decoder).state_dict().items()}
+        shapes = {k: tuple(v.shape) for k, v in layout(cfg).state_dict().items()}
     for k, shape in shapes.items():
         if k not in state or tuple(state[k].shape) != shape:
             got = list(state[k].shape) if k in state else "missing"
-            raise MarionetteError(f"{where}: tensor {k!r} is {got}, but the decoder the JSON describes needs "
+            raise MarionetteError(f"{where}: tensor {k!r} is {got}, but the actor the JSON describes needs "
                                   f"{list(shape)}; the JSON and the tensor file do not belong together")
 
 

@@ -115,8 +115,8 @@ class TrainConfig:
             raise MarionetteError(f"--upsample must be 1 or 2, got {self.upsample}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise MarionetteError(f"--lr must be a positive number, got {self.lr}")
-        number(self.texture_channels, "--texture-channels", lo=0, hi=256, integer=True)
-        number(self.texture_size, "--texture-size", lo=2, hi=256, integer=True)
+        number(self.texture_channels, "--texture-channels", lo=0, hi=mf.LIMITS["texture_channels"], integer=True)
+        number(self.texture_size, "--texture-size", lo=2, hi=mf.LIMITS["texture_size"], integer=True)
         if not (1 <= self.per_bone <= 64):
             raise MarionetteError(f"--per-bone must be between 1 and 64, got {self.per_bone}")
         if self.checkpoint_every < 1:
@@ -379,8 +379,8 @@ def _param_groups(actor: Actor, lr: float) -> list[dict]:
     if actor.config.colour_cameras:
         groups.append({"params": [actor.camera_colour], "lr": lr, "name": "camera_colour"})
     if actor.config.pose_frames:
-        # Adam moves an offset by about lr (1 mm) each time its frame is in a batch (a few dozen times
-        # in an hour on a CPU), so the skeleton drifts only as far as the images keep asking
+        # Adam steps are about lr (1 mm); the images pull a frame's offsets only when the frame is in a
+        # batch (a few dozen times in an hour on a CPU), the prior at every step
         groups.append({"params": [actor.pose_offsets], "lr": lr, "name": "pose_offsets"})
     return groups
 
