@@ -17,7 +17,8 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinytexrp   texturerp with the tiny decoder (4-5x more steps in the same time)
 
 Splits are captures made by ``marionette ingest`` with different held-out sets, e.g.
-``nv`` (camera cam02 held out), ``np`` (frames 80-99 held out), ``ip`` (every 10th frame).
+``nv`` (camera cam02 held out), ``np`` (frames 80-99 held out), ``ip`` (every 10th frame);
+``syn`` is a synthetic capture from ``marionette make-capture`` scored over all its held-out views.
 For each (variant, split) the script trains for ``--minutes`` (snapshots at ``--curve``
 minutes give the learning curve), then prints person PSNR, box PSNR / SSIM (subject box +10 %,
 over black), mask IoU, the flat-colour silhouette baseline, training steps and steps/s, and
@@ -54,7 +55,9 @@ VARIANTS = {
     "tinytexrp": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8, refine_pose=True,
                       preset="tiny"),
 }
-SPLIT_OF = {"nv": "novel_view", "np": "novel_pose", "ip": "novel_pose"}
+# capture name -> the evaluation split scored; None = every held-out split, the overall figure
+# (``syn``: a synthetic capture from ``marionette make-capture`` with held-out cameras and frames)
+SPLIT_OF = {"nv": "novel_view", "np": "novel_pose", "ip": "novel_pose", "syn": None}
 
 
 def render_ms(actor, size: int = 512, reps: int = 3) -> float:
@@ -77,14 +80,14 @@ def render_ms(actor, size: int = 512, reps: int = 3) -> float:
     return (time.perf_counter() - t0) / reps * 1000.0
 
 
-def score(actor_dir: Path, capture, split: str, max_views: int) -> dict:
-    from engine.neural.actor.evaluate import evaluate_actor
+def score(actor_dir: Path, capture, split: str | None, max_views: int) -> dict:
+    from engine.neural.actor.evaluate import SPLITS, evaluate_actor
     from engine.neural.actor.model_file import load_actor
 
     actor, doc = load_actor(actor_dir)
-    ev = evaluate_actor(actor, capture, max_views=max_views, splits=(split,))
+    ev = evaluate_actor(actor, capture, max_views=max_views, splits=(split,) if split else SPLITS)
     tr = doc.get("training", {})
-    row = dict(ev["splits"].get(split, {}))
+    row = dict(ev["splits"].get(split, {}) if split else ev["overall"])
     row.update(steps=tr.get("steps"), time_s=tr.get("time_s"))
     return row
 
@@ -92,7 +95,8 @@ def score(actor_dir: Path, capture, split: str, max_views: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--capture", nargs="*", default=[], metavar="SPLIT=DIR",
-                    help="captures by split name (nv, np, ip); default: a procedural capture")
+                    help="captures by split name (nv, np, ip; syn = a synthetic capture scored over all its "
+                         "held-out views); default: a procedural capture")
     ap.add_argument("--variants", nargs="*", default=["surface", "bone"], choices=list(VARIANTS))
     ap.add_argument("--minutes", type=float, default=1.0, help="training time per (variant, split)")
     ap.add_argument("--curve", type=float, nargs="*", default=[], help="snapshot minutes for the learning curve")
@@ -119,7 +123,7 @@ def main() -> int:
     for item in args.capture:
         name, _, path = item.partition("=")
         if name not in SPLIT_OF or not path:
-            ap.error(f"--capture {item!r}: expected nv=DIR, np=DIR or ip=DIR")
+            ap.error(f"--capture {item!r}: expected nv=DIR, np=DIR, ip=DIR or syn=DIR")
         captures[name] = Path(path)
     if not captures:
         from engine.synthetic.toy_capture import make_toy_capture
