@@ -15,6 +15,7 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
               colour-calibrated captures
   texturerp   surfacerp + a learned feature map wrapped around each bone (--texture-channels 8)
   tinytexrp   texturerp with the tiny decoder (4-5x more steps in the same time)
+  augrp       surfacerp + random zoom/shift of the training views (--augment), against overfitting
 
 Splits are captures made by ``marionette ingest`` with different held-out sets, e.g.
 ``nv`` (camera cam02 held out), ``np`` (frames 80-99 held out), ``ip`` (every 10th frame);
@@ -54,6 +55,7 @@ VARIANTS = {
     "texturerp": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8, refine_pose=True),
     "tinytexrp": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8, refine_pose=True,
                       preset="tiny"),
+    "augrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, augment=True),
 }
 # capture name -> the evaluation split scored; None = every held-out split, the overall figure
 # (``syn``: a synthetic capture from ``marionette make-capture`` with held-out cameras and frames)
