@@ -4,7 +4,8 @@
 # 5 minutes and evaluate. `--device cpu` runs the same steps shortened on the CPU so the script
 # cannot rot:
 #   bash scripts/gpu_check.sh                # on the GPU machine
-#   bash scripts/gpu_check.sh --device cpu   # anywhere (about 3 minutes on 2 cores)
+#   bash scripts/gpu_check.sh --device cpu   # anywhere (about 3 minutes on 2 cores;
+#                                            # tests/test_gpu_check_script.py, -m slow)
 # Writes into ${OUT:-gpu_check_out}/ (capture, actor, metrics.json, log.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
