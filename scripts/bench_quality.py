@@ -105,6 +105,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3000, help="step budget for the LR schedule (time stops first)")
     ap.add_argument("--resolution", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (a second seed measures run-to-run noise)")
     ap.add_argument("--max-views", type=int, default=40, help="held-out views scored per split")
     ap.add_argument("--out", help="keep actors here (default: a temp folder)")
     ap.add_argument("--evaluate", action="store_true", help="only score actors already in --out")
@@ -140,7 +141,7 @@ def main() -> int:
             if not args.evaluate:
                 cfg = TrainConfig(capture=str(cap_dir), out=str(out), steps=args.steps, resolution=args.resolution,
                                   max_minutes=args.minutes, snapshot_minutes=tuple(args.curve), eval_views=0,
-                                  overwrite=True, progress=False, threads=args.threads,
+                                  overwrite=True, progress=False, threads=args.threads, seed=args.seed,
                                   command=f"bench_quality {variant} {split}", **VARIANTS[variant])
                 train(cfg)
             if not (out / "actor.json").is_file():
