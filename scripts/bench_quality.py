@@ -55,6 +55,9 @@ VARIANTS = {
     "texturerp": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8, refine_pose=True),
     "tinytexrp": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8, refine_pose=True,
                       preset="tiny"),
+    "tinyrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="tiny"),
+    "tinyaug": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="tiny",
+                    augment=True),
     "augrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, augment=True),
 }
 # capture name -> the evaluation split scored; None = every held-out split, the overall figure

@@ -15,6 +15,13 @@ subtracts those results and is what an implementation needs beyond them.
 
     python scripts/bench_raycast.py                      # 256/512 x 24/64 bones x 16/32 channels
     python scripts/bench_raycast.py --sizes 256 --bones 24 --channels 16 --reps 2
+
+``--actor DIR`` renders a trained actor's own primitives instead (posed at the first frame of its
+``reference_skeleton.npz``, its learned shapes, densities and latent codes; "bones" then reads as
+its primitive count and "ch" as its latent channels), through a 40-degree camera 2.6 m in front
+of the person, so the person fills most of the frame's height as in an F12 render:
+
+    python scripts/bench_raycast.py --actor engine/data/demo_actor --sizes 512
 """
 
 from __future__ import annotations
@@ -104,7 +111,33 @@ def _scene(size: int, bones: int, channels: int):
     return means, precisions, densities, features, background, K, R, t
 
 
-def worker(impl: str, size: int, bones: int, channels: int, reps: int, ref_reps: int, threads: int) -> dict:
+def _actor_scene(actor_dir: str, size: int):
+    import numpy as np
+    import torch
+
+    from engine.geometry.camera import Camera
+    from engine.neural.actor.model_file import load_actor
+    from engine.neural.render.rays import cameras_to_tensors
+
+    actor, _ = load_actor(actor_dir)
+    ref = np.load(Path(actor_dir) / "reference_skeleton.npz")
+    joints = torch.tensor(ref["joints"][0], dtype=torch.float32)[None]
+    with torch.no_grad():
+        g = actor.primitives(joints)
+    lo, hi = joints[0].amin(0).numpy(), joints[0].amax(0).numpy()
+    target = 0.5 * (lo + hi)
+    up = np.eye(3)[{"X": 0, "Y": 1, "Z": 2}[str(ref["up_axis"])]]
+    side = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+    cam = Camera.look_at("bench", target + 2.6 * side / np.linalg.norm(side), target, size, size, fov_deg=40.0,
+                         up=up)
+    K, R, t = cameras_to_tensors([cam], dtype=torch.float32)
+    B = 1
+    return (g["means"].detach(), g["precisions"].detach(), g["densities"].detach().expand(B, -1).contiguous(),
+            actor.codes.detach()[None].contiguous(), actor.background.detach()[None].contiguous(), K, R, t)
+
+
+def worker(impl: str, size: int, bones: int, channels: int, reps: int, ref_reps: int, threads: int,
+           actor_dir: str = "-") -> dict:
     import torch
 
     from engine.neural.render import kernels, raycast_reference
@@ -114,7 +147,8 @@ def worker(impl: str, size: int, bones: int, channels: int, reps: int, ref_reps:
     if impl == "kernel" and not kernels.available("cpu"):
         return {"error": kernels.unavailable_reason()}
     fn = kernels.raycast_kernel if impl == "kernel" else raycast_reference
-    scene = _scene(size, bones, channels)
+    scene = _scene(size, bones, channels) if actor_dir == "-" else _actor_scene(actor_dir, size)
+    channels = scene[3].shape[-1]
     leaves = [x.clone().requires_grad_(True) for x in scene[:5]]
     out_bytes = 4 * size * size * (channels + 2)
     grad_bytes = sum(x.numel() * x.element_size() for x in leaves)
@@ -152,12 +186,12 @@ def worker(impl: str, size: int, bones: int, channels: int, reps: int, ref_reps:
 
 
 # ---------------------------------------------------------------------- driver
-def run_worker(impl, size, bones, channels, reps, ref_reps, threads) -> dict:
+def run_worker(impl, size, bones, channels, reps, ref_reps, threads, actor_dir="-") -> dict:
     env = dict(os.environ)
     env["MALLOC_MMAP_THRESHOLD_"] = "65536"  # large blocks straight from/to the OS: RSS tracks live memory
     env["MALLOC_TRIM_THRESHOLD_"] = "0"
     cmd = [sys.executable, __file__, "--worker", impl, str(size), str(bones), str(channels), str(reps), str(ref_reps),
-           str(threads)]
+           str(threads), actor_dir]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
@@ -172,12 +206,18 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="timed kernel repetitions (best is reported), after a warm-up")
     ap.add_argument("--ref-reps", type=int, default=1, help="timed reference repetitions (best is reported)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
-    ap.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
+    ap.add_argument("--actor", metavar="DIR", help="render this actor's own primitives (see above)")
+    ap.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        impl, size, bones, channels, reps, ref_reps, threads = args.worker
-        print(json.dumps(worker(impl, int(size), int(bones), int(channels), int(reps), int(ref_reps), int(threads))))
+        impl, size, bones, channels, reps, ref_reps, threads, actor_dir = args.worker
+        print(json.dumps(worker(impl, int(size), int(bones), int(channels), int(reps), int(ref_reps), int(threads),
+                                actor_dir)))
         return 0
+    if args.actor:
+        info = json.loads((Path(args.actor) / "actor.json").read_text())  # labels only; the worker loads it
+        args.bones = [len(info["bones"]) * int(info.get("per_bone", 1))]
+        args.channels = [int(info["latent_dim"])]
 
     import torch
     load = os.getloadavg()
@@ -192,8 +232,9 @@ def main(argv=None) -> int:
     for size in args.sizes:
         for bones in args.bones:
             for ch in args.channels:
-                k = run_worker("kernel", size, bones, ch, args.reps, args.ref_reps, args.threads)
-                r = run_worker("reference", size, bones, ch, args.reps, args.ref_reps, args.threads)
+                actor = args.actor or "-"
+                k = run_worker("kernel", size, bones, ch, args.reps, args.ref_reps, args.threads, actor)
+                r = run_worker("reference", size, bones, ch, args.reps, args.ref_reps, args.threads, actor)
                 if "error" in k or "error" in r:
                     print(f"{size:>5} {bones:>5} {ch:>3} | error: {k.get('error') or r.get('error')}")
                     continue
