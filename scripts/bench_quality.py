@@ -22,8 +22,8 @@ Splits are captures made by ``marionette ingest`` with different held-out sets, 
 ``syn`` is a synthetic capture from ``marionette make-capture`` scored over all its held-out views.
 For each (variant, split) the script trains for ``--minutes`` (snapshots at ``--curve``
 minutes give the learning curve), then prints person PSNR, box PSNR / SSIM (subject box +10 %,
-over black), mask IoU, the flat-colour silhouette baseline, training steps and steps/s, and
-milliseconds per 512² frame. ``--evaluate`` skips training and scores actors already trained
+over black), mask IoU, the flat-colour silhouette baseline, the share of the person the render
+covers with the person PSNR over those pixels only, training steps and steps/s, and milliseconds per 512² frame. ``--evaluate`` skips training and scores actors already trained
 into ``--out`` (how the figures in docs/sections/50-neural-actor.md were made: the trainings
 ran as separate background commands, recorded in each actor.json).
 
@@ -162,7 +162,8 @@ def main() -> int:
                 print(f"{variant:9s} {split:3s} {r['at']:>7s} steps {r.get('steps', 0):5d} ({steps_s:.2f}/s)  "
                       f"person PSNR {r.get('psnr_person', float('nan')):6.2f}  box PSNR {r.get('psnr_box', float('nan')):6.2f}  "
                       f"box SSIM {r.get('ssim_box', float('nan')):.3f}  IoU {r.get('mask_iou', float('nan')):.3f}  "
-                      f"flat-colour {r.get('psnr_flat', float('nan')):6.2f}  render {ms:.0f} ms/512²", flush=True)
+                      f"flat-colour {r.get('psnr_flat', float('nan')):6.2f}  covered {r.get('person_coverage', float('nan')):.3f} "
+                      f"({r.get('psnr_person_covered', float('nan')):5.2f} dB)  render {ms:.0f} ms/512²", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -90,6 +90,7 @@ def test_evaluate_json_and_grid(trained, capture, capsys, tmp_path):
     for s in list(res["splits"].values()) + [res["overall"]]:
         assert {"psnr", "psnr_person", "ssim", "mask_iou", "views"} <= set(s)
         assert np.isfinite(s["psnr"]) and -1 <= s["ssim"] <= 1
+        assert 0 <= s["person_coverage"] <= 1
     assert res["lpips"].startswith("skipped")
     from PIL import Image
 

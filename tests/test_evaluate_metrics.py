@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.neural.actor.evaluate import box_metrics, flat_colour_psnr, subject_box
+from engine.neural.actor.evaluate import box_metrics, flat_colour_psnr, person_coverage, subject_box
 from engine.neural.actor.losses import psnr
 
 
@@ -39,3 +39,17 @@ def test_flat_colour_baseline_is_exact_for_a_flat_person_and_finite_otherwise():
     mask[..., 4:12, 4:12] = 1
     p = flat_colour_psnr(truth, mask)
     assert float(p[0]) >= 99 and 5 < float(p[1]) < 20
+
+
+def test_person_coverage_separates_silhouette_misses_from_colour_error():
+    truth = torch.full((1, 3, 10, 10), 0.5)
+    mask = torch.zeros(1, 1, 10, 10)
+    mask[..., :, :4] = 1  # 40 person pixels
+    alpha = torch.zeros_like(mask)
+    alpha[..., :, :3] = 1  # the render covers 30 of them
+    rgb = truth.clone()
+    rgb[..., :, 3] = 0.0  # wrong colour only where the render misses the person
+    cov, p_cov = person_coverage(rgb, alpha, truth, mask)
+    assert abs(float(cov[0]) - 0.75) < 1e-6
+    assert float(p_cov[0]) > 90  # exact where it covers
+    assert float(psnr(rgb, truth, (mask > 0.5).float())[0]) < 20  # the whole-person figure sees the miss

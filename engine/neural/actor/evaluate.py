@@ -65,6 +65,15 @@ def box_metrics(comp_r: torch.Tensor, comp_t: torch.Tensor, mask: torch.Tensor) 
     return torch.stack(ps), torch.stack(ss)
 
 
+def person_coverage(rgb: torch.Tensor, alpha: torch.Tensor, truth: torch.Tensor,
+                    mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the person error comes from: the share of the truth mask's pixels the render covers
+    (``alpha > 0.5``) and the person PSNR over those covered pixels only, each [B]."""
+    m = (mask > 0.5).float()
+    covered = m * (alpha > 0.5).float()
+    return covered.flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1.0), psnr(rgb, truth, covered)
+
+
 def flat_colour_psnr(truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[B] PSNR over the person of the silhouette filled with the person's mean colour (per view)."""
     m = (mask > 0.5).float()
@@ -158,6 +167,7 @@ def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | N
                     vals = {"psnr": psnr(comp_r, comp_t), "psnr_person": psnr(rgb, truth, m), "psnr_box": p_box,
                             "ssim": ssim(comp_r, comp_t), "ssim_box": s_box, "mask_iou": mask_iou(alpha, mask),
                             "psnr_flat": flat_colour_psnr(truth, mask)}
+                    vals["person_coverage"], vals["psnr_person_covered"] = person_coverage(rgb, alpha, truth, mask)
                     if lpips_net is not None:
                         vals["lpips"] = lpips_net(comp_r, comp_t)
                     for i in range(len(g)):
