@@ -16,6 +16,9 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   texturerp   surfacerp + a learned feature map wrapped around each bone (--texture-channels 8)
   tinytexrp   texturerp with the tiny decoder (4-5x more steps in the same time)
   augrp       surfacerp + random zoom/shift of the training views (--augment), against overfitting
+  tinyrp      surfacerp with the tiny decoder (5-6x more steps in the same time)
+  tinyaug     tinyrp + --augment
+  tinyema     tinyaug + a running average of the weights saved as the actor (--ema 0.995)
 
 Splits are captures made by ``marionette ingest`` with different held-out sets, e.g.
 ``nv`` (camera cam02 held out), ``np`` (frames 80-99 held out), ``ip`` (every 10th frame);
@@ -58,6 +61,8 @@ VARIANTS = {
     "tinyrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="tiny"),
     "tinyaug": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="tiny",
                     augment=True),
+    "tinyema": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="tiny",
+                    augment=True, ema=0.995),
     "augrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, augment=True),
 }
 # capture name -> the evaluation split scored; None = every held-out split, the overall figure

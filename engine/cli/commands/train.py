@@ -64,6 +64,9 @@ def add_arguments(p):
     p.add_argument("--pose-weight", type=float, default=1.0, metavar="W",
                    help="with --refine-pose: how strongly corrections are pulled back to the captured skeleton "
                         "(default 1)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="save the running average of the weights (decay per step, e.g. 0.995) instead of the last "
+                        "step's: steadier and better on new views and poses (default 0: off)")
     p.add_argument("--snapshot-minutes", type=float, nargs="*", default=[], metavar="M",
                    help="also save the actor to ACTOR_DIR/snapshots/<M>min/ after M minutes of training "
                         "(for learning curves, e.g. 5 15 30)")
@@ -81,7 +84,7 @@ def effective_command(args) -> str:
 
     parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
     for opt in ("steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
-                "per_bone", "texture_channels", "texture_size", "silhouette_weight", "pose_weight", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
+                "per_bone", "texture_channels", "texture_size", "silhouette_weight", "pose_weight", "ema", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
         value = getattr(args, opt)
         if value is not None:
             parts += ["--" + opt.replace("_", "-"), str(value)]
@@ -110,7 +113,7 @@ def run(args) -> int:
                       eval_views=args.eval_views, threads=args.threads, progress=not args.quiet,
                       per_bone=args.per_bone, colour_correction=args.colour_correction,
                       snapshot_minutes=tuple(args.snapshot_minutes), silhouette_weight=args.silhouette_weight,
-                      augment=args.augment, refine_pose=args.refine_pose, pose_weight=args.pose_weight,
+                      augment=args.augment, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
                       texture_channels=args.texture_channels, texture_size=args.texture_size,
                       command=effective_command(args))
     summary = train(cfg)

@@ -27,6 +27,7 @@ import re
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from engine.neural.actor import model_file as mf
 from engine.validate import MAX_BATCH, MAX_RENDER_SIDE, MAX_THREADS, is_number, number, optional_number
 from engine.neural.actor.losses import ActorLoss, VGGPerceptual, find_perceptual_weights
 from engine.neural.actor.model import RENDER_MODES, Actor, make_config
+from engine.neural.actor.weight_average import WeightAverage
 
 CHECKPOINT_FORMAT = "marionette.actor-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -84,6 +86,8 @@ class TrainConfig:
     refine_pose: bool = False
     pose_weight: float = 1.0  # strength of the pull back towards the captured skeleton
     eval_views: int = 16  # held-out views scored at the end (0: skip)
+    # decay of a running average of the weights, saved as the actor (0: off, the last step's weights)
+    ema: float = 0.0
     threads: int | None = None
     command: str = ""
     progress: bool = True
@@ -108,6 +112,7 @@ class TrainConfig:
             number(m, "--snapshot-minutes", lo=0)
         number(self.eval_views, "--eval-views", lo=0, integer=True)
         number(self.pose_weight, "--pose-weight", lo=0)
+        number(self.ema, "--ema", lo=0, hi=1, hi_open=True)
         number(self.keep_checkpoints, "keep_checkpoints", lo=1, integer=True)
         if self.mode not in RENDER_MODES:
             raise MarionetteError(f"--mode must be one of {RENDER_MODES}, got {self.mode!r}")
@@ -290,7 +295,8 @@ def _optimizer_setting(value, current, key: str, what: str):
     return current
 
 
-def save_checkpoint(out: Path, actor: Actor, opt, step: int, train_doc: dict, keep: int = 2) -> Path:
+def save_checkpoint(out: Path, actor: Actor, opt, step: int, train_doc: dict, keep: int = 2,
+                    extra: dict | None = None) -> Path:
     ckdir = out / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"
@@ -302,6 +308,7 @@ def save_checkpoint(out: Path, actor: Actor, opt, step: int, train_doc: dict, ke
     tensors = {f"model.{k}": v for k, v in actor.state_dict().items()}
     opt_t, groups = optimizer_tensors(actor, opt)
     tensors.update(opt_t)
+    tensors.update(extra or {})
     tensors["rng.torch"] = torch.get_rng_state()
     doc = mf.actor_header(actor)
     doc["checkpoint"] = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
@@ -336,7 +343,7 @@ def latest_checkpoint(out: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, actor: Actor, opt) -> dict:
+def load_checkpoint(path: Path, actor: Actor, opt, average: WeightAverage | None = None) -> dict:
     where = str(path / "checkpoint.json")
     doc = mf.read_json(path / "checkpoint.json", "checkpoint description")
     ck = doc.get("checkpoint", {})
@@ -358,6 +365,8 @@ def load_checkpoint(path: Path, actor: Actor, opt) -> dict:
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     mf.load_state_checked(actor, model_state, str(path / "checkpoint.safetensors"), None)
     load_optimizer_tensors(actor, opt, tensors, groups, where)
+    if average is not None and not average.load(tensors, where):
+        average.shadow = {n: p.detach().clone() for n, p in actor.named_parameters() if n in average.shadow}
     if "rng.torch" in tensors:
         rng = tensors["rng.torch"]
         if rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
@@ -526,6 +535,7 @@ class _Run:
         self.actor = Actor(acfg, seed=cfg.seed).to(self.device)
         self.opt = torch.optim.Adam(_param_groups(self.actor, cfg.lr), betas=(0.9, 0.99))
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+        self.average = WeightAverage(self.actor, cfg.ema) if cfg.ema > 0 else None
         wpath = find_perceptual_weights(cfg.perceptual_weights)
         self.loss_fn = ActorLoss(perceptual=VGGPerceptual(wpath).to(self.device) if wpath is not None else None)
 
@@ -537,7 +547,7 @@ class _Run:
         ck = latest_checkpoint(out)
         if ck is None:
             raise MarionetteError(f"{out}: --resume given but there is no checkpoint in {out / 'checkpoints'}")
-        doc = load_checkpoint(ck, self.actor, self.opt)
+        doc = load_checkpoint(ck, self.actor, self.opt, self.average)
         self.step = self.last_ck_step = int(doc["checkpoint"]["step"])
         prev = doc.get("training", {}) if isinstance(doc.get("training"), dict) else {}
         elapsed = prev.get("time_s", 0.0)
@@ -628,7 +638,13 @@ class _Run:
         self.opt.step()
         if not all(bool(torch.isfinite(p).all()) for p in self.actor.parameters()):
             raise NonFiniteError(_nan_message(out, step, "the parameters", self.last_ck_step))
+        if self.average is not None:
+            self.average.update()
         self.step += 1
+
+    def averaged(self):
+        """The actor as it is saved and evaluated: with the running average of its weights under --ema."""
+        return self.average.swapped_in() if self.average is not None else nullcontext(self.actor)
 
     def record(self, parts: dict) -> None:
         loss = float(parts["loss"].detach())
@@ -653,15 +669,18 @@ class _Run:
         while d.main and self.snapshots and elapsed_min >= self.snapshots[0]:
             m = self.snapshots.pop(0)
             self.train_doc.update(steps=step, time_s=round(elapsed_min * 60, 1), metrics=self._metrics())
-            mf.save_actor(self.out / "snapshots" / f"{m:g}min", self.actor, dict(self.train_doc))
+            with self.averaged():
+                mf.save_actor(self.out / "snapshots" / f"{m:g}min", self.actor, dict(self.train_doc))
         out_of_time = cfg.max_minutes is not None and (time.time() - self.t_start) > cfg.max_minutes * 60
         self.stopped_for_time = _broadcast_flag(out_of_time, d, self.device)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or self.stopped_for_time:
             self.train_doc.update(steps=step, time_s=round(self.prev_elapsed + time.time() - self.t_start, 1),
                                   metrics=self._metrics())
             if d.main:
-                save_checkpoint(self.out, self.actor, self.opt, step, dict(self.train_doc), keep=cfg.keep_checkpoints)
-                mf.save_actor(self.out, self.actor, dict(self.train_doc))
+                save_checkpoint(self.out, self.actor, self.opt, step, dict(self.train_doc), keep=cfg.keep_checkpoints,
+                                extra=self.average.tensors() if self.average is not None else None)
+                with self.averaged():
+                    mf.save_actor(self.out, self.actor, dict(self.train_doc))
                 if self.writer is not None:
                     self.writer.add_image("train/truth|render|error",
                                           _image_grid(res["rgb"], res["alpha"], b["rgb"], b["mask"]), step)
@@ -685,12 +704,14 @@ class _Run:
 
             actor.eval()
             actor.pose_skeleton_sha256 = self.train_doc.get("pose_skeleton_sha256")
-            ev = evaluate_actor(actor, cap, resolution=cfg.resolution, max_views=cfg.eval_views, device=self.device,
-                                progress=cfg.progress)
-            self.train_doc["metrics"] = {**self.train_doc.get("metrics", {}), "heldout": ev["overall"],
-                                         "heldout_views": ev["views"]}
-            self.train_doc.update(steps=self.step, time_s=round(self.prev_elapsed + time.time() - self.t_start, 1))
-            mf.save_actor(self.out, actor, dict(self.train_doc))
+            with self.averaged():
+                ev = evaluate_actor(actor, cap, resolution=cfg.resolution, max_views=cfg.eval_views,
+                                    device=self.device, progress=cfg.progress)
+                self.train_doc["metrics"] = {**self.train_doc.get("metrics", {}), "heldout": ev["overall"],
+                                             "heldout_views": ev["views"]}
+                self.train_doc.update(steps=self.step,
+                                      time_s=round(self.prev_elapsed + time.time() - self.t_start, 1))
+                mf.save_actor(self.out, actor, dict(self.train_doc))
             summary["heldout"] = ev["overall"]
         if d.enabled:
             import torch.distributed as dist
