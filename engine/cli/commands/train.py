@@ -41,8 +41,9 @@ def add_arguments(p):
     p.add_argument("--overwrite", action="store_true", help="start over in a non-empty actor folder")
     p.add_argument("--log-dir", metavar="DIR", help="TensorBoard folder (default ACTOR_DIR/logs)")
     p.add_argument("--lr", type=float, default=1e-3, help="decoder learning rate (default 1e-3)")
-    p.add_argument("--decoder", choices=("tiny", "small", "large"), default="small",
-                   help="decoder size: small = base 32 ch, 3 levels (CPU); large = base 64, 4 levels (GPU)")
+    p.add_argument("--decoder", choices=("tiny", "medium", "small", "large"), default="small",
+                   help="decoder size: tiny = base 8 ch, 2 levels; medium = base 16, 3 levels; small = base 32, "
+                        "3 levels (CPU); large = base 64, 4 levels (GPU)")
     p.add_argument("--upsample", type=int, choices=(1, 2), default=1,
                    help="2: render the latent image at half resolution and let the decoder upsample (faster)")
     p.add_argument("--latent-dim", type=int, default=16, help="latent channels per bone (default 16)")

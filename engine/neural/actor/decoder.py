@@ -37,6 +37,7 @@ class DecoderConfig:
     def preset(cls, name: str, **overrides) -> "DecoderConfig":
         """``small`` trains on a CPU; ``large`` is the seed paper's size (base 64, 4 levels)."""
         presets = {"small": dict(base_channels=32, levels=3), "tiny": dict(base_channels=8, levels=2),
+                   "medium": dict(base_channels=16, levels=3),
                    "large": dict(base_channels=64, levels=4)}
         if name not in presets:
             raise MarionetteError(f"unknown decoder preset {name!r}; expected one of {', '.join(presets)}")
