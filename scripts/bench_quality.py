@@ -21,6 +21,7 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinyema     tinyaug + a running average of the weights saved as the actor (--ema 0.995)
   tinysil     tinyema + a silhouette loss on the Gaussians' own alpha (--silhouette-weight 0.5)
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
+  medsil      tinysil with the medium decoder
 
 Splits are captures made by ``marionette ingest`` with different held-out sets, e.g.
 ``nv`` (camera cam02 held out), ``np`` (frames 80-99 held out), ``ip`` (every 10th frame);
@@ -69,6 +70,8 @@ VARIANTS = {
                     augment=True, ema=0.995, silhouette_weight=0.5),
     "medema": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="medium",
                    augment=True, ema=0.995),
+    "medsil": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="medium",
+                   augment=True, ema=0.995, silhouette_weight=0.5),
     "augrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, augment=True),
 }
 # capture name -> the evaluation split scored; None = every held-out split, the overall figure
