@@ -60,6 +60,18 @@ def test_decoder_config_validation():
         DecoderConfig.preset("huge")
 
 
+def test_decoder_presets_grow_in_order_and_run_at_odd_sizes():
+    sizes = []
+    for name in ("tiny", "medium", "small", "large"):
+        cfg = DecoderConfig.preset(name, in_channels=5, code_dim=4)
+        dec = Decoder(cfg)
+        rgb, alpha = dec(torch.randn(1, 5, 19, 23), torch.randn(4))
+        assert rgb.shape == (1, 3, 19, 23) and alpha.shape == (1, 1, 19, 23), name
+        sizes.append(sum(p.numel() for p in dec.parameters()))
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+    assert DecoderConfig.preset("medium").base_channels == 16 and DecoderConfig.preset("medium").levels == 3
+
+
 def test_latent_intrinsics_matches_camera_scaled():
     cam = Camera.look_at("c", [0, -3, 1], [0, 0, 1], 64, 48)
     K2 = latent_intrinsics(torch.tensor(cam.K), 2).numpy()
