@@ -50,6 +50,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# surfacerp's settings, which the tiny/medium decoder variants build on
+_RP = dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True)
 VARIANTS = {
     "surface": dict(per_bone=4, colour_correction=True, mode="transmittance"),
     "nocolour": dict(per_bone=4, colour_correction=False, mode="transmittance"),
@@ -61,17 +63,12 @@ VARIANTS = {
     "texturerp": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8, refine_pose=True),
     "tinytexrp": dict(per_bone=4, colour_correction=False, mode="transmittance", texture_channels=8, refine_pose=True,
                       preset="tiny"),
-    "tinyrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="tiny"),
-    "tinyaug": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="tiny",
-                    augment=True),
-    "tinyema": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="tiny",
-                    augment=True, ema=0.995),
-    "tinysil": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="tiny",
-                    augment=True, ema=0.995, silhouette_weight=0.5),
-    "medema": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="medium",
-                   augment=True, ema=0.995),
-    "medsil": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, preset="medium",
-                   augment=True, ema=0.995, silhouette_weight=0.5),
+    "tinyrp": {**_RP, "preset": "tiny"},
+    "tinyaug": {**_RP, "preset": "tiny", "augment": True},
+    "tinyema": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995},
+    "tinysil": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5},
+    "medema": {**_RP, "preset": "medium", "augment": True, "ema": 0.995},
+    "medsil": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5},
     "augrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, augment=True),
 }
 # capture name -> the evaluation split scored; None = every held-out split, the overall figure

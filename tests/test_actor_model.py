@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine import MarionetteError
-from engine.neural.actor.decoder import Decoder, DecoderConfig
+from engine.neural.actor.decoder import Decoder, DecoderConfig, count_parameters
 from engine.neural.actor.losses import ActorLoss, mask_iou, psnr, ssim
 from engine.neural.actor.model import Actor, latent_intrinsics, make_config
 from engine.neural.actor.model_file import JSON_FILE, TENSOR_FILE, load_actor, save_actor
@@ -67,7 +67,7 @@ def test_decoder_presets_grow_in_order_and_run_at_odd_sizes():
         dec = Decoder(cfg)
         rgb, alpha = dec(torch.randn(1, 5, 19, 23), torch.randn(4))
         assert rgb.shape == (1, 3, 19, 23) and alpha.shape == (1, 1, 19, 23), name
-        sizes.append(sum(p.numel() for p in dec.parameters()))
+        sizes.append(count_parameters(dec))
     assert sizes == sorted(sizes) and len(set(sizes)) == 4
     assert DecoderConfig.preset("medium").base_channels == 16 and DecoderConfig.preset("medium").levels == 3
 

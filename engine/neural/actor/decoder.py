@@ -35,7 +35,8 @@ class DecoderConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "DecoderConfig":
-        """``small`` trains on a CPU; ``large`` is the seed paper's size (base 64, 4 levels)."""
+        """``tiny``/``medium`` for quick CPU runs, ``small`` trains on a CPU; ``large`` is the seed paper's size
+        (base 64, 4 levels). The CLI's ``--decoder`` choices list these names too (it must not import torch)."""
         presets = {"small": dict(base_channels=32, levels=3), "tiny": dict(base_channels=8, levels=2),
                    "medium": dict(base_channels=16, levels=3),
                    "large": dict(base_channels=64, levels=4)}
