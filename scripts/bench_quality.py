@@ -20,6 +20,8 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinyaug     tinyrp + --augment
   tinyema     tinyaug + a running average of the weights saved as the actor (--ema 0.995)
   tinysil     tinyema + a silhouette loss on the Gaussians' own alpha (--silhouette-weight 0.5)
+  tinycol     tinysil + a colour loss on the Gaussians' own latent image (--latent-colour-weight 0.5)
+  tinysil2    tinysil with a four times stronger silhouette loss (--silhouette-weight 2)
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
   medsil      tinysil with the medium decoder
 
@@ -29,13 +31,17 @@ Splits are captures made by ``marionette ingest`` with different held-out sets, 
 For each (variant, split) the script trains for ``--minutes`` (snapshots at ``--curve``
 minutes give the learning curve), then prints person PSNR, box PSNR / SSIM (subject box +10 %,
 over black), mask IoU, the flat-colour silhouette baseline, the share of the person the render
-covers with the person PSNR over those pixels only, training steps and steps/s, and milliseconds per 512² frame. ``--evaluate`` skips training and scores actors already trained
-into ``--out`` (how the figures in docs/sections/50-neural-actor.md were made: the trainings
+covers with the person PSNR over those pixels only, training steps and steps/s, and
+milliseconds per 512² frame. ``--references`` prints what the held-out truth itself scores
+when flattened to one colour or blurred inside the person (the scale the model figures sit
+on). ``--evaluate`` skips training and scores actors already trained into ``--out`` (how the
+figures in docs/sections/50-neural-actor.md were made: the trainings
 ran as separate background commands, recorded in each actor.json).
 
     python scripts/bench_quality.py --capture nv=captures/real_nv np=captures/real_np \\
         --variants surface bone --minutes 15 --curve 5 --resolution 128 --out bench/quality
     python scripts/bench_quality.py --capture nv=captures/real_nv --out bench/quality --evaluate
+    python scripts/bench_quality.py --capture nv=captures/real_nv --resolution 128 --references
     python scripts/bench_quality.py            # a procedural stick-figure capture, two variants, 1 minute
 """
 
@@ -67,6 +73,9 @@ VARIANTS = {
     "tinyaug": {**_RP, "preset": "tiny", "augment": True},
     "tinyema": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995},
     "tinysil": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5},
+    "tinycol": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5,
+                "latent_colour_weight": 0.5},
+    "tinysil2": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 2.0},
     "medema": {**_RP, "preset": "medium", "augment": True, "ema": 0.995},
     "medsil": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5},
     "augrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, augment=True),
@@ -108,6 +117,26 @@ def score(actor_dir: Path, capture, split: str | None, max_views: int) -> dict:
     return row
 
 
+def reference_scores(capture, split: str | None, max_views: int, resolution: int | None) -> dict:
+    """Person PSNR of the held-out truth itself, flattened or blurred inside the person: the scale
+    that model figures sit on (a render with a perfect silhouette and colours but no detail finer
+    than sigma pixels scores ``blur<sigma>``)."""
+    import torch
+
+    from engine.neural.actor.dataset import ViewSet, split_views
+    from engine.neural.actor.evaluate import SPLITS, _pick, blurred_truth_psnr, flat_colour_psnr
+
+    views = [v for s in ((split,) if split else SPLITS) for v in _pick(split_views(capture, s), max_views)]
+    ds = ViewSet(capture, views, resolution=resolution)
+    out: dict[str, list] = {}
+    for start in range(0, len(ds), 8):
+        b = ds.batch(range(start, min(len(ds), start + 8)))
+        out.setdefault("flat", []).append(flat_colour_psnr(b["rgb"], b["mask"]))
+        for sigma in (0.5, 1.0, 2.0):
+            out.setdefault(f"blur{sigma:g}", []).append(blurred_truth_psnr(b["rgb"], b["mask"], sigma))
+    return {k: float(torch.cat(v).mean()) for k, v in out.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--capture", nargs="*", default=[], metavar="SPLIT=DIR",
@@ -123,6 +152,10 @@ def main() -> int:
     ap.add_argument("--max-views", type=int, default=40, help="held-out views scored per split")
     ap.add_argument("--out", help="keep actors here (default: a temp folder)")
     ap.add_argument("--evaluate", action="store_true", help="only score actors already in --out")
+    ap.add_argument("--references", action="store_true",
+                    help="only print each split's reference scores: the truth filled with one flat colour, and "
+                         "blurred by 0.5, 1 and 2 px inside the person (what a perfect silhouette with no finer "
+                         "detail would score)")
     ap.add_argument("--json", help="also write the table to this JSON file")
     args = ap.parse_args()
 
@@ -150,6 +183,12 @@ def main() -> int:
     rows = []
     for split, cap_dir in captures.items():
         cap = open_capture(cap_dir)
+        if args.references:
+            r = reference_scores(cap, SPLIT_OF[split], args.max_views, args.resolution)
+            print(f"reference {split:3s} person PSNR of the truth: flat colour {r['flat']:6.2f}  blurred inside the "
+                  f"person by 0.5 / 1 / 2 px {r['blur0.5']:6.2f} / {r['blur1']:6.2f} / {r['blur2']:6.2f}", flush=True)
+            rows.append({"split": split, "references": r})
+            continue
         for variant in args.variants:
             out = work / f"{variant}_{split}"
             if not args.evaluate:

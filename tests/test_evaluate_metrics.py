@@ -53,3 +53,20 @@ def test_person_coverage_separates_silhouette_misses_from_colour_error():
     assert abs(float(cov[0]) - 0.75) < 1e-6
     assert float(p_cov[0]) > 90  # exact where it covers
     assert float(psnr(rgb, truth, (mask > 0.5).float())[0]) < 20  # the whole-person figure sees the miss
+
+
+def test_blurred_truth_psnr_keeps_flat_colours_and_loses_detail_with_sigma():
+    from engine.neural.actor.evaluate import blurred_truth_psnr
+
+    mask = torch.zeros(1, 1, 24, 24)
+    mask[..., 4:20, 8:16] = 1.0
+    # a flat-coloured person on a bright background: blurring inside the person changes nothing,
+    # because no background enters at the silhouette
+    flat = torch.ones(1, 3, 24, 24)
+    flat[..., 4:20, 8:16] = torch.tensor([0.2, 0.5, 0.3])[:, None, None]
+    assert float(blurred_truth_psnr(flat, mask, 2.0)) > 90.0
+    # a textured person loses more the wider the blur
+    textured = flat.clone()
+    textured[..., 4:20, 8:16] += 0.3 * torch.rand(1, 3, 16, 8, generator=torch.Generator().manual_seed(0))
+    scores = [float(blurred_truth_psnr(textured, mask, s)) for s in (0.5, 1.0, 2.0)]
+    assert scores[0] > scores[1] > scores[2] > 10.0, scores

@@ -52,6 +52,10 @@ def add_arguments(p):
     p.add_argument("--silhouette-weight", type=float, default=0.0, metavar="W",
                    help="weight of an L1 loss between the Gaussians' own alpha (before the decoder) and the person "
                         "mask, so the primitives explain the silhouette (default 0: off)")
+    p.add_argument("--latent-colour-weight", type=float, default=0.0, metavar="W",
+                   help="weight of an L1 loss between the first three latent channels (the Gaussians' own colour, "
+                        "before the decoder) and the person's colours, so the colours live on the primitives in 3D "
+                        "and new cameras see the same ones (default 0: off)")
     p.add_argument("--augment", action="store_true",
                    help="randomly zoom (0.85-1.15x) and shift (8 %%) training views, cameras changed to match")
     p.add_argument("--texture-channels", type=int, default=0, metavar="C",
@@ -85,7 +89,9 @@ def effective_command(args) -> str:
 
     parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
     for opt in ("steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
-                "per_bone", "texture_channels", "texture_size", "silhouette_weight", "pose_weight", "ema", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads", "log_dir"):
+                "per_bone", "texture_channels", "texture_size", "silhouette_weight", "latent_colour_weight",
+                "pose_weight", "ema", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads",
+                "log_dir"):
         value = getattr(args, opt)
         if value is not None:
             parts += ["--" + opt.replace("_", "-"), str(value)]
@@ -114,6 +120,7 @@ def run(args) -> int:
                       eval_views=args.eval_views, threads=args.threads, progress=not args.quiet,
                       per_bone=args.per_bone, colour_correction=args.colour_correction,
                       snapshot_minutes=tuple(args.snapshot_minutes), silhouette_weight=args.silhouette_weight,
+                      latent_colour_weight=args.latent_colour_weight,
                       augment=args.augment, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
                       texture_channels=args.texture_channels, texture_size=args.texture_size,
                       command=effective_command(args))

@@ -186,9 +186,36 @@ class ActorLoss(nn.Module):
         return parts
 
 
+def _at_size(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` [B,C,h,w] resampled (area average when shrinking) to ``like``'s height and width."""
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    mode = "area" if x.shape[-1] > like.shape[-1] else "bilinear"
+    return F.interpolate(x, size=like.shape[-2:], mode=mode, **({} if mode == "area" else {"align_corners": False}))
+
+
+def silhouette_loss(latent_alpha: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """L1 between the renderer's alpha (the Gaussians alone, before the decoder) and the person mask."""
+    return (_at_size(latent_alpha, target_mask) - target_mask).abs().mean()
+
+
+def latent_colour_loss(latent: torch.Tensor, target_rgb: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """L1 between the latent image's first three channels and the person's colours premultiplied by the
+    mask, at the latent image's resolution (which may be 1/upsample of the target's).
+
+    In the transmittance renderer a latent pixel is the alpha-weighted sum of the primitives' vectors
+    (plus what shows of the background vector), so this asks every primitive to carry the person's
+    colour where it sits: colour that lives in 3D and looks the same from a camera never trained on.
+    """
+    if latent.shape[1] < 3:
+        raise MarionetteError(f"latent colour loss needs at least 3 latent channels, got {latent.shape[1]}")
+    truth = _at_size(target_rgb * target_mask, latent)
+    return (latent[:, :3].float() - truth).abs().mean()
+
+
 def is_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
 __all__ = ["ssim", "ssim_map", "psnr", "mask_iou", "ActorLoss", "VGGPerceptual", "find_perceptual_weights",
-           "is_finite"]
+           "is_finite", "silhouette_loss", "latent_colour_loss"]

@@ -37,7 +37,8 @@ import torch
 from engine import MarionetteError
 from engine.neural.actor import model_file as mf
 from engine.validate import MAX_BATCH, MAX_RENDER_SIDE, MAX_THREADS, is_number, number, optional_number
-from engine.neural.actor.losses import ActorLoss, VGGPerceptual, find_perceptual_weights
+from engine.neural.actor.losses import (ActorLoss, VGGPerceptual, find_perceptual_weights, latent_colour_loss,
+                                        silhouette_loss)
 from engine.neural.actor.model import RENDER_MODES, Actor, make_config
 from engine.neural.actor.weight_average import WeightAverage
 
@@ -78,6 +79,10 @@ class TrainConfig:
     # and the person mask: makes the primitives' geometry explain the silhouette, which carries over
     # to new poses, instead of leaving the decoder to paint it per view
     silhouette_weight: float = 0.0
+    # weight of an L1 loss between the first three latent channels (the Gaussians' own colour, before
+    # the decoder) and the masked image: the colours then live on the primitives in 3D, where every
+    # camera sees the same ones, instead of in a decoder that learned them from the training views
+    latent_colour_weight: float = 0.0
     # random zoom (x0.85-1.15) and shift (+-8 % of the image) of every training view, with the
     # camera changed to match, so the decoder cannot memorise where things sit in each view
     augment: bool = False
@@ -112,6 +117,8 @@ class TrainConfig:
             number(m, "--snapshot-minutes", lo=0)
         number(self.eval_views, "--eval-views", lo=0, integer=True)
         number(self.pose_weight, "--pose-weight", lo=0)
+        number(self.silhouette_weight, "--silhouette-weight", lo=0)
+        number(self.latent_colour_weight, "--latent-colour-weight", lo=0)
         number(self.ema, "--ema", lo=0, hi=1, hi_open=True)
         number(self.keep_checkpoints, "keep_checkpoints", lo=1, integer=True)
         if self.mode not in RENDER_MODES:
@@ -609,12 +616,11 @@ class _Run:
         rgb = actor.colour_correct(res["rgb"], b["camera_index"].clamp_min(0))
         parts = self.loss_fn(rgb, res["alpha"], b["rgb"], b["mask"])
         if cfg.silhouette_weight > 0:
-            lat_a = res["latent_alpha"]
-            if lat_a.shape[-2:] != b["mask"].shape[-2:]:
-                lat_a = torch.nn.functional.interpolate(lat_a, size=b["mask"].shape[-2:], mode="bilinear",
-                                                        align_corners=False)
-            parts["silhouette"] = (lat_a - b["mask"]).abs().mean()
+            parts["silhouette"] = silhouette_loss(res["latent_alpha"], b["mask"])
             parts["loss"] = parts["loss"] + cfg.silhouette_weight * parts["silhouette"]
+        if cfg.latent_colour_weight > 0:
+            parts["latent_colour"] = latent_colour_loss(res["latent"], b["rgb"], b["mask"])
+            parts["loss"] = parts["loss"] + cfg.latent_colour_weight * parts["latent_colour"]
         if actor.config.pose_frames:
             parts["pose"] = pose_prior(actor.pose_offsets, self.trained_rows)
             parts["loss"] = parts["loss"] + 1e-3 * cfg.pose_weight * parts["pose"]
