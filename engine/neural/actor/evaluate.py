@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from engine import MarionetteError
-from engine.neural.actor.losses import VGGPerceptual, find_perceptual_weights, mask_iou, psnr, ssim
+from engine.neural.actor.losses import (VGGPerceptual, _gaussian_window, find_perceptual_weights, mask_iou, psnr,
+                                        ssim)
 
 SPLITS = ("novel_view", "novel_pose", "novel_both")
 METRICS = ("psnr", "psnr_person", "psnr_box", "ssim", "ssim_box", "mask_iou", "psnr_flat")
@@ -90,12 +91,8 @@ def blurred_truth_psnr(truth: torch.Tensor, mask: torch.Tensor, sigma: float) ->
 
     m = (mask > 0.5).float()
     r = max(1, int(round(3 * sigma)))
-    x = torch.arange(-r, r + 1, dtype=truth.dtype, device=truth.device)
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    blur = lambda img: F.conv2d(F.conv2d(F.pad(img, (r, r, r, r)), g.view(1, 1, 1, -1).expand(img.shape[1], 1, 1, -1),
-                                         groups=img.shape[1]),
-                                g.view(1, 1, -1, 1).expand(img.shape[1], 1, -1, 1), groups=img.shape[1])
+    window = _gaussian_window(2 * r + 1, sigma, 1, truth.device, truth.dtype)  # zero padding: outside adds nothing
+    blur = lambda img: F.conv2d(F.pad(img, (r, r, r, r)), window.expand(img.shape[1], 1, -1, -1), groups=img.shape[1])
     blurred = blur(truth * m) / blur(m).clamp_min(1e-6)
     return psnr(blurred, truth, m)
 

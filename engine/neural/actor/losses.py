@@ -190,8 +190,9 @@ def _at_size(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``x`` [B,C,h,w] resampled (area average when shrinking) to ``like``'s height and width."""
     if x.shape[-2:] == like.shape[-2:]:
         return x
-    mode = "area" if x.shape[-1] > like.shape[-1] else "bilinear"
-    return F.interpolate(x, size=like.shape[-2:], mode=mode, **({} if mode == "area" else {"align_corners": False}))
+    if x.shape[-1] > like.shape[-1]:
+        return F.interpolate(x, size=like.shape[-2:], mode="area")
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def silhouette_loss(latent_alpha: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
