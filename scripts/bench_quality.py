@@ -22,6 +22,8 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinysil     tinyema + a silhouette loss on the Gaussians' own alpha (--silhouette-weight 0.5)
   tinycol     tinysil + a colour loss on the Gaussians' own latent image (--latent-colour-weight 0.5)
   tinysil2    tinysil with a four times stronger silhouette loss (--silhouette-weight 2)
+  tinymir     tinysil + mirrored views (--mirror 0.5: half the training views flipped left-right
+              with the skeleton, left and right joints swapped)
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
   medsil      tinysil with the medium decoder
 
@@ -76,6 +78,7 @@ VARIANTS = {
     "tinycol": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5,
                 "latent_colour_weight": 0.5},
     "tinysil2": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 2.0},
+    "tinymir": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
     "medema": {**_RP, "preset": "medium", "augment": True, "ema": 0.995},
     "medsil": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5},
     "augrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, augment=True),

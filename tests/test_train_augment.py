@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.neural.actor.train import augment_views
+from engine.neural.actor.augment import augment_views
 
 
 def test_augmented_camera_projects_onto_the_moved_content():
@@ -25,3 +25,85 @@ def test_augmented_camera_projects_onto_the_moved_content():
         assert torch.allclose(c, p, atol=0.15), (c, p)
     assert torch.equal(out["joints"], b["joints"])  # everything else passes through
     assert not torch.equal(out["K"][0], out["K"][1])  # each view draws its own zoom and shift
+
+
+def test_mirror_permutation_swaps_sides_and_is_an_involution():
+    from engine.body.joint_sets import get_joint_set
+    from engine.neural.actor.augment import mirror_permutation
+
+    js = get_joint_set("BODY_25B")
+    perm = mirror_permutation(js)
+    assert [perm[p] for p in perm] == list(range(js.num_joints))
+    assert perm[js.index("LKnee")] == js.index("RKnee")
+    assert perm[js.index("Neck")] == js.index("Neck")
+
+
+def test_mirrored_skeleton_projects_onto_the_flipped_image():
+    import numpy as np
+
+    from engine.body.joint_sets import get_joint_set
+    from engine.geometry.camera import Camera
+    from engine.neural.actor.augment import mirror_images, mirror_joints, mirror_permutation
+
+    js = get_joint_set("BODY_25B")
+    perm = mirror_permutation(js)
+    rng = np.random.default_rng(3)
+    cam = Camera.look_at("c", eye=(1.5, -3.0, 1.4), target=(0.1, 0.2, 1.0), width=40, height=32)
+    K = torch.as_tensor(cam.K, dtype=torch.float64)[None].repeat(2, 1, 1)
+    K[:, 0, 1] = 0.7  # a skewed camera too
+    R = torch.as_tensor(cam.R, dtype=torch.float64)[None].repeat(2, 1, 1)
+    t = torch.as_tensor(cam.t, dtype=torch.float64)[None].repeat(2, 1, 1).squeeze(-1).reshape(2, 3)
+    joints = torch.as_tensor(rng.normal(size=(2, js.num_joints, 3)) * 0.3 + [0, 0, 1.0])
+    joints.requires_grad_(True)
+    img = torch.rand(2, 3, 32, 40, dtype=torch.float64)
+    b = {"rgb": img, "mask": img[:, :1].clone(), "K": K, "R": R, "t": t}
+    flip = torch.tensor([True, False])
+    out = mirror_images(b, flip)
+    mj = mirror_joints(joints, R, t, flip, perm)
+
+    def project(Kb, X):
+        x = (X @ R[0].T + t[0]) @ Kb.T
+        return x[:, :2] / x[:, 2:]
+
+    before = project(K[0], joints[0].detach())
+    after = project(out["K"][0], mj[0].detach())
+    # joint j seen at (u, v) is, mirrored, its opposite joint seen at (W - 1 - u, v)
+    assert torch.allclose(after[perm], torch.stack([39 - before[:, 0], before[:, 1]], 1), atol=1e-9)
+    assert torch.equal(out["rgb"][0], img[0].flip(-1)) and torch.equal(out["rgb"][1], img[1])
+    assert torch.equal(mj[1], joints[1]) and torch.equal(out["K"][1], K[1])
+    # the reflected skeleton keeps bone lengths and stays differentiable (pose refinement trains through it)
+    d0 = (joints[0, 5] - joints[0, 7]).norm()
+    d1 = (mj[0, perm[5]] - mj[0, perm[7]]).norm()
+    assert torch.isclose(d0, d1)
+    mj.sum().backward()
+    assert joints.grad is not None and torch.isfinite(joints.grad).all()
+
+
+def _train_args(*extra):
+    from engine.cli import build_parser
+    from engine.cli.commands.train import apply_recipe
+
+    args = build_parser().parse_args(["train", "--capture", "c", "-o", "a", *extra])
+    apply_recipe(args)
+    return args
+
+
+def test_cpu_recipe_sets_its_options_and_explicit_options_win():
+    plain = _train_args()
+    assert (plain.decoder, plain.augment, plain.ema, plain.silhouette_weight, plain.refine_pose) == \
+        ("small", False, 0.0, 0.0, False)
+    cpu = _train_args("--recipe", "cpu")
+    assert (cpu.decoder, cpu.augment, cpu.ema, cpu.silhouette_weight, cpu.refine_pose) == \
+        ("tiny", True, 0.995, 0.5, True)
+    mixed = _train_args("--recipe", "cpu", "--decoder", "small", "--silhouette-weight", "0")
+    assert (mixed.decoder, mixed.silhouette_weight, mixed.ema, mixed.mirror) == ("small", 0.0, 0.995, 0.5)
+    assert plain.mirror == 0.0
+
+
+def test_recorded_command_spells_out_what_the_recipe_chose():
+    from engine.cli.commands.train import effective_command
+
+    cmd = effective_command(_train_args("--recipe", "cpu"))
+    for flag in ("--recipe cpu", "--decoder tiny", "--ema 0.995", "--silhouette-weight 0.5", "--augment",
+                 "--refine-pose", "--mirror 0.5"):
+        assert flag in cmd, (flag, cmd)

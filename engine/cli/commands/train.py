@@ -16,8 +16,22 @@ Continue later, or longer:
 Several GPUs (PyTorch DistributedDataParallel; --batch is per process):
   torchrun --nproc_per_node 4 -m engine train --capture captures/train8 -o actors/me --device cuda
 
+The CPU recipe (the settings measured best on the bundled real clip in a CPU hour:
+tiny decoder, view augmentation and mirroring, weight averaging, silhouette loss, pose refinement):
+  marionette train --capture captures/real_nv -o actors/real --recipe cpu --steps 10000 --max-minutes 60
+
 Watch it: tensorboard --logdir actors/me/logs
 """
+
+# --recipe NAME: a measured set of options (docs/sections/50-neural-actor.md); an option given on the
+# command line wins over the recipe's value
+RECIPES = {
+    "cpu": {"decoder": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "refine_pose": True,
+            "mirror": 0.5},
+}
+# the defaults of the options a recipe may set, used when neither the command line nor a recipe does
+PLAIN_DEFAULTS = {"decoder": "small", "augment": False, "ema": 0.0, "silhouette_weight": 0.0, "refine_pose": False,
+                  "mirror": 0.0}
 
 
 def add_arguments(p):
@@ -41,15 +55,18 @@ def add_arguments(p):
     p.add_argument("--overwrite", action="store_true", help="start over in a non-empty actor folder")
     p.add_argument("--log-dir", metavar="DIR", help="TensorBoard folder (default ACTOR_DIR/logs)")
     p.add_argument("--lr", type=float, default=1e-3, help="decoder learning rate (default 1e-3)")
-    p.add_argument("--decoder", choices=("tiny", "medium", "small", "large"), default="small",
+    p.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="a measured set of options: cpu = " + _describe(RECIPES["cpu"]) + " (the best held-out "
+                        "figures in a CPU hour; options given explicitly win)")
+    p.add_argument("--decoder", choices=("tiny", "medium", "small", "large"), default=None,
                    help="decoder size: tiny = base 8 ch, 2 levels; medium = base 16, 3 levels; small = base 32, "
-                        "3 levels (CPU); large = base 64, 4 levels (GPU)")
+                        "3 levels (CPU; the default); large = base 64, 4 levels (GPU)")
     p.add_argument("--upsample", type=int, choices=(1, 2), default=1,
                    help="2: render the latent image at half resolution and let the decoder upsample (faster)")
     p.add_argument("--latent-dim", type=int, default=16, help="latent channels per bone (default 16)")
     p.add_argument("--checkpoint-every", type=int, default=250, metavar="N", help="steps between checkpoints")
     p.add_argument("--max-minutes", type=float, metavar="M", help="stop (with a checkpoint) after M minutes")
-    p.add_argument("--silhouette-weight", type=float, default=0.0, metavar="W",
+    p.add_argument("--silhouette-weight", type=float, default=None, metavar="W",
                    help="weight of an L1 loss between the Gaussians' own alpha (before the decoder) and the person "
                         "mask, so the primitives explain the silhouette (default 0: off)")
     p.add_argument("--latent-colour-weight", type=float, default=0.0, metavar="W",
@@ -58,6 +75,9 @@ def add_arguments(p):
                         "and new cameras see the same ones (default 0: off)")
     p.add_argument("--augment", action="store_true",
                    help="randomly zoom (0.85-1.15x) and shift (8 %%) training views, cameras changed to match")
+    p.add_argument("--mirror", type=float, default=None, metavar="P",
+                   help="share of training views mirrored left-right with the skeleton (left and right joints "
+                        "swapped), a virtual camera per real one for a nearly symmetric person (default 0: off)")
     p.add_argument("--texture-channels", type=int, default=0, metavar="C",
                    help="feature channels of a learned map wrapped around each bone (a neural texture: detail "
                         "that stays on the body from every view); 0 = none (default)")
@@ -69,7 +89,7 @@ def add_arguments(p):
     p.add_argument("--pose-weight", type=float, default=1.0, metavar="W",
                    help="with --refine-pose: how strongly corrections are pulled back to the captured skeleton "
                         "(default 1)")
-    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="save the running average of the weights (decay per step, e.g. 0.995) instead of the last "
                         "step's: steadier and better on new views and poses (default 0: off)")
     p.add_argument("--snapshot-minutes", type=float, nargs="*", default=[], metavar="M",
@@ -83,14 +103,33 @@ def add_arguments(p):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _describe(recipe: dict) -> str:
+    flags = []
+    for k, v in recipe.items():
+        flag = "--" + k.replace("_", "-")
+        flags.append(flag if v is True else f"{flag} {v}")
+    return " ".join(flags)
+
+
+def apply_recipe(args) -> None:
+    """Fill the options left unset from ``--recipe`` (if any), then from the plain defaults."""
+    recipe = RECIPES.get(args.recipe or "", {})
+    for key, plain in PLAIN_DEFAULTS.items():
+        value = getattr(args, key)
+        if isinstance(plain, bool):  # on/off flags: a recipe can only switch them on
+            setattr(args, key, value or bool(recipe.get(key, False)))
+        elif value is None:
+            setattr(args, key, recipe.get(key, plain))
+
+
 def effective_command(args) -> str:
     """The command line with every option spelled out, so the provenance records what really ran."""
     import shlex
 
     parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
-    for opt in ("steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
+    for opt in ("recipe", "steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
                 "per_bone", "texture_channels", "texture_size", "silhouette_weight", "latent_colour_weight",
-                "pose_weight", "ema", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads",
+                "mirror", "pose_weight", "ema", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads",
                 "log_dir"):
         value = getattr(args, opt)
         if value is not None:
@@ -109,6 +148,7 @@ def run(args) -> int:
     from engine.neural.actor.train import TrainConfig, train
     from engine.validate import output_folder
 
+    apply_recipe(args)
     output_folder(args.output, "-o")
     if args.log_dir:
         output_folder(args.log_dir, "--log-dir")
@@ -121,7 +161,7 @@ def run(args) -> int:
                       per_bone=args.per_bone, colour_correction=args.colour_correction,
                       snapshot_minutes=tuple(args.snapshot_minutes), silhouette_weight=args.silhouette_weight,
                       latent_colour_weight=args.latent_colour_weight,
-                      augment=args.augment, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
+                      augment=args.augment, mirror=args.mirror, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
                       texture_channels=args.texture_channels, texture_size=args.texture_size,
                       command=effective_command(args))
     summary = train(cfg)

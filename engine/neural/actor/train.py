@@ -39,6 +39,7 @@ from engine.neural.actor import model_file as mf
 from engine.validate import MAX_BATCH, MAX_RENDER_SIDE, MAX_THREADS, is_number, number, optional_number
 from engine.neural.actor.losses import (ActorLoss, VGGPerceptual, find_perceptual_weights, latent_colour_loss,
                                         silhouette_loss)
+from engine.neural.actor.augment import augment_views, mirror_images, mirror_joints, mirror_permutation
 from engine.neural.actor.model import RENDER_MODES, Actor, make_config
 from engine.neural.actor.weight_average import WeightAverage
 
@@ -86,6 +87,9 @@ class TrainConfig:
     # random zoom (x0.85-1.15) and shift (+-8 % of the image) of every training view, with the
     # camera changed to match, so the decoder cannot memorise where things sit in each view
     augment: bool = False
+    # share of training views mirrored left-right together with the skeleton (left and right joints
+    # swapped): a nearly symmetric person seen by a sparse rig gains a virtual camera per real one
+    mirror: float = 0.0
     # learn a per-frame correction of the capture's skeleton with the actor (from the training cameras),
     # kept small and smooth in time; the held-out camera then sees the same, better posed, frames
     refine_pose: bool = False
@@ -119,6 +123,7 @@ class TrainConfig:
         number(self.pose_weight, "--pose-weight", lo=0)
         number(self.silhouette_weight, "--silhouette-weight", lo=0)
         number(self.latent_colour_weight, "--latent-colour-weight", lo=0)
+        number(self.mirror, "--mirror", lo=0, hi=1)
         number(self.ema, "--ema", lo=0, hi=1, hi_open=True)
         number(self.keep_checkpoints, "keep_checkpoints", lo=1, integer=True)
         if self.mode not in RENDER_MODES:
@@ -597,6 +602,7 @@ class _Run:
         self.train_doc = doc
         self.bar = _bar(cfg, d, cfg.steps, "training", initial=self.step)
         self.gen = torch.Generator().manual_seed(cfg.seed + 7919 * self.step)  # augmentation draws
+        self.mirror_perm = mirror_permutation(self.actor.joint_set) if cfg.mirror > 0 else None
         self.snapshots = sorted(float(m) for m in cfg.snapshot_minutes if float(m) * 60 > self.prev_elapsed)
 
     # ------------------------------------------------------------------ one step
@@ -607,11 +613,18 @@ class _Run:
         b = {k: v.to(self.device, non_blocking=True) for k, v in self.ds.batch(idx).items()}
         for g, base in zip(self.opt.param_groups, self.base_lrs):
             g["lr"] = base * _lr_factor(self.step, self.cfg.steps)
-        return augment_views(b, self.gen) if self.cfg.augment else b
+        if self.cfg.augment:
+            b = augment_views(b, self.gen)
+        if self.cfg.mirror > 0:
+            flip = torch.rand(b["rgb"].shape[0], generator=self.gen) < self.cfg.mirror
+            b = mirror_images(b, flip.to(self.device))
+        return b
 
     def losses(self, b: dict) -> tuple[dict, dict]:
         cfg, actor = self.cfg, self.actor
         joints = actor.refine_joints(b["joints"], b["row"])
+        if "mirror" in b:
+            joints = mirror_joints(joints, b["R"], b["t"], b["mirror"], self.mirror_perm)
         res = self.model(joints, b["K"], b["R"], b["t"], self.H, self.W)
         rgb = actor.colour_correct(res["rgb"], b["camera_index"].clamp_min(0))
         parts = self.loss_fn(rgb, res["alpha"], b["rgb"], b["mask"])
@@ -724,34 +737,6 @@ class _Run:
 
             dist.barrier()
         return summary
-
-
-def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float = 0.08) -> dict:
-    """Randomly zoom and shift every view of a batch, changing its camera to match.
-
-    Output pixel u' (integer centres) shows source pixel u = (u' + 0.5 - o) / s - 0.5, i.e. the
-    camera becomes fx' = s fx, cx' = s (cx + 0.5) - 0.5 + o (the same for y). Pixels from outside
-    the source image are background (mask 0, colour 0).
-    """
-    rgb, mask, K = b["rgb"], b["mask"], b["K"]
-    B, _, H, W = rgb.shape
-    s = torch.empty(B).uniform_(zoom[0], zoom[1], generator=gen)
-    # shift so the zoom is about the image centre, plus a random offset
-    ox = (1 - s) * W / 2 + torch.empty(B).uniform_(-shift, shift, generator=gen) * W
-    oy = (1 - s) * H / 2 + torch.empty(B).uniform_(-shift, shift, generator=gen) * H
-    up = torch.arange(W, dtype=rgb.dtype)
-    vp = torch.arange(H, dtype=rgb.dtype)
-    u = (up[None] + 0.5 - ox[:, None]) / s[:, None] - 0.5          # [B, W] source x
-    v = (vp[None] + 0.5 - oy[:, None]) / s[:, None] - 0.5          # [B, H] source y
-    gx = (2 * u + 1) / W - 1
-    gy = (2 * v + 1) / H - 1
-    grid = torch.stack([gx[:, None, :].expand(B, H, W), gy[:, :, None].expand(B, H, W)], dim=-1)
-    sample = lambda x: torch.nn.functional.grid_sample(x, grid.to(x.dtype), mode="bilinear",
-                                                       padding_mode="zeros", align_corners=False)
-    from engine.neural.actor.model import scale_intrinsics
-
-    K2 = scale_intrinsics(K, s.to(K.dtype), ox=ox.to(K.dtype), oy=oy.to(K.dtype))
-    return {**b, "rgb": sample(rgb), "mask": sample(mask), "K": K2}
 
 
 def _median_person_height(ds) -> float:

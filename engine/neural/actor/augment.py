@@ -1,0 +1,93 @@
+"""Training-time view augmentation: new views made from the captured ones, cameras changed to match.
+
+* ``augment_views``: a random zoom and shift of each image (the decoder cannot memorise where things
+  sit on screen);
+* ``mirror_views``: a left-right mirror of each image together with the person (the skeleton is
+  reflected and its left and right joints swapped). A person is nearly symmetric, so a camera that
+  saw the person's left side also teaches what the right side looks like from the mirrored place:
+  a sparse rig gains a virtual camera for each real one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.body.joint_sets import JointSet
+from engine.neural.actor.model import scale_intrinsics
+
+
+def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float = 0.08) -> dict:
+    """Randomly zoom and shift every view of a batch, changing its camera to match.
+
+    Output pixel u' (integer centres) shows source pixel u = (u' + 0.5 - o) / s - 0.5, i.e. the
+    camera becomes fx' = s fx, cx' = s (cx + 0.5) - 0.5 + o (the same for y). Pixels from outside
+    the source image are background (mask 0, colour 0).
+    """
+    rgb, mask, K = b["rgb"], b["mask"], b["K"]
+    B, _, H, W = rgb.shape
+    s = torch.empty(B).uniform_(zoom[0], zoom[1], generator=gen)
+    # shift so the zoom is about the image centre, plus a random offset
+    ox = (1 - s) * W / 2 + torch.empty(B).uniform_(-shift, shift, generator=gen) * W
+    oy = (1 - s) * H / 2 + torch.empty(B).uniform_(-shift, shift, generator=gen) * H
+    up = torch.arange(W, dtype=rgb.dtype)
+    vp = torch.arange(H, dtype=rgb.dtype)
+    u = (up[None] + 0.5 - ox[:, None]) / s[:, None] - 0.5          # [B, W] source x
+    v = (vp[None] + 0.5 - oy[:, None]) / s[:, None] - 0.5          # [B, H] source y
+    gx = (2 * u + 1) / W - 1
+    gy = (2 * v + 1) / H - 1
+    grid = torch.stack([gx[:, None, :].expand(B, H, W), gy[:, :, None].expand(B, H, W)], dim=-1)
+    sample = lambda x: torch.nn.functional.grid_sample(x, grid.to(x.dtype), mode="bilinear",
+                                                       padding_mode="zeros", align_corners=False)
+    K2 = scale_intrinsics(K, s.to(K.dtype), ox=ox.to(K.dtype), oy=oy.to(K.dtype))
+    return {**b, "rgb": sample(rgb), "mask": sample(mask), "K": K2}
+
+
+def mirror_permutation(joint_set: JointSet) -> list[int]:
+    """Index of each joint's mirror image (left <-> right by canonical name; centre joints map to
+    themselves). A joint set with a side joint whose opposite is missing cannot be mirrored."""
+    from engine import MarionetteError
+
+    index = {name: i for i, name in enumerate(joint_set.canonical)}
+    perm = []
+    for name in joint_set.canonical:
+        other = name
+        for a, b in (("left", "right"), ("right", "left")):
+            if name.startswith(a + "_"):
+                other = b + name[len(a):]
+        if other not in index:
+            raise MarionetteError(f"joint set {joint_set.name}: joint {name!r} has no mirror {other!r}; "
+                                  "mirror augmentation needs both sides")
+        perm.append(index[other])
+    return perm
+
+
+def mirror_images(b: dict, flip: torch.Tensor) -> dict:
+    """Flip left-right the images and masks of a batch where ``flip`` [B] (bool) is set, with the
+    camera's principal point mirrored (cx' = W - 1 - cx, skew negated; integer pixel centres).
+    ``b["mirror"]`` records which views were flipped; their skeletons must go through
+    ``mirror_joints`` (after any pose refinement) before rendering."""
+    W = b["rgb"].shape[-1]
+    K = b["K"].clone()
+    K[flip, 0, 2] = (W - 1) - K[flip, 0, 2]
+    K[flip, 0, 1] = -K[flip, 0, 1]
+    out = {**b, "K": K, "mirror": flip}
+    for key in ("rgb", "mask"):
+        out[key] = torch.where(flip[:, None, None, None], b[key].flip(-1), b[key])
+    return out
+
+
+def mirror_joints(joints: torch.Tensor, R: torch.Tensor, t: torch.Tensor, flip: torch.Tensor,
+                  perm: list[int]) -> torch.Tensor:
+    """Reflect the skeletons [B, J, 3] (world) where ``flip`` [B] is set across their camera's y-z
+    plane (x_cam -> -x_cam) and swap left and right joints (``perm``).
+
+    The camera (R, t) is unchanged, so with its principal point mirrored (``mirror_images``) it
+    projects the reflected skeleton exactly onto the flipped image. Reflection turns a left arm into
+    a right one; swapping the names makes a proper body again. Differentiable in ``joints``.
+    """
+    R, t = R.to(joints.dtype), t.to(joints.dtype)
+    cam = joints @ R.transpose(1, 2) + t[:, None]
+    sign = torch.ones(3, dtype=joints.dtype, device=joints.device)
+    sign[0] = -1
+    reflected = ((cam * sign - t[:, None]) @ R)[:, perm]
+    return torch.where(flip.to(joints.device)[:, None, None], reflected, joints)
