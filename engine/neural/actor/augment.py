@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from engine import MarionetteError
 from engine.body.joint_sets import JointSet
 from engine.neural.actor.model import scale_intrinsics
 
@@ -45,8 +46,6 @@ def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float
 def mirror_permutation(joint_set: JointSet) -> list[int]:
     """Index of each joint's mirror image (left <-> right by canonical name; centre joints map to
     themselves). A joint set with a side joint whose opposite is missing cannot be mirrored."""
-    from engine import MarionetteError
-
     index = {name: i for i, name in enumerate(joint_set.canonical)}
     perm = []
     for name in joint_set.canonical:
