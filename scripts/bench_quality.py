@@ -24,6 +24,8 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinysil2    tinysil with a four times stronger silhouette loss (--silhouette-weight 2)
   tinymir     tinysil + mirrored views (--mirror 0.5: half the training views flipped left-right
               with the skeleton, left and right joints swapped)
+  tinyroll    tinymir + cameras turned about their optical axes by up to 10 degrees (--roll 10)
+  medmir      tinymir with the medium decoder
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
   medsil      tinysil with the medium decoder
 
@@ -79,6 +81,9 @@ VARIANTS = {
                 "latent_colour_weight": 0.5},
     "tinysil2": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 2.0},
     "tinymir": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
+    "tinyroll": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
+                 "roll": 10.0},
+    "medmir": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
     "medema": {**_RP, "preset": "medium", "augment": True, "ema": 0.995},
     "medsil": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5},
     "augrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, augment=True),

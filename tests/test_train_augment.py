@@ -107,3 +107,33 @@ def test_recorded_command_spells_out_what_the_recipe_chose():
     for flag in ("--recipe cpu", "--decoder tiny", "--ema 0.995", "--silhouette-weight 0.5", "--augment",
                  "--refine-pose", "--mirror 0.5"):
         assert flag in cmd, (flag, cmd)
+
+
+def test_rolled_camera_projects_a_world_point_onto_the_moved_content():
+    """A blob drawn where a world point projects must, after roll_views, sit where the rolled camera
+    projects that point (non-square pixels and an off-centre principal point included)."""
+    from engine.neural.actor.augment import roll_views
+
+    H, W = 40, 48
+    K = torch.tensor([[44.0, 0.0, 22.0], [0.0, 38.0, 21.0], [0.0, 0.0, 1.0]])
+    R = torch.eye(3)
+    t = torch.tensor([0.1, -0.05, 3.0])
+    X = torch.tensor([0.6, -0.5, 0.4])
+    p = K @ (R @ X + t)
+    u0, v0 = float(p[0] / p[2]), float(p[1] / p[2])
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    blob = torch.exp(-((xx - u0) ** 2 + (yy - v0) ** 2) / (2 * 1.5 ** 2))
+    b = {"rgb": blob.expand(3, 3, H, W).clone(), "mask": blob.expand(3, 1, H, W).clone(),
+         "K": K.expand(3, 3, 3).clone(), "R": R.expand(3, 3, 3).clone(), "t": t.expand(3, 3).clone()}
+    out = roll_views(b, torch.Generator().manual_seed(2), max_degrees=20.0)
+    for i in range(3):
+        q = out["K"][i] @ (out["R"][i] @ X + out["t"][i])
+        q = q[:2] / q[2]
+        w = out["rgb"][i, 0]
+        c = torch.stack([(xx * w).sum() / w.sum(), (yy * w).sum() / w.sum()])
+        assert torch.allclose(c, q, atol=0.15), (i, c, q)
+        assert torch.allclose(out["R"][i] @ out["R"][i].T, torch.eye(3), atol=1e-5)  # still a rotation
+    assert not torch.allclose(out["R"][0], out["R"][1])  # each view draws its own angle
+    assert torch.equal(out["K"], b["K"])
+    moved = (out["rgb"][:, 0].flatten(1).argmax(1) != blob.flatten().argmax()).any()
+    assert moved

@@ -2,6 +2,8 @@
 
 * ``augment_views``: a random zoom and shift of each image (the decoder cannot memorise where things
   sit on screen);
+* ``roll_views``: a random turn of each camera about its optical axis, the image turned to match
+  (limbs then cross the screen at angles the training cameras never showed them at);
 * ``mirror_views``: a left-right mirror of each image together with the person (the skeleton is
   reflected and its left and right joints swapped). A person is nearly symmetric, so a camera that
   saw the person's left side also teaches what the right side looks like from the mirrored place:
@@ -9,6 +11,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -41,6 +45,37 @@ def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float
                                                        padding_mode="zeros", align_corners=False)
     K2 = scale_intrinsics(K, s.to(K.dtype), ox=ox.to(K.dtype), oy=oy.to(K.dtype))
     return {**b, "rgb": sample(rgb), "mask": sample(mask), "K": K2}
+
+
+def roll_views(b: dict, gen: torch.Generator, max_degrees: float) -> dict:
+    """Turn every view's camera about its optical axis by a random angle in +-``max_degrees``, the
+    image resampled to match.
+
+    With R' = Rz R and t' = Rz t (K unchanged) a pixel u (homogeneous, integer centres) moves to
+    K Rz K^-1 u, an affine map because Rz keeps the depth axis, so the image is warped exactly.
+    Pixels from outside the source image are background (mask 0, colour 0).
+    """
+    rgb, K, R, t = b["rgb"], b["K"], b["R"], b["t"]
+    B, _, H, W = rgb.shape
+    angle = (torch.rand(B, generator=gen) * 2 - 1) * math.radians(max_degrees)
+    c, s = torch.cos(angle), torch.sin(angle)
+    Rz = torch.zeros(B, 3, 3)
+    Rz[:, 0, 0], Rz[:, 0, 1], Rz[:, 1, 0], Rz[:, 1, 1], Rz[:, 2, 2] = c, -s, s, c, 1.0
+    Rz = Rz.to(device=K.device, dtype=K.dtype)
+    Kd = K.double()
+    # output pixel -> source pixel: K Rz^T K^-1
+    to_source = (Kd @ Rz.double().transpose(1, 2) @ torch.linalg.inv(Kd)).to(rgb.dtype)
+    vv, uu = torch.meshgrid(torch.arange(H, dtype=rgb.dtype, device=rgb.device),
+                            torch.arange(W, dtype=rgb.dtype, device=rgb.device), indexing="ij")
+    pix = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1).reshape(1, H * W, 3)
+    src = pix @ to_source.transpose(1, 2)                            # [B, HW, 3]
+    src = src[..., :2] / src[..., 2:]
+    grid = torch.stack([(2 * src[..., 0] + 1) / W - 1, (2 * src[..., 1] + 1) / H - 1], dim=-1).reshape(B, H, W, 2)
+    sample = lambda x: torch.nn.functional.grid_sample(x, grid.to(x.dtype), mode="bilinear",
+                                                       padding_mode="zeros", align_corners=False)
+    R2 = Rz.to(R.dtype) @ R
+    t2 = (Rz.to(t.dtype) @ t[..., None])[..., 0]
+    return {**b, "rgb": sample(rgb), "mask": sample(b["mask"]), "R": R2, "t": t2}
 
 
 def mirror_permutation(joint_set: JointSet) -> list[int]:

@@ -39,7 +39,7 @@ from engine.neural.actor import model_file as mf
 from engine.validate import MAX_BATCH, MAX_RENDER_SIDE, MAX_THREADS, is_number, number, optional_number
 from engine.neural.actor.losses import (ActorLoss, VGGPerceptual, find_perceptual_weights, latent_colour_loss,
                                         silhouette_loss)
-from engine.neural.actor.augment import augment_views, mirror_images, mirror_joints, mirror_permutation
+from engine.neural.actor.augment import augment_views, mirror_images, mirror_joints, mirror_permutation, roll_views
 from engine.neural.actor.model import RENDER_MODES, Actor, make_config
 from engine.neural.actor.weight_average import WeightAverage
 
@@ -90,6 +90,8 @@ class TrainConfig:
     # share of training views mirrored left-right together with the skeleton (left and right joints
     # swapped): a nearly symmetric person seen by a sparse rig gains a virtual camera per real one
     mirror: float = 0.0
+    # largest random turn (degrees) of each training camera about its optical axis, image turned to match
+    roll: float = 0.0
     # learn a per-frame correction of the capture's skeleton with the actor (from the training cameras),
     # kept small and smooth in time; the held-out camera then sees the same, better posed, frames
     refine_pose: bool = False
@@ -124,6 +126,7 @@ class TrainConfig:
         number(self.silhouette_weight, "--silhouette-weight", lo=0)
         number(self.latent_colour_weight, "--latent-colour-weight", lo=0)
         number(self.mirror, "--mirror", lo=0, hi=1)
+        number(self.roll, "--roll", lo=0, hi=45)
         number(self.ema, "--ema", lo=0, hi=1, hi_open=True)
         number(self.keep_checkpoints, "keep_checkpoints", lo=1, integer=True)
         if self.mode not in RENDER_MODES:
@@ -613,6 +616,8 @@ class _Run:
         b = {k: v.to(self.device, non_blocking=True) for k, v in self.ds.batch(idx).items()}
         for g, base in zip(self.opt.param_groups, self.base_lrs):
             g["lr"] = base * _lr_factor(self.step, self.cfg.steps)
+        if self.cfg.roll > 0:
+            b = roll_views(b, self.gen, self.cfg.roll)
         if self.cfg.augment:
             b = augment_views(b, self.gen)
         if self.cfg.mirror > 0:
