@@ -31,7 +31,7 @@ RECIPES = {
 }
 # the defaults of the options a recipe may set, used when neither the command line nor a recipe does
 PLAIN_DEFAULTS = {"decoder": "small", "augment": False, "ema": 0.0, "silhouette_weight": 0.0, "refine_pose": False,
-                  "mirror": 0.0}
+                  "mirror": 0.0, "roll": 0.0}
 
 
 def add_arguments(p):
@@ -164,7 +164,7 @@ def run(args) -> int:
                       per_bone=args.per_bone, colour_correction=args.colour_correction,
                       snapshot_minutes=tuple(args.snapshot_minutes), silhouette_weight=args.silhouette_weight,
                       latent_colour_weight=args.latent_colour_weight,
-                      augment=args.augment, mirror=args.mirror, roll=args.roll or 0.0, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
+                      augment=args.augment, mirror=args.mirror, roll=args.roll, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
                       texture_channels=args.texture_channels, texture_size=args.texture_size,
                       command=effective_command(args))
     summary = train(cfg)

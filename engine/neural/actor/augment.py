@@ -21,6 +21,15 @@ from engine.body.joint_sets import JointSet
 from engine.neural.actor.model import scale_intrinsics
 
 
+def _resample(x: torch.Tensor, source_px: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of images ``x`` [B, C, H, W] at source pixel positions ``source_px``
+    [B, H', W', 2] (x, y; integer pixel centres); outside the image reads 0 (background)."""
+    H, W = x.shape[-2:]
+    size = torch.tensor([W, H], dtype=x.dtype, device=x.device)
+    grid = (2 * source_px.to(device=x.device, dtype=x.dtype) + 1) / size - 1
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float = 0.08) -> dict:
     """Randomly zoom and shift every view of a batch, changing its camera to match.
 
@@ -38,13 +47,10 @@ def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float
     vp = torch.arange(H, dtype=rgb.dtype)
     u = (up[None] + 0.5 - ox[:, None]) / s[:, None] - 0.5          # [B, W] source x
     v = (vp[None] + 0.5 - oy[:, None]) / s[:, None] - 0.5          # [B, H] source y
-    gx = (2 * u + 1) / W - 1
-    gy = (2 * v + 1) / H - 1
-    grid = torch.stack([gx[:, None, :].expand(B, H, W), gy[:, :, None].expand(B, H, W)], dim=-1)
-    sample = lambda x: torch.nn.functional.grid_sample(x, grid.to(x.dtype), mode="bilinear",
-                                                       padding_mode="zeros", align_corners=False)
-    K2 = scale_intrinsics(K, s.to(K.dtype), ox=ox.to(K.dtype), oy=oy.to(K.dtype))
-    return {**b, "rgb": sample(rgb), "mask": sample(mask), "K": K2}
+    grid = torch.stack([u[:, None, :].expand(B, H, W), v[:, :, None].expand(B, H, W)], dim=-1)
+    on_k = dict(device=K.device, dtype=K.dtype)  # the draws come from a CPU generator
+    K2 = scale_intrinsics(K, s.to(**on_k), ox=ox.to(**on_k), oy=oy.to(**on_k))
+    return {**b, "rgb": _resample(rgb, grid), "mask": _resample(mask, grid), "K": K2}
 
 
 def roll_views(b: dict, gen: torch.Generator, max_degrees: float) -> dict:
@@ -68,14 +74,11 @@ def roll_views(b: dict, gen: torch.Generator, max_degrees: float) -> dict:
     vv, uu = torch.meshgrid(torch.arange(H, dtype=rgb.dtype, device=rgb.device),
                             torch.arange(W, dtype=rgb.dtype, device=rgb.device), indexing="ij")
     pix = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1).reshape(1, H * W, 3)
-    src = pix @ to_source.transpose(1, 2)                            # [B, HW, 3]
-    src = src[..., :2] / src[..., 2:]
-    grid = torch.stack([(2 * src[..., 0] + 1) / W - 1, (2 * src[..., 1] + 1) / H - 1], dim=-1).reshape(B, H, W, 2)
-    sample = lambda x: torch.nn.functional.grid_sample(x, grid.to(x.dtype), mode="bilinear",
-                                                       padding_mode="zeros", align_corners=False)
+    src = pix @ to_source[:, :2].transpose(1, 2)                     # [B, HW, 2]; affine: no divide
     R2 = Rz.to(R.dtype) @ R
     t2 = (Rz.to(t.dtype) @ t[..., None])[..., 0]
-    return {**b, "rgb": sample(rgb), "mask": sample(b["mask"]), "R": R2, "t": t2}
+    grid = src.reshape(B, H, W, 2)
+    return {**b, "rgb": _resample(rgb, grid), "mask": _resample(b["mask"], grid), "R": R2, "t": t2}
 
 
 def mirror_permutation(joint_set: JointSet) -> list[int]:
