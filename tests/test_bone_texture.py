@@ -65,24 +65,30 @@ def test_texture_wraps_round_the_bone():
     weights[0, n] = 1.0  # only bone n, at three pixels
     along, around = texture_coordinates(pts.reshape(1, 3, 1, 3), frames, mid, L)
     assert around[0, n, 0, 0] > 0.99 and around[0, n, 0, 1] < -0.99
-    out = _sample(tex, along, around, weights).detach()
-    seam = out[0, 0, 0, :2]
-    assert torch.allclose(seam, torch.full_like(seam, 3.5), atol=0.01)  # (7 + 0) / 2: blended across the seam
-    assert float(out[0, 0, 0, 2]) == pytest.approx(0.75 * 8 - 0.5, abs=1e-3)  # angle pi/2 -> column 5.5
+    for dense in (False, True):
+        out = _sample(tex, along, around, weights, dense=dense).detach()
+        seam = out[0, 0, 0, :2]
+        assert torch.allclose(seam, torch.full_like(seam, 3.5), atol=0.01)  # (7 + 0) / 2: blended across the seam
+        assert float(out[0, 0, 0, 2]) == pytest.approx(0.75 * 8 - 0.5, abs=1e-3)  # angle pi/2 -> column 5.5
 
 
-def _sample(tex, along, around, weights):
-    """BoneTexture.forward's lookup with given coordinates (monkeypatched coordinate function)."""
+def _sample(tex, along, around, weights, dense=False):
+    """BoneTexture's lookup (``forward``, or ``forward_dense`` with ``dense``) with given coordinates
+    [B, N, H, W] (monkeypatched coordinate functions; ``forward`` asks only for the pairs with weight,
+    in row-major order)."""
     import engine.neural.render.texture as T
 
-    orig = T.texture_coordinates
+    orig = T.texture_coordinates, T.pair_coordinates
+    sel = weights > T.MIN_WEIGHT
     T.texture_coordinates = lambda *a: (along, around)
+    T.pair_coordinates = lambda *a: (along[sel], around[sel])
     try:
         B, N, H, W = weights.shape
         K, R, t = (x.float() for x in _cam(W, H))
-        return tex(_standing(batch=1).float(), torch.ones(B, 1, H, W), weights, K, R, t)
+        lookup = tex.forward_dense if dense else tex
+        return lookup(_standing(batch=1).float(), torch.ones(B, 1, H, W), weights, K, R, t)
     finally:
-        T.texture_coordinates = orig
+        T.texture_coordinates, T.pair_coordinates = orig
 
 
 def test_gradcheck_maps_and_weights():
@@ -142,3 +148,37 @@ def test_actor_without_texture_stays_version_2():
 
     assert header_version(make_config("BODY_25B", per_bone=4)) == 2
     assert header_version(make_config("BODY_25B")) == 1
+
+
+def test_sparse_lookup_equals_the_dense_reference_on_a_render():
+    """``forward`` (only the (bone, pixel) pairs with weight) against ``forward_dense`` (grid_sample at
+    every pair) with a real render's depth and bone weights: same features, same gradients."""
+    torch.manual_seed(0)
+    cfg = make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=4, texture_channels=3, texture_size=8)
+    actor = Actor(cfg).double()
+    J = _standing(batch=2, seed=3)
+    K, R, t = _cam(40, 32, batch=2)
+    tex = actor.texture
+    seen = {}
+    tex.forward = lambda *a: seen.setdefault("args", a) and BoneTexture.forward(tex, *a)  # the renderer's inputs
+    with torch.no_grad():
+        tex.maps.normal_()  # every texel distinct, so a wrong texel shows
+        actor.render_latent(J, K, R, t, 32, 40)
+    del tex.forward
+    depth, weights = seen["args"][1], seen["args"][2].detach().clone()
+    covered = (weights > 1e-4).sum(1)
+    assert int((covered >= 2).sum()) > 20 and int((covered == 0).sum()) > 100  # overlaps and empty pixels
+    weights[weights <= 1e-4] = 0.0  # what the sparse lookup leaves out
+    for f in (tex.forward, tex.forward_dense):
+        tex.maps.grad = None
+        w = weights.clone().requires_grad_(True)
+        out = f(J, depth, w, K, R, t)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
+        if f == tex.forward:
+            sparse, g_maps, g_w = out.detach(), tex.maps.grad.clone(), w.grad.clone()
+    assert torch.allclose(sparse, out.detach(), atol=1e-10)
+    assert torch.allclose(g_maps, tex.maps.grad, atol=1e-10)
+    # d/d weight where a pair was left out: a Gaussian's weight there moves with its own tiny value,
+    # so nothing is lost by leaving it out; everywhere else the gradients agree
+    looked_up = weights > 0
+    assert torch.allclose(g_w[looked_up], w.grad[looked_up], atol=1e-10) and not g_w[~looked_up].any()

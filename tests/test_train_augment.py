@@ -137,3 +137,35 @@ def test_rolled_camera_projects_a_world_point_onto_the_moved_content():
     assert torch.equal(out["K"], b["K"])
     moved = (out["rgb"][:, 0].flatten(1).argmax(1) != blob.flatten().argmax()).any()
     assert moved
+
+
+def test_pixels_from_outside_the_image_do_not_count_in_the_silhouette_losses():
+    """A person filling the frame: after zooming out and rolling, the border shows pixels from outside
+    the captured image (mask 0 there, though the person may continue). ``valid`` marks them, travels
+    through the mirror, and the alpha and silhouette losses of a render covering the whole frame
+    ignore them, while an all-valid batch keeps the plain means."""
+    from engine.neural.actor.augment import mirror_images, roll_views
+    from engine.neural.actor.losses import ActorLoss, silhouette_loss
+
+    B, H, W = 4, 32, 32
+    K = torch.tensor([[30.0, 0.0, 15.5], [0.0, 30.0, 15.5], [0.0, 0.0, 1.0]]).expand(B, 3, 3).clone()
+    b = {"rgb": torch.full((B, 3, H, W), 0.5), "mask": torch.ones(B, 1, H, W), "K": K,
+         "R": torch.eye(3).expand(B, 3, 3).clone(), "t": torch.tensor([0.0, 0.0, 3.0]).expand(B, 3).clone()}
+    out = roll_views(b, torch.Generator().manual_seed(1), max_degrees=30.0)
+    out = augment_views(out, torch.Generator().manual_seed(3), zoom=(0.7, 0.8))
+    out = mirror_images(out, torch.tensor([True, False, True, False]))
+    valid = out["valid"]
+    assert valid.shape == (B, 1, H, W)
+    assert float(valid.min()) == 0.0 and float(valid.amax(dim=(1, 2, 3)).min()) == 1.0
+    # wholly inside the captured image the mask is the person's (1); where it reads background, the
+    # pixel came from outside
+    assert torch.all(out["mask"][valid > 0] > 0.999) and torch.all(valid[out["mask"] < 0.5] == 0)
+    full = torch.ones(B, 1, H, W)  # a render that covers the whole frame, as the person does
+    rgb = torch.full((B, 3, H, W), 0.5)
+    loss = ActorLoss()
+    assert float(loss(rgb, full, out["rgb"], out["mask"], valid)["alpha"]) < 1e-6
+    assert float(loss(rgb, full, out["rgb"], out["mask"])["alpha"]) > 0.1  # without it: punished for the person
+    assert float(silhouette_loss(full[..., ::2, ::2], out["mask"], valid)) < 1e-2  # latent at half size
+    plain = torch.rand(B, 1, H, W)
+    assert torch.allclose(loss(rgb, plain, b["rgb"], b["mask"], torch.ones_like(plain))["alpha"],
+                          loss(rgb, plain, b["rgb"], b["mask"])["alpha"])

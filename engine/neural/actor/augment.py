@@ -30,14 +30,29 @@ def _resample(x: torch.Tensor, source_px: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _resample_views(b: dict, source_px: torch.Tensor) -> dict:
+    """The batch's images, masks and validity [B, 1, H, W] resampled at ``source_px``.
+
+    ``valid`` is 1 where an output pixel came wholly from inside the captured image and 0 elsewhere
+    (a border pixel blends the person with the zeros outside, so it is not trusted either). Outside the image the mask reads 0 although the person
+    may well continue there, so the silhouette losses must not count those pixels (``ActorLoss``,
+    ``silhouette_loss``); colour losses compare masked colours, which read 0 on both sides there.
+    """
+    valid = b.get("valid")
+    if valid is None:
+        valid = torch.ones_like(b["mask"])
+    return {**b, "rgb": _resample(b["rgb"], source_px), "mask": _resample(b["mask"], source_px),
+            "valid": (_resample(valid, source_px) > 0.999).to(valid.dtype)}
+
+
 def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float = 0.08) -> dict:
     """Randomly zoom and shift every view of a batch, changing its camera to match.
 
     Output pixel u' (integer centres) shows source pixel u = (u' + 0.5 - o) / s - 0.5, i.e. the
     camera becomes fx' = s fx, cx' = s (cx + 0.5) - 0.5 + o (the same for y). Pixels from outside
-    the source image are background (mask 0, colour 0).
+    the source image read mask 0 and colour 0, with ``valid`` 0 (``_resample_views``).
     """
-    rgb, mask, K = b["rgb"], b["mask"], b["K"]
+    rgb, K = b["rgb"], b["K"]
     B, _, H, W = rgb.shape
     s = torch.empty(B).uniform_(zoom[0], zoom[1], generator=gen)
     # shift so the zoom is about the image centre, plus a random offset
@@ -50,7 +65,7 @@ def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float
     grid = torch.stack([u[:, None, :].expand(B, H, W), v[:, :, None].expand(B, H, W)], dim=-1)
     on_k = dict(device=K.device, dtype=K.dtype)  # the draws come from a CPU generator
     K2 = scale_intrinsics(K, s.to(**on_k), ox=ox.to(**on_k), oy=oy.to(**on_k))
-    return {**b, "rgb": _resample(rgb, grid), "mask": _resample(mask, grid), "K": K2}
+    return {**_resample_views(b, grid), "K": K2}
 
 
 def roll_views(b: dict, gen: torch.Generator, max_degrees: float) -> dict:
@@ -59,7 +74,7 @@ def roll_views(b: dict, gen: torch.Generator, max_degrees: float) -> dict:
 
     With R' = Rz R and t' = Rz t (K unchanged) a pixel u (homogeneous, integer centres) moves to
     K Rz K^-1 u, an affine map because Rz keeps the depth axis, so the image is warped exactly.
-    Pixels from outside the source image are background (mask 0, colour 0).
+    Pixels from outside the source image read mask 0 and colour 0, with ``valid`` 0.
     """
     rgb, K, R, t = b["rgb"], b["K"], b["R"], b["t"]
     B, _, H, W = rgb.shape
@@ -78,7 +93,7 @@ def roll_views(b: dict, gen: torch.Generator, max_degrees: float) -> dict:
     R2 = Rz.to(R.dtype) @ R
     t2 = (Rz.to(t.dtype) @ t[..., None])[..., 0]
     grid = src.reshape(B, H, W, 2)
-    return {**b, "rgb": _resample(rgb, grid), "mask": _resample(b["mask"], grid), "R": R2, "t": t2}
+    return {**_resample_views(b, grid), "R": R2, "t": t2}
 
 
 def mirror_permutation(joint_set: JointSet) -> list[int]:
@@ -108,7 +123,9 @@ def mirror_images(b: dict, flip: torch.Tensor) -> dict:
     K[flip, 0, 2] = (W - 1) - K[flip, 0, 2]
     K[flip, 0, 1] = -K[flip, 0, 1]
     out = {**b, "K": K, "mirror": flip}
-    for key in ("rgb", "mask"):
+    for key in ("rgb", "mask", "valid"):
+        if key not in b:
+            continue
         out[key] = torch.where(flip[:, None, None, None], b[key].flip(-1), b[key])
     return out
 

@@ -167,14 +167,16 @@ class ActorLoss(nn.Module):
         self.w_l1, self.w_ssim, self.w_alpha, self.w_perceptual = w_l1, w_ssim, w_alpha, w_perceptual
         self.perceptual = perceptual
 
-    def forward(self, rgb, alpha, target_rgb, target_mask) -> dict[str, torch.Tensor]:
+    def forward(self, rgb, alpha, target_rgb, target_mask, valid=None) -> dict[str, torch.Tensor]:
+        """``valid`` [B,1,H,W] (optional): 0 where a view augmentation brought in pixels from outside the
+        captured image; the alpha term ignores them (the person may continue there, the mask cannot say)."""
         rgb, alpha = rgb.float(), alpha.float()
         pred = rgb * target_mask
         truth = target_rgb * target_mask
         parts = {
             "l1": (pred - truth).abs().mean(),
             "ssim": 1.0 - ssim(pred, truth).mean(),
-            "alpha": (alpha - target_mask).abs().mean(),
+            "alpha": _valid_mean((alpha - target_mask).abs(), valid),
         }
         loss = self.w_l1 * parts["l1"] + self.w_ssim * parts["ssim"] + self.w_alpha * parts["alpha"]
         if self.perceptual is not None and self.w_perceptual > 0:
@@ -195,9 +197,17 @@ def _at_size(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def silhouette_loss(latent_alpha: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
-    """L1 between the renderer's alpha (the Gaussians alone, before the decoder) and the person mask."""
-    return (_at_size(latent_alpha, target_mask) - target_mask).abs().mean()
+def _valid_mean(err: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean of a per-pixel error with pixels from outside the captured image (``valid`` 0) counted as
+    zero error; the divisor stays the pixel count, so a fully valid batch gives the plain mean."""
+    return err.mean() if valid is None else (err * valid.to(err.dtype)).mean()
+
+
+def silhouette_loss(latent_alpha: torch.Tensor, target_mask: torch.Tensor,
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between the renderer's alpha (the Gaussians alone, before the decoder) and the person mask,
+    over the pixels that came from the captured image (``valid``, see ``ActorLoss``)."""
+    return _valid_mean((_at_size(latent_alpha, target_mask) - target_mask).abs(), valid)
 
 
 def latent_colour_loss(latent: torch.Tensor, target_rgb: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:

@@ -632,9 +632,9 @@ class _Run:
             joints = mirror_joints(joints, b["R"], b["t"], b["mirror"], self.mirror_perm)
         res = self.model(joints, b["K"], b["R"], b["t"], self.H, self.W)
         rgb = actor.colour_correct(res["rgb"], b["camera_index"].clamp_min(0))
-        parts = self.loss_fn(rgb, res["alpha"], b["rgb"], b["mask"])
+        parts = self.loss_fn(rgb, res["alpha"], b["rgb"], b["mask"], b.get("valid"))
         if cfg.silhouette_weight > 0:
-            parts["silhouette"] = silhouette_loss(res["latent_alpha"], b["mask"])
+            parts["silhouette"] = silhouette_loss(res["latent_alpha"], b["mask"], b.get("valid"))
             parts["loss"] = parts["loss"] + cfg.silhouette_weight * parts["silhouette"]
         if cfg.latent_colour_weight > 0:
             parts["latent_colour"] = latent_colour_loss(res["latent"], b["rgb"], b["mask"])

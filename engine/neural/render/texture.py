@@ -17,7 +17,9 @@ thigh looks like is learned once and seen from every camera in every pose.
 
 Texture coordinates are taken from the rendered depth without gradient (the texture
 learns what is where; the Gaussians learn where the surface is, through ``w_b``). The
-lookup is ``torch.nn.functional.grid_sample``, PyTorch's own CPU and CUDA kernel.
+lookup reads only the (bone, pixel) pairs with weight (bilinear, by indexing; CPU and CUDA
+alike); ``BoneTexture.forward_dense``, the same with ``grid_sample`` for every pair, is its
+reference.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from engine.neural.render.primitives import bone_geometry, lateral_bones
 from engine.neural.render.rays import camera_origins, pixel_directions
 
 ALONG_EXTENT = 0.75  # the map spans +-0.75 bone lengths from the midpoint: a quarter bone past each joint
+MIN_WEIGHT = 1e-4    # (bone, pixel) pairs with less compositing weight are not looked up
 
 
 def surface_points(depth: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -57,6 +60,15 @@ def texture_coordinates(points: torch.Tensor, frames: torch.Tensor, mid: torch.T
     along = (local[:, :, 0] / (ALONG_EXTENT * length[..., None, None])).clamp(-1.0, 1.0)
     around = torch.atan2(local[:, :, 2], local[:, :, 1]) / math.pi
     return along, around
+
+
+def pair_coordinates(points: torch.Tensor, frames: torch.Tensor, mid: torch.Tensor, length: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``texture_coordinates`` for M (bone, point) pairs: points [M, 3], the bones' frames [M, 3, 3],
+    midpoints [M, 3] and lengths [M] -> (along, around), [M] each."""
+    local = torch.einsum("mji,mj->mi", frames, points - mid)                      # frame^T (p - mid)
+    along = (local[:, 0] / (ALONG_EXTENT * length)).clamp(-1.0, 1.0)
+    return along, torch.atan2(local[:, 2], local[:, 1]) / math.pi
 
 
 class BoneTexture(nn.Module):
@@ -84,6 +96,44 @@ class BoneTexture(nn.Module):
 
     def forward(self, joints: torch.Tensor, depth: torch.Tensor, bone_weights: torch.Tensor,
                 K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Features [B, C, H, W]: per pixel the bones' maps read where the pixel's surface point lies,
+        weighted by the bones' compositing weights.
+
+        Only (bone, pixel) pairs with a weight above ``MIN_WEIGHT`` are looked up: a pixel sees two or
+        three bones and most pixels none, so this reads about 1 % of what a dense lookup of every bone
+        at every pixel would (``forward_dense``, the reference it is tested against) and its backward
+        pass scatters as little. Pairs below the threshold would add at most ``MIN_WEIGHT`` times a
+        feature each.
+        """
+        B, N, H, W = bone_weights.shape
+        if N != self.maps.shape[0]:
+            raise MarionetteError(f"BoneTexture: {N} bone weight maps for {self.maps.shape[0]} bones")
+        C, A, S = self.maps.shape[1:]
+        with torch.no_grad():
+            b, n, y, x = (bone_weights.detach() > MIN_WEIGHT).nonzero(as_tuple=True)
+            frames, mid, length = bone_geometry(joints.detach(), self.joint_set, self.bones, self.use_forward)
+            pts = surface_points(depth.detach(), K, R, t)[b, :, y, x]                 # [M, 3]
+            along, around = pair_coordinates(pts, frames[b, n], mid[b, n], length[b, n])
+            # texel coordinates as grid_sample(align_corners=False) reads them: border rows along the
+            # bone, columns wrapping round it
+            row = (((along + 1.0) * A - 1.0) / 2.0).clamp(0.0, A - 1.0)
+            col = ((around + 1.0) * S - 1.0) / 2.0
+            r0, c0 = row.floor(), col.floor()
+            fr, fc = (row - r0).to(bone_weights.dtype), (col - c0).to(bone_weights.dtype)
+            r0 = r0.long()
+            r1 = (r0 + 1).clamp_max(A - 1)
+            c0 = c0.long()
+            c1, c0 = (c0 + 1) % S, c0 % S
+        texels = self.maps.to(bone_weights.dtype).permute(0, 2, 3, 1)                # [N, A, S, C]
+        feats = ((texels[n, r0, c0] * ((1 - fr) * (1 - fc))[:, None] + texels[n, r0, c1] * ((1 - fr) * fc)[:, None])
+                 + (texels[n, r1, c0] * (fr * (1 - fc))[:, None] + texels[n, r1, c1] * (fr * fc)[:, None]))
+        weighted = feats * bone_weights[b, n, y, x][:, None]                         # [M, C]
+        out = bone_weights.new_zeros(B * H * W, C).index_add(0, (b * H + y) * W + x, weighted)
+        return out.reshape(B, H, W, C).permute(0, 3, 1, 2)
+
+    def forward_dense(self, joints: torch.Tensor, depth: torch.Tensor, bone_weights: torch.Tensor,
+                      K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``forward`` computed for every bone at every pixel with ``grid_sample``: the reference."""
         B, N, H, W = bone_weights.shape
         if N != self.maps.shape[0]:
             raise MarionetteError(f"BoneTexture: {N} bone weight maps for {self.maps.shape[0]} bones")
