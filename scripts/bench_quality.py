@@ -26,6 +26,8 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
               with the skeleton, left and right joints swapped)
   tinyroll    tinymir + cameras turned about their optical axes by up to 10 degrees (--roll 10)
   medmir      tinymir with the medium decoder
+  tinytexmir  tinymir + bone textures (--texture-channels 8)
+  tinymir8    tinymir with 8 Gaussians per bone (--per-bone 8)
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
   medsil      tinysil with the medium decoder
 
@@ -83,6 +85,10 @@ VARIANTS = {
     "tinymir": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
     "tinyroll": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
                  "roll": 10.0},
+    "tinytexmir": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
+                   "texture_channels": 8},
+    "tinymir8": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
+                 "per_bone": 8},
     "medmir": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
     "medema": {**_RP, "preset": "medium", "augment": True, "ema": 0.995},
     "medsil": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5},
