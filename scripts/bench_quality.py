@@ -28,6 +28,7 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   medmir      tinymir with the medium decoder
   tinytexmir  tinymir + bone textures (--texture-channels 8)
   tinymir8    tinymir with 8 Gaussians per bone (--per-bone 8)
+  tinytexroll tinytexmir + --roll 10
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
   medsil      tinysil with the medium decoder
 
@@ -87,6 +88,8 @@ VARIANTS = {
                  "roll": 10.0},
     "tinytexmir": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
                    "texture_channels": 8},
+    "tinytexroll": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
+                    "texture_channels": 8, "roll": 10.0},
     "tinymir8": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
                  "per_bone": 8},
     "medmir": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
