@@ -27,11 +27,11 @@ Watch it: tensorboard --logdir actors/me/logs
 # command line wins over the recipe's value
 RECIPES = {
     "cpu": {"decoder": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "refine_pose": True,
-            "mirror": 0.5},
+            "mirror": 0.5, "texture_channels": 8},
 }
 # the defaults of the options a recipe may set, used when neither the command line nor a recipe does
 PLAIN_DEFAULTS = {"decoder": "small", "augment": False, "ema": 0.0, "silhouette_weight": 0.0, "refine_pose": False,
-                  "mirror": 0.0, "roll": 0.0}
+                  "mirror": 0.0, "roll": 0.0, "texture_channels": 0}
 
 
 def add_arguments(p):
@@ -81,9 +81,9 @@ def add_arguments(p):
     p.add_argument("--roll", type=float, default=None, metavar="DEG",
                    help="turn each training camera about its optical axis by a random angle up to DEG degrees, "
                         "image turned to match (default 0: off)")
-    p.add_argument("--texture-channels", type=int, default=0, metavar="C",
+    p.add_argument("--texture-channels", type=int, default=None, metavar="C",
                    help="feature channels of a learned map wrapped around each bone (a neural texture: detail "
-                        "that stays on the body from every view); 0 = none (default)")
+                        "that stays on the body from every view); 0 = none (default; 8 in --recipe cpu)")
     p.add_argument("--texture-size", type=int, default=16, metavar="S",
                    help="size of each bone's map, along x around (default 16)")
     p.add_argument("--refine-pose", action="store_true",
