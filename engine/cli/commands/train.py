@@ -17,8 +17,9 @@ Several GPUs (PyTorch DistributedDataParallel; --batch is per process):
   torchrun --nproc_per_node 4 -m engine train --capture captures/train8 -o actors/me --device cuda
 
 The CPU recipe (the settings measured best on the bundled real clip in a CPU hour:
-tiny decoder, view augmentation and mirroring, weight averaging, silhouette loss, pose refinement):
-  marionette train --capture captures/real_nv -o actors/real --recipe cpu --steps 10000 --max-minutes 60
+tiny decoder, bone textures, view augmentation and mirroring, weight averaging, silhouette loss,
+pose refinement):
+  marionette train --capture captures/real_nv -o actors/real --recipe cpu --steps 11000 --max-minutes 60
 
 Watch it: tensorboard --logdir actors/me/logs
 """
