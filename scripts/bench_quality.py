@@ -31,6 +31,7 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinytexroll tinytexmir + --roll 10
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
   medsil      tinysil with the medium decoder
+  medtexsil   medsil + bone textures (--texture-channels 8): the interpolation setting with textures
 
 Splits are captures made by ``marionette ingest`` with different held-out sets, e.g.
 ``nv`` (camera cam02 held out), ``np`` (frames 80-99 held out), ``ip`` (every 10th frame);
@@ -93,6 +94,8 @@ VARIANTS = {
     "tinymir8": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
                  "per_bone": 8},
     "medmir": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
+    "medtexsil": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5,
+                  "texture_channels": 8},
     "medema": {**_RP, "preset": "medium", "augment": True, "ema": 0.995},
     "medsil": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5},
     "augrp": dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True, augment=True),
