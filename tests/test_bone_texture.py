@@ -182,3 +182,6 @@ def test_sparse_lookup_equals_the_dense_reference_on_a_render():
     # so nothing is lost by leaving it out; everywhere else the gradients agree
     looked_up = weights > 0
     assert torch.allclose(g_w[looked_up], w.grad[looked_up], atol=1e-10) and not g_w[~looked_up].any()
+    # nothing in view (the person off-screen): no pairs, zero features
+    empty = tex(J, depth, torch.zeros_like(weights), K, R, t)
+    assert empty.shape == sparse.shape and not empty.any()
