@@ -66,6 +66,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # surfacerp's settings, which the tiny/medium decoder variants build on
 _RP = dict(per_bone=4, colour_correction=False, mode="transmittance", refine_pose=True)
+# the CPU recipe's settings before bone textures joined it (tinysil + mirrored views), which later variants extend
+_MIR = {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5}
 VARIANTS = {
     "surface": dict(per_bone=4, colour_correction=True, mode="transmittance"),
     "nocolour": dict(per_bone=4, colour_correction=False, mode="transmittance"),
@@ -84,15 +86,11 @@ VARIANTS = {
     "tinycol": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5,
                 "latent_colour_weight": 0.5},
     "tinysil2": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 2.0},
-    "tinymir": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
-    "tinyroll": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
-                 "roll": 10.0},
-    "tinytexmir": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
-                   "texture_channels": 8},
-    "tinytexroll": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
-                    "texture_channels": 8, "roll": 10.0},
-    "tinymir8": {**_RP, "preset": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5,
-                 "per_bone": 8},
+    "tinymir": _MIR,
+    "tinyroll": {**_MIR, "roll": 10.0},
+    "tinytexmir": {**_MIR, "texture_channels": 8},
+    "tinytexroll": {**_MIR, "texture_channels": 8, "roll": 10.0},
+    "tinymir8": {**_MIR, "per_bone": 8},
     "medmir": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
     "medtexsil": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5,
                   "texture_channels": 8},

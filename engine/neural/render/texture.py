@@ -94,20 +94,24 @@ class BoneTexture(nn.Module):
     def channels(self) -> int:
         return int(self.maps.shape[1])
 
+    def _check(self, bone_weights: torch.Tensor) -> tuple[int, int, int, int]:
+        B, N, H, W = bone_weights.shape
+        if N != self.maps.shape[0]:
+            raise MarionetteError(f"BoneTexture: {N} bone weight maps for {self.maps.shape[0]} bones")
+        return B, N, H, W
+
     def forward(self, joints: torch.Tensor, depth: torch.Tensor, bone_weights: torch.Tensor,
                 K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Features [B, C, H, W]: per pixel the bones' maps read where the pixel's surface point lies,
         weighted by the bones' compositing weights.
 
         Only (bone, pixel) pairs with a weight above ``MIN_WEIGHT`` are looked up: a pixel sees two or
-        three bones and most pixels none, so this reads about 1 % of what a dense lookup of every bone
-        at every pixel would (``forward_dense``, the reference it is tested against) and its backward
+        three bones and most pixels none, so this reads a few per cent of what a dense lookup of every
+        bone at every pixel would (``forward_dense``, the reference it is tested against) and its backward
         pass scatters as little. Pairs below the threshold would add at most ``MIN_WEIGHT`` times a
         feature each.
         """
-        B, N, H, W = bone_weights.shape
-        if N != self.maps.shape[0]:
-            raise MarionetteError(f"BoneTexture: {N} bone weight maps for {self.maps.shape[0]} bones")
+        B, N, H, W = self._check(bone_weights)
         C, A, S = self.maps.shape[1:]
         with torch.no_grad():
             b, n, y, x = (bone_weights.detach() > MIN_WEIGHT).nonzero(as_tuple=True)
@@ -134,9 +138,7 @@ class BoneTexture(nn.Module):
     def forward_dense(self, joints: torch.Tensor, depth: torch.Tensor, bone_weights: torch.Tensor,
                       K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``forward`` computed for every bone at every pixel with ``grid_sample``: the reference."""
-        B, N, H, W = bone_weights.shape
-        if N != self.maps.shape[0]:
-            raise MarionetteError(f"BoneTexture: {N} bone weight maps for {self.maps.shape[0]} bones")
+        B, N, H, W = self._check(bone_weights)
         with torch.no_grad():
             frames, mid, length = bone_geometry(joints.detach(), self.joint_set, self.bones, self.use_forward)
             pts = surface_points(depth.detach(), K, R, t)
