@@ -1,4 +1,4 @@
-"""Build marionette_kernels: the renderer's raycast op as torch custom ops.
+"""Build marionette_kernels: the renderer's raycast and bone-texture ops as torch custom ops.
 
     pip install --no-build-isolation ./cuda_ext
 
@@ -40,11 +40,12 @@ def src(name: str) -> str:
 # -g0: Python's default CFLAGS carry -g, which doubles the compile time of torch headers.
 # torch adds the C++ standard its headers need.
 cxx_flags = ["-O3", "-g0", "-fopenmp"]
-sources = [src("ops.cpp"), src("raycast_cpu.cpp")]
+sources = [src("ops.cpp"), src("raycast_cpu.cpp"), src("texture_ops.cpp"), src("texture_cpu.cpp")]
 if want_cuda():
     ext = CUDAExtension(
         "marionette_kernels._C",
-        sources + [src("raycast_cuda.cu"), src("raycast_cuda_binding.cpp")],
+        sources + [src("raycast_cuda.cu"), src("raycast_cuda_binding.cpp"), src("texture_cuda.cu"),
+                   src("texture_cuda_binding.cpp")],
         include_dirs=[os.path.join(HERE, "csrc")],
         define_macros=[("MARIONETTE_WITH_CUDA", "1")],
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},

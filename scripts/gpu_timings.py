@@ -3,7 +3,8 @@
     python scripts/gpu_timings.py --device cuda [--size 512] [--actor engine/data/demo_actor]
 
 Prints milliseconds per call of the raycast op (PyTorch reference and compiled kernel, forward and
-forward+backward) for the actor's own primitives, and of a whole frame (renderer + decoder).
+forward+backward) for the actor's own primitives, of its bone-texture lookup (PyTorch and kernel, where
+the actor has textures) and of a whole frame (renderer + decoder).
 """
 
 from __future__ import annotations
@@ -82,6 +83,27 @@ def main() -> int:
             (lat.sum() + alpha.sum()).backward()
         print(f"  raycast {be:<9s} forward {timed(fwd, device, args.reps):8.2f} ms   forward+backward "
               f"{timed(fwd_bwd, device, args.reps):8.2f} ms")
+    if actor.config.texture_channels:
+        from bench_texture import lookup_inputs  # (scripts/ is on sys.path when this runs as a script)
+
+        from engine.neural.render import kernels
+
+        tex = actor.texture
+        Jt, depth, w, Kt, Rt, tt = lookup_inputs(actor, J[0].cpu(), 1, S)
+        impls = {"reference": lambda ww: tex.forward_reference(Jt, depth, ww, Kt, Rt, tt)}
+        if kernels.texture_available(device):
+            impls["kernel"] = lambda ww: tex.forward(Jt, depth, ww, Kt, Rt, tt, backend="kernel")
+        for name, call in impls.items():
+            wg = w.clone().requires_grad_(True)
+
+            def tex_fwd():
+                with torch.no_grad():
+                    call(w)
+
+            def tex_fwd_bwd():
+                call(wg).sum().backward()
+            print(f"  texture {name:<9s} forward {timed(tex_fwd, device, args.reps):8.2f} ms   forward+backward "
+                  f"{timed(tex_fwd_bwd, device, args.reps):8.2f} ms")
     with torch.no_grad():
         ms = timed(lambda: actor(J, K, R, t, S, S), device, args.reps)
     print(f"  whole frame (renderer + decoder) {ms:8.2f} ms")

@@ -13,6 +13,7 @@ from engine import MarionetteError
 from engine.body.joint_sets import BODY_25B
 from engine.neural.actor.model import Actor, make_config
 from engine.neural.actor.model_file import JSON_FILE, load_actor, save_actor
+from engine.neural.render import kernels
 from engine.neural.render.primitives import bone_geometry, lateral_bones
 from engine.neural.render.texture import ALONG_EXTENT, BoneTexture, surface_points, texture_coordinates
 from tests.test_kernels import _cam
@@ -85,7 +86,7 @@ def _sample(tex, along, around, weights, dense=False):
     try:
         B, N, H, W = weights.shape
         K, R, t = (x.float() for x in _cam(W, H))
-        lookup = tex.forward_dense if dense else tex
+        lookup = tex.forward_dense if dense else tex.forward_reference  # the coordinates patched are PyTorch's
         return lookup(_standing(batch=1).float(), torch.ones(B, 1, H, W), weights, K, R, t)
     finally:
         T.texture_coordinates, T.pair_coordinates = orig
@@ -150,31 +151,49 @@ def test_actor_without_texture_stays_version_2():
     assert header_version(make_config("BODY_25B")) == 1
 
 
-def test_sparse_lookup_equals_the_dense_reference_on_a_render():
-    """``forward`` (only the (bone, pixel) pairs with weight) against ``forward_dense`` (grid_sample at
-    every pair) with a real render's depth and bone weights: same features, same gradients."""
+needs_texture_kernel = pytest.mark.skipif(not kernels.texture_available("cpu"),
+                                          reason=kernels.unavailable_reason() or "marionette_kernels built "
+                                          "without the bone-texture op")
+
+
+def _render_inputs(dtype=torch.float64, batch=2, seed=3):
+    """A texture and what the renderer hands it for a real render: (tex, joints, depth, weights, K, R, t)."""
     torch.manual_seed(0)
     cfg = make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=4, texture_channels=3, texture_size=8)
-    actor = Actor(cfg).double()
-    J = _standing(batch=2, seed=3)
-    K, R, t = _cam(40, 32, batch=2)
+    actor = Actor(cfg).to(dtype)
+    J = _standing(batch=batch, seed=seed).to(dtype)
+    K, R, t = (x.to(dtype) for x in _cam(40, 32, batch=batch))
     tex = actor.texture
     seen = {}
-    tex.forward = lambda *a: seen.setdefault("args", a) and BoneTexture.forward(tex, *a)  # the renderer's inputs
+    tex.forward = lambda *a, **k: seen.setdefault("args", a) and BoneTexture.forward(tex, *a, **k)
     with torch.no_grad():
         tex.maps.normal_()  # every texel distinct, so a wrong texel shows
         actor.render_latent(J, K, R, t, 32, 40)
     del tex.forward
     depth, weights = seen["args"][1], seen["args"][2].detach().clone()
+    return tex, J, depth, weights, K, R, t
+
+
+def _lookup(tex, impl):
+    return {"reference": tex.forward_reference, "dense": tex.forward_dense,
+            "kernel": lambda *a: tex.forward(*a, backend="kernel")}[impl]
+
+
+@pytest.mark.parametrize("impl", ["reference", pytest.param("kernel", marks=needs_texture_kernel)])
+def test_sparse_lookup_equals_the_dense_reference_on_a_render(impl):
+    """The sparse lookups (only the (bone, pixel) pairs with weight: in PyTorch, and the compiled kernel)
+    against ``forward_dense`` (grid_sample at every pair) with a real render's depth and bone weights:
+    same features, same gradients."""
+    tex, J, depth, weights, K, R, t = _render_inputs()
     covered = (weights > 1e-4).sum(1)
     assert int((covered >= 2).sum()) > 20 and int((covered == 0).sum()) > 100  # overlaps and empty pixels
     weights[weights <= 1e-4] = 0.0  # what the sparse lookup leaves out
-    for f in (tex.forward, tex.forward_dense):
+    for f in (_lookup(tex, impl), tex.forward_dense):
         tex.maps.grad = None
         w = weights.clone().requires_grad_(True)
         out = f(J, depth, w, K, R, t)
         (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
-        if f == tex.forward:
+        if f != tex.forward_dense:
             sparse, g_maps, g_w = out.detach(), tex.maps.grad.clone(), w.grad.clone()
     assert torch.allclose(sparse, out.detach(), atol=1e-10)
     assert torch.allclose(g_maps, tex.maps.grad, atol=1e-10)
@@ -183,5 +202,118 @@ def test_sparse_lookup_equals_the_dense_reference_on_a_render():
     looked_up = weights > 0
     assert torch.allclose(g_w[looked_up], w.grad[looked_up], atol=1e-10) and not g_w[~looked_up].any()
     # nothing in view (the person off-screen): no pairs, zero features
-    empty = tex(J, depth, torch.zeros_like(weights), K, R, t)
+    empty = _lookup(tex, impl)(J, depth, torch.zeros_like(weights), K, R, t)
     assert empty.shape == sparse.shape and not empty.any()
+
+
+@needs_texture_kernel
+def test_kernel_gradcheck_float64():
+    tex, J, depth, weights, K, R, t = _render_inputs(batch=1)
+    sl = (slice(None), slice(None), slice(8, 16), slice(14, 22))  # a patch over the body: few pairs, fast check
+    w = weights[sl].clone()
+    w[w <= 1e-3] = 0.0  # keep finite-difference steps from crossing the lookup threshold
+    assert int((w > 0).sum()) > 20
+    d = depth[sl].contiguous()
+    K2 = K.clone()
+    K2[:, 0, 2] -= 14  # the patch's own camera
+    K2[:, 1, 2] -= 8
+    frames, mid, length = bone_geometry(J, BODY_25B, tex.bones, tex.use_forward)
+    maps = tex.maps.detach().clone().requires_grad_(True)
+    w.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda m, ww: kernels.bone_texture_kernel(m, ww, d, K2, R, t, frames, mid, length, 1e-4, ALONG_EXTENT),
+        (maps, w), eps=1e-6, atol=1e-7)
+    # the patch's camera really reads the same surface points as the full image's
+    full = tex.forward_dense(J, depth, torch.where(weights > 1e-3, weights, 0.0), K, R, t)[sl]
+    patch = kernels.bone_texture_kernel(tex.maps, w.detach(), d, K2, R, t, frames, mid, length, 1e-4, ALONG_EXTENT)
+    assert torch.allclose(full, patch, atol=1e-10)
+
+
+@needs_texture_kernel
+def test_kernel_float32_and_threads():
+    tex, J, depth, weights, K, R, t = _render_inputs(dtype=torch.float32)
+    ref = tex.forward_reference(J, depth, weights, K, R, t)
+    outs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            w = weights.clone().requires_grad_(True)
+            tex.maps.grad = None
+            out = tex.forward(J, depth, w, K, R, t, backend="kernel")
+            out.square().sum().backward()
+            outs.append((out.detach(), tex.maps.grad.clone(), w.grad.clone()))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(outs[0][0], ref, atol=1e-4)
+    for a, b in zip(*outs):  # per-thread map gradients are summed in another order: rounding only
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+@needs_texture_kernel
+def test_kernel_degenerate_inputs():
+    """Collapsed bones, a body folded onto one point, and depth that is NaN or infinite where a bone has
+    weight give finite features; the pairs without a finite coordinate are left out."""
+    tex, J, depth, weights, K, R, t = _render_inputs()
+    folded = J.clone()
+    folded[:, :] = J[:, :1]  # every joint at the nose: every bone of length 0, every frame degenerate
+    out = tex.forward(folded, depth, weights, K, R, t, backend="kernel")
+    assert torch.isfinite(out).all()
+    hit = (weights > 1e-4).any(1)[0]  # pixels of view 0 with some bone
+    y, x = hit.nonzero()[0]
+    y2, x2 = hit.nonzero()[-1]
+    bad = depth.clone()
+    bad[0, 0, y, x], bad[0, 0, y2, x2] = float("nan"), float("inf")
+    w = weights.clone().requires_grad_(True)
+    out = tex.forward(J, bad, w, K, R, t, backend="kernel")
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(w.grad).all() and torch.isfinite(tex.maps.grad).all()
+    assert not out[0, :, y, x].any() and not w.grad[0, :, y, x].any()
+    good = tex.forward_reference(J, depth, weights, K, R, t)
+    keep = torch.ones_like(good, dtype=torch.bool)
+    keep[0, :, y, x] = keep[0, :, y2, x2] = False
+    assert torch.allclose(out.detach()[keep], good[keep], atol=1e-10)
+
+
+@needs_texture_kernel
+def test_kernel_opcheck_and_compile():
+    tex, J, depth, weights, K, R, t = _render_inputs(batch=1)
+    sl = (slice(None), slice(None), slice(10, 14), slice(16, 20))
+    frames, mid, length = bone_geometry(J, BODY_25B, tex.bones, tex.use_forward)
+    args = [tex.maps.detach().clone().requires_grad_(True), weights[sl].clone().requires_grad_(True),
+            depth[sl].contiguous(), K, R, t, frames, mid, length, 1e-4, ALONG_EXTENT]
+    torch.library.opcheck(torch.ops.marionette.bone_texture_fwd.default, args)
+    grad = torch.randn(1, tex.channels, 4, 4, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.marionette.bone_texture_bwd.default, [grad] + [a.detach() if
+                          isinstance(a, torch.Tensor) else a for a in args], test_utils=("test_schema", "test_faketensor"))
+
+    def loss(maps, w):
+        return kernels.bone_texture_kernel(maps, w, *args[2:]).square().sum()
+
+    compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    eager = torch.autograd.grad(loss(*args[:2]), args[:2])
+    comp = torch.autograd.grad(compiled(*args[:2]), args[:2])
+    for a, b in zip(eager, comp):
+        assert torch.allclose(a, b)
+
+
+@needs_texture_kernel
+def test_kernel_bad_inputs_are_errors():
+    tex, J, depth, weights, K, R, t = _render_inputs(batch=1)
+    frames, mid, length = bone_geometry(J, BODY_25B, tex.bones, tex.use_forward)
+    with pytest.raises(RuntimeError, match="weights must be \\[B,N,H,W\\] with N=26"):
+        torch.ops.marionette.bone_texture_fwd(tex.maps, weights[:, :5], depth, K, R, t, frames, mid, length, 1e-4, 0.75)
+    with pytest.raises(RuntimeError, match="depth is Float but maps are Double"):
+        torch.ops.marionette.bone_texture_fwd(tex.maps, weights, depth.float(), K, R, t, frames, mid, length, 1e-4, 0.75)
+    with pytest.raises(RuntimeError, match="depth must be \\[B,1,H,W\\]"):
+        torch.ops.marionette.bone_texture_fwd(tex.maps, weights, depth[..., :3], K, R, t, frames, mid, length, 1e-4, 0.75)
+
+
+def test_backend_choice(monkeypatch):
+    """"auto" falls back to the PyTorch lookup where the installed build has no bone-texture op (an
+    extension built before it); "kernel" then says how to rebuild."""
+    tex, J, depth, weights, K, R, t = _render_inputs(batch=1)
+    monkeypatch.setattr(kernels, "_TEXTURE_DEVICE_TYPES", frozenset())
+    assert torch.equal(tex(J, depth, weights, K, R, t), tex.forward_reference(J, depth, weights, K, R, t))
+    with pytest.raises(MarionetteError, match="no bone-texture kernel.*pip install --no-build-isolation ./cuda_ext"):
+        tex(J, depth, weights, K, R, t, backend="kernel")

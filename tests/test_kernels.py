@@ -316,18 +316,20 @@ def _nvcc():
     return str(candidate) if candidate.exists() else None
 
 
-def test_cuda_sources_compile(tmp_path):
+@pytest.mark.parametrize("source", ["raycast_cuda.cu", "texture_cuda.cu"])
+def test_cuda_sources_compile(tmp_path, source):
     """nvcc must accept the CUDA kernels (they cannot run here, but they must build)."""
     nvcc = _nvcc()
     if nvcc is None:
         pytest.skip("nvcc not found (CUDA toolkit not installed)")
-    cmd = [nvcc, "-c", "-std=c++17", "-O1", "-arch=sm_80", "-I", str(CSRC), str(CSRC / "raycast_cuda.cu"),
-           "-o", str(tmp_path / "raycast_cuda.o")]
+    cmd = [nvcc, "-c", "-std=c++17", "-O1", "-arch=sm_80", "-I", str(CSRC), str(CSRC / source),
+           "-o", str(tmp_path / "kernel.o")]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, f"nvcc failed:\n{' '.join(cmd)}\n{res.stdout}\n{res.stderr}"
 
 
-def test_cuda_binding_compiles(tmp_path):
+@pytest.mark.parametrize("source", ["raycast_cuda_binding.cpp", "texture_cuda_binding.cpp"])
+def test_cuda_binding_compiles(tmp_path, source):
     """The torch side of the CUDA build (g++ syntax check against torch's and CUDA's headers)."""
     nvcc = _nvcc()
     gxx = shutil.which("g++") or shutil.which("c++")
@@ -345,6 +347,6 @@ def test_cuda_binding_compiles(tmp_path):
     stub.mkdir(parents=True)
     (stub / "cuda_cmake_macros.h").write_text("#pragma once\n")
     cmd = [gxx, "-std=c++20", "-fsyntax-only", "-w", *[f"-I{p}" for p in include_paths()],
-           f"-I{tmp_path / 'stub'}", f"-I{cuda_inc}", f"-I{CSRC}", str(CSRC / "raycast_cuda_binding.cpp")]
+           f"-I{tmp_path / 'stub'}", f"-I{cuda_inc}", f"-I{CSRC}", str(CSRC / source)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, f"compile failed:\n{' '.join(cmd)}\n{res.stderr[-4000:]}"

@@ -1,7 +1,7 @@
 """Compiled kernels of Marionette's renderer.
 
-Importing this package registers the torch operators ``torch.ops.marionette.raycast_fwd`` and
-``torch.ops.marionette.raycast_bwd`` (CPU always, CUDA when built with it).  Autograd and fake
+Importing this package registers the torch operators ``torch.ops.marionette.raycast_fwd`` /
+``raycast_bwd`` and ``bone_texture_fwd`` / ``bone_texture_bwd`` (CPU always, CUDA when built with it).  Autograd and fake
 kernels are registered by ``engine.neural.render.kernels``, which is the API to use.
 """
 

@@ -176,7 +176,7 @@ class Actor(nn.Module):
                                        mode=self.config.mode, backend=self.backend)
         if self.config.texture_channels:
             D = self.config.latent_dim
-            tex = self.texture(joints, depth, latent[:, D:], K, R, t)
+            tex = self.texture(joints, depth, latent[:, D:], K, R, t, backend=self.backend)
             latent = torch.cat([latent[:, :D], tex], dim=1)
         return latent, alpha, depth
 

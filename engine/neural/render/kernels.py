@@ -1,4 +1,4 @@
-"""Compiled kernels of the raycast op (``cuda_ext/`` -> the ``marionette_kernels`` package).
+"""Compiled kernels of the raycast and bone-texture ops (``cuda_ext/`` -> the ``marionette_kernels`` package).
 
 Importing this module never fails: when the extension is not installed (or its shared library
 does not load) ``available()`` is False and ``engine.neural.render.raycast`` keeps using the PyTorch
@@ -15,6 +15,13 @@ reference.  When it is installed, this module registers, for the torch operators
                                                       background, K, R, t, 256, 256)
 
 Shapes are those of ``engine.neural.render.raycast.raycast`` (features must be [B, N, C] or [1, N, C]).
+
+The bone-texture lookup (``marionette::bone_texture_fwd`` / ``_bwd``, differentiable w.r.t. the maps and
+the bones' weights) is registered the same way; ``texture_available(device)`` says whether the installed
+build has it (a build from before it has only the raycast op):
+
+    if kernels.texture_available(maps.device):
+        features = kernels.bone_texture_kernel(maps, weights, depth, K, R, t, frames, mid, length, 1e-4, 0.75)
 """
 
 from __future__ import annotations
@@ -46,12 +53,31 @@ def _device_types() -> frozenset:
 _DEVICE_TYPES = _device_types()
 
 
+def _texture_device_types() -> frozenset:
+    if _ext is None:
+        return frozenset()
+    try:
+        return frozenset(d for d, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+                         if torch._C._dispatch_has_kernel_for_dispatch_key("marionette::bone_texture_fwd", key))
+    except Exception:  # the op is not registered: an extension built before it
+        return frozenset()
+
+
+_TEXTURE_DEVICE_TYPES = _texture_device_types()
+
+
 def available(device=None) -> bool:
     """Whether the compiled kernels can run on ``device`` (default CPU)."""
     if _ext is None:
         return False
     device = torch.device("cpu" if device is None else device)
     return device.type in _DEVICE_TYPES
+
+
+def texture_available(device=None) -> bool:
+    """Whether the compiled bone-texture kernels can run on ``device`` (default CPU)."""
+    device = torch.device("cpu" if device is None else device)
+    return device.type in _TEXTURE_DEVICE_TYPES
 
 
 def unavailable_reason() -> str:
@@ -96,6 +122,30 @@ if _ext is not None:
 
     torch.library.register_autograd("marionette::raycast_fwd", _backward, setup_context=_setup_context)
 
+if _TEXTURE_DEVICE_TYPES:
+
+    @torch.library.register_fake("marionette::bone_texture_fwd")
+    def _texture_fwd_fake(maps, weights, depth, K, R, t, frames, mid, length, min_weight, extent):
+        B, _, H, W = weights.shape
+        return maps.new_empty((B, maps.shape[1], H, W))
+
+    @torch.library.register_fake("marionette::bone_texture_bwd")
+    def _texture_bwd_fake(grad, maps, weights, depth, K, R, t, frames, mid, length, min_weight, extent):
+        return torch.empty_like(maps), torch.empty_like(weights)
+
+    def _texture_setup_context(ctx, inputs, output):
+        *tensors, min_weight, extent = inputs
+        ctx.save_for_backward(*tensors)
+        ctx.min_weight, ctx.extent = min_weight, extent
+
+    def _texture_backward(ctx, grad):
+        grad_maps, grad_weights = torch.ops.marionette.bone_texture_bwd(grad, *ctx.saved_tensors, ctx.min_weight,
+                                                                        ctx.extent)
+        return grad_maps, grad_weights, *([None] * 9)
+
+    torch.library.register_autograd("marionette::bone_texture_fwd", _texture_backward,
+                                    setup_context=_texture_setup_context)
+
 
 def raycast_kernel(means, precisions, densities, features, background, K, R, t, height: int, width: int,
                    mode: str = "transmittance"):
@@ -116,3 +166,23 @@ def raycast_kernel(means, precisions, densities, features, background, K, R, t, 
     return torch.ops.marionette.raycast_fwd(means, precisions, densities.to(dtype), features.to(dtype),
                                             background.to(dtype), K.to(dtype), R.to(dtype), t.to(dtype),
                                             int(height), int(width), MODE_IDS[mode])
+
+
+def bone_texture_kernel(maps, weights, depth, K, R, t, frames, mid, length, min_weight: float, extent: float):
+    """The bone-texture lookup on the compiled kernels -> features [B, C, H, W].
+
+    maps [N, C, A, S] (per bone: channels x along x around), weights [B, N, H, W] (the bones' compositing
+    weights), the rendered depth [B, 1, H, W] and cameras K, R, t (the surface point a pixel sees lies at
+    that depth along its ray), the bones' frames [B, N, 3, 3], midpoints [B, N, 3] and lengths [B, N]; pairs with weight <= ``min_weight`` are left out. The same
+    lookup as ``engine.neural.render.texture.BoneTexture.forward_reference``; gradients reach ``maps``
+    and ``weights``. Everything is cast to the dtype of ``weights``.
+    """
+    if _ext is None:
+        raise MarionetteError("bone-texture kernels: " + unavailable_reason())
+    if not texture_available(weights.device):
+        raise MarionetteError(f"bone-texture kernels: the installed marionette_kernels has no bone-texture op for "
+                              f"{weights.device}; rebuild it: pip install --no-build-isolation ./cuda_ext")
+    dtype = weights.dtype
+    return torch.ops.marionette.bone_texture_fwd(maps.to(dtype), weights, *(x.to(dtype) for x in (depth, K, R, t)),
+                                                 frames.to(dtype), mid.to(dtype), length.to(dtype),
+                                                 float(min_weight), float(extent))

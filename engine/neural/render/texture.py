@@ -17,9 +17,10 @@ thigh looks like is learned once and seen from every camera in every pose.
 
 Texture coordinates are taken from the rendered depth without gradient (the texture
 learns what is where; the Gaussians learn where the surface is, through ``w_b``). The
-lookup reads only the (bone, pixel) pairs with weight (bilinear, by indexing; CPU and CUDA
-alike); ``BoneTexture.forward_dense``, the same with ``grid_sample`` for every pair, is its
-reference.
+lookup reads only the (bone, pixel) pairs with weight: on the compiled kernels
+(``marionette::bone_texture_fwd``, CPU and CUDA, chosen like the raycast's backend) or in
+PyTorch by indexing (``BoneTexture.forward_reference``); ``BoneTexture.forward_dense``, the
+same with ``grid_sample`` for every pair, is the reference both are tested against.
 """
 
 from __future__ import annotations
@@ -71,6 +72,19 @@ def pair_coordinates(points: torch.Tensor, frames: torch.Tensor, mid: torch.Tens
     return along, torch.atan2(local[:, 2], local[:, 1]) / math.pi
 
 
+def _use_kernel(device: torch.device, backend: str | None) -> bool:
+    from engine.neural.render import kernels
+    from engine.neural.render.raycast import resolve_backend
+
+    name = resolve_backend(backend)
+    if name == "reference":
+        return False
+    if name == "kernel" and not kernels.texture_available(device):
+        raise MarionetteError(f"renderer backend 'kernel' requested but the installed marionette_kernels has no "
+                              f"bone-texture kernel for {device}; rebuild it: pip install --no-build-isolation ./cuda_ext")
+    return kernels.texture_available(device)
+
+
 class BoneTexture(nn.Module):
     """``channels`` features on a ``size`` (along) x ``size`` (around) map per bone of a joint set.
 
@@ -101,9 +115,26 @@ class BoneTexture(nn.Module):
         return B, N, H, W
 
     def forward(self, joints: torch.Tensor, depth: torch.Tensor, bone_weights: torch.Tensor,
-                K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                K: torch.Tensor, R: torch.Tensor, t: torch.Tensor, backend: str | None = None) -> torch.Tensor:
         """Features [B, C, H, W]: per pixel the bones' maps read where the pixel's surface point lies,
         weighted by the bones' compositing weights.
+
+        backend: as the renderer's (``engine.neural.render.raycast.raycast``): "auto" takes the compiled
+        kernels when the installed build has them for this device, else ``forward_reference``.
+        """
+        self._check(bone_weights)
+        if not _use_kernel(bone_weights.device, backend):
+            return self.forward_reference(joints, depth, bone_weights, K, R, t)
+        from engine.neural.render import kernels
+
+        with torch.no_grad():
+            frames, mid, length = bone_geometry(joints.detach(), self.joint_set, self.bones, self.use_forward)
+        return kernels.bone_texture_kernel(self.maps, bone_weights, depth.detach(), K, R, t, frames, mid, length,
+                                           MIN_WEIGHT, ALONG_EXTENT)
+
+    def forward_reference(self, joints: torch.Tensor, depth: torch.Tensor, bone_weights: torch.Tensor,
+                          K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``forward`` in PyTorch (any device).
 
         Only (bone, pixel) pairs with a weight above ``MIN_WEIGHT`` are looked up: a pixel sees two or
         three bones and most pixels none, so this reads a few per cent of what a dense lookup of every
