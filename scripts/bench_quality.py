@@ -29,6 +29,11 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinytexmir  tinymir + bone textures (--texture-channels 8)
   tinymir8    tinymir with 8 Gaussians per bone (--per-bone 8)
   tinytexroll tinytexmir + --roll 10
+  tinytex32   tinytexmir with 32x32 texels per bone map (--texture-size 32)
+  tinytex16c  tinytexmir with 16 texture channels (--texture-channels 16)
+  tinytexcrop tinytexmir trained on 128² windows round the person of the 256² views (--resolution 256
+              --crop 128: the same cost per step, twice the detail); scored like every variant at
+              --resolution, rendered supersampled (Actor.forward_supersampled)
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
   medsil      tinysil with the medium decoder
   medtexsil   medsil + bone textures (--texture-channels 8): the interpolation setting with textures
@@ -91,6 +96,9 @@ VARIANTS = {
     "tinytexmir": {**_MIR, "texture_channels": 8},
     "tinytexroll": {**_MIR, "texture_channels": 8, "roll": 10.0},
     "tinymir8": {**_MIR, "per_bone": 8},
+    "tinytex32": {**_MIR, "texture_channels": 8, "texture_size": 32},
+    "tinytex16c": {**_MIR, "texture_channels": 16},
+    "tinytexcrop": {**_MIR, "texture_channels": 8, "resolution": 256, "crop": 128},
     "medmir": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
     "medtexsil": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5,
                   "texture_channels": 8},
@@ -123,12 +131,13 @@ def render_ms(actor, size: int = 512, reps: int = 3) -> float:
     return (time.perf_counter() - t0) / reps * 1000.0
 
 
-def score(actor_dir: Path, capture, split: str | None, max_views: int) -> dict:
+def score(actor_dir: Path, capture, split: str | None, max_views: int, resolution: int | None = None) -> dict:
     from engine.neural.actor.evaluate import SPLITS, evaluate_actor
     from engine.neural.actor.model_file import load_actor
 
     actor, doc = load_actor(actor_dir)
-    ev = evaluate_actor(actor, capture, max_views=max_views, splits=(split,) if split else SPLITS)
+    ev = evaluate_actor(actor, capture, resolution=resolution, max_views=max_views,
+                        splits=(split,) if split else SPLITS)
     tr = doc.get("training", {})
     row = dict(ev["splits"].get(split, {}) if split else ev["overall"])
     row.update(steps=tr.get("steps"), time_s=tr.get("time_s"))
@@ -210,10 +219,11 @@ def main() -> int:
         for variant in args.variants:
             out = work / f"{variant}_{split}"
             if not args.evaluate:
-                cfg = TrainConfig(capture=str(cap_dir), out=str(out), steps=args.steps, resolution=args.resolution,
+                cfg = TrainConfig(capture=str(cap_dir), out=str(out), steps=args.steps,
                                   max_minutes=args.minutes, snapshot_minutes=tuple(args.curve), eval_views=0,
                                   overwrite=True, progress=False, threads=args.threads, seed=args.seed,
-                                  command=f"bench_quality {variant} {split}", **VARIANTS[variant])
+                                  command=f"bench_quality {variant} {split}",
+                                  **{"resolution": args.resolution, **VARIANTS[variant]})
                 train(cfg)
             if not (out / "actor.json").is_file():
                 print(f"  (no actor in {out}; skipped)")
@@ -223,7 +233,7 @@ def main() -> int:
             snaps = sorted((out / "snapshots").glob("*min"), key=lambda p: float(p.name[:-3])) \
                 if (out / "snapshots").is_dir() else []
             for d in snaps + [out]:
-                r = score(d, cap, SPLIT_OF[split], args.max_views)
+                r = score(d, cap, SPLIT_OF[split], args.max_views, args.resolution)
                 r.update(variant=variant, split=split, at=d.name if d != out else "final", render_ms_512=round(ms, 1))
                 rows.append(r)
                 steps_s = (r["steps"] / r["time_s"]) if r.get("time_s") else float("nan")

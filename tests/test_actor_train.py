@@ -186,3 +186,21 @@ def test_mismatched_cameras_give_clear_error(capture, tmp_path, capsys):
     assert main(["train", "--capture", str(broken), "-o", str(tmp_path / "x"), "--steps", "1", *TRAIN]) == 1
     err = capsys.readouterr().err
     assert "cameras.json" in err and "cam01" in err
+
+
+def test_crop_training_records_the_views_scale_and_scores_supersampled(capture, tmp_path, capsys):
+    """--crop trains on windows of the views; the actor records the views' resolution and the person's
+    height in them, so scoring at half that resolution renders supersampled."""
+    out = tmp_path / "crop"
+    rc = main(["train", "--capture", str(capture), "-o", str(out), "--steps", "3", "--crop", "16", *TRAIN])
+    assert rc == 0
+    actor, doc = load_actor(out)
+    t = doc["training"]
+    assert t["config"]["crop"] == 16 and t["resolution"] == [32, 32] and "--crop 16" in t["command"]
+    assert actor.native_person_px == t["person_height_px"] > 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--capture", str(capture), "--resolution", "16", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["resolution"] == [16, 16] and 0 <= ev["overall"]["mask_iou"] <= 1
+    assert main(["train", "--capture", str(capture), "-o", str(tmp_path / "bad"), "--crop", "8", *TRAIN]) != 0
+    assert "--crop must be an integer >= 16" in capsys.readouterr().err

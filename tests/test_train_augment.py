@@ -170,3 +170,69 @@ def test_pixels_from_outside_the_image_do_not_count_in_the_silhouette_losses():
     plain = torch.rand(B, 1, H, W)
     assert torch.allclose(loss(rgb, plain, b["rgb"], b["mask"], torch.ones_like(plain))["alpha"],
                           loss(rgb, plain, b["rgb"], b["mask"])["alpha"])
+
+
+def test_crops_hold_the_person_and_their_cameras_project_onto_the_moved_content():
+    """crop_views: each window is an exact slice of its view round the person's box, inside the image,
+    and the shifted camera projects a world point where the slice shows it."""
+    from engine.neural.actor.augment import crop_views
+
+    H, W, S = 64, 80, 24
+    K = torch.tensor([[60.0, 0.0, 39.5], [0.0, 60.0, 31.5], [0.0, 0.0, 1.0]])
+    X = torch.tensor([0.3, -0.2, 3.0])  # camera at the origin looking down +z
+    p = K @ X
+    u0, v0 = float(p[0] / p[2]), float(p[1] / p[2])
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    blob = torch.exp(-((xx - u0) ** 2 + (yy - v0) ** 2) / (2 * 1.5 ** 2))
+    B = 6
+    box = torch.tensor([u0 - 3, v0 - 3, u0 + 3, v0 + 3]).expand(B, 4).clone()
+    box[-1] = torch.tensor([0.0, 0.0, 5.0, 5.0])  # a person in the corner: the window stays inside
+    b = {"rgb": blob.expand(B, 3, H, W).clone(), "mask": blob.expand(B, 1, H, W).clone(),
+         "K": K.expand(B, 3, 3).clone(), "box": box, "joints": torch.zeros(B, 3, 3)}
+    out = crop_views(b, torch.Generator().manual_seed(3), S)
+    assert out["rgb"].shape == (B, 3, S, S) and out["mask"].shape == (B, 1, S, S)
+    offsets = set()
+    for i in range(B):
+        x0, y0 = -float(out["K"][i, 0, 2] - K[0, 2]), -float(out["K"][i, 1, 2] - K[1, 2])
+        assert x0 == int(x0) and 0 <= x0 <= W - S and 0 <= y0 <= H - S
+        x0, y0 = int(x0), int(y0)
+        offsets.add((x0, y0))
+        assert torch.equal(out["rgb"][i], b["rgb"][i, :, y0:y0 + S, x0:x0 + S])  # an exact slice
+        assert torch.equal(out["box"][i], box[i] - torch.tensor([x0, y0, x0, y0], dtype=torch.float32))
+        if i < B - 1:  # the window holds the person, and the camera sees it where the slice does
+            q = out["K"][i] @ X
+            q = q[:2] / q[2]
+            w = out["rgb"][i, 0]
+            c = torch.stack([(xx[:S, :S] * w).sum() / w.sum(), (yy[:S, :S] * w).sum() / w.sum()])
+            assert torch.allclose(c, q, atol=0.15), (i, c, q)
+    assert (0, 0) in offsets and len(offsets) > 2  # the corner person clamps; the others draw their own
+    assert torch.equal(out["joints"], b["joints"])
+    whole = crop_views(b, torch.Generator(), 100)  # a window larger than the views keeps them whole
+    assert whole["rgb"] is b["rgb"]
+
+
+def test_supersampled_render_is_the_area_average_of_a_finer_one():
+    from engine.neural.actor.model import Actor, make_config, scale_intrinsics
+    from tests.test_kernels import _cam
+    from tests.test_surface_primitives import _standing
+
+    torch.manual_seed(0)
+    actor = Actor(make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2)).eval()
+    J = _standing(batch=1).float()
+    K, R, t = (x.float() for x in _cam(20, 16))
+    with torch.no_grad():
+        h = float(actor.person_height_px(J, K, R, t)[0])
+        direct = actor(J, K, R, t, 16, 20)
+        assert torch.equal(actor.forward_supersampled(J, K, R, t, 16, 20)["rgb"], direct["rgb"])  # no record
+        actor.native_person_px = 1.2 * h  # about the size it learned at: rendered directly
+        assert torch.equal(actor.forward_supersampled(J, K, R, t, 16, 20)["rgb"], direct["rgb"])
+        actor.native_person_px = 2.1 * h
+        out = actor.forward_supersampled(J, K, R, t, 16, 20)
+        fine = actor(J, scale_intrinsics(K, 2), R, t, 32, 40)
+    assert out["scale"] == 2.0 and out["rgb"].shape == (1, 3, 16, 20)
+    pool = torch.nn.functional.avg_pool2d
+    assert torch.allclose(out["alpha"], pool(fine["alpha"], 2))
+    covered = out["alpha"] > 1e-3
+    premultiplied = pool(fine["rgb"] * fine["alpha"], 2)
+    assert torch.allclose((out["rgb"] * out["alpha"])[covered.expand_as(out["rgb"])],
+                          premultiplied[covered.expand_as(out["rgb"])], atol=1e-6)

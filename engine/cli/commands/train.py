@@ -82,6 +82,10 @@ def add_arguments(p):
     p.add_argument("--roll", type=float, default=None, metavar="DEG",
                    help="turn each training camera about its optical axis by a random angle up to DEG degrees, "
                         "image turned to match (default 0: off)")
+    p.add_argument("--crop", type=int, default=None, metavar="N",
+                   help="train on N x N windows round the person of the views at --resolution (e.g. --resolution "
+                        "256 --crop 128: the cost of 128² steps, the person at 256² detail); renders of a smaller "
+                        "person are then supersampled to match (default: whole views)")
     p.add_argument("--texture-channels", type=int, default=None, metavar="C",
                    help="feature channels of a learned map wrapped around each bone (a neural texture: detail "
                         "that stays on the body from every view); 0 = none (default; 8 in --recipe cpu)")
@@ -133,7 +137,7 @@ def effective_command(args) -> str:
     parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
     for opt in ("recipe", "steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
                 "per_bone", "texture_channels", "texture_size", "silhouette_weight", "latent_colour_weight",
-                "mirror", "roll", "pose_weight", "ema", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads",
+                "mirror", "roll", "crop", "pose_weight", "ema", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads",
                 "log_dir"):
         value = getattr(args, opt)
         if value is not None:
@@ -165,7 +169,7 @@ def run(args) -> int:
                       per_bone=args.per_bone, colour_correction=args.colour_correction,
                       snapshot_minutes=tuple(args.snapshot_minutes), silhouette_weight=args.silhouette_weight,
                       latent_colour_weight=args.latent_colour_weight,
-                      augment=args.augment, mirror=args.mirror, roll=args.roll, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
+                      augment=args.augment, mirror=args.mirror, roll=args.roll, crop=args.crop, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
                       texture_channels=args.texture_channels, texture_size=args.texture_size,
                       command=effective_command(args))
     summary = train(cfg)

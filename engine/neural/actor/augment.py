@@ -1,5 +1,8 @@
 """Training-time view augmentation: new views made from the captured ones, cameras changed to match.
 
+* ``crop_views``: a window of each view around a random point of the person (training on views
+  loaded at a higher resolution than the window spends the pixels of a step on the person, at a
+  finer scale);
 * ``augment_views``: a random zoom and shift of each image (the decoder cannot memorise where things
   sit on screen);
 * ``roll_views``: a random turn of each camera about its optical axis, the image turned to match
@@ -43,6 +46,31 @@ def _resample_views(b: dict, source_px: torch.Tensor) -> dict:
         valid = torch.ones_like(b["mask"])
     return {**b, "rgb": _resample(b["rgb"], source_px), "mask": _resample(b["mask"], source_px),
             "valid": (_resample(valid, source_px) > 0.999).to(valid.dtype)}
+
+
+def crop_views(b: dict, gen: torch.Generator, size: int) -> dict:
+    """A ``size`` x ``size`` window of every view, centred on a random point of the person's box
+    (``b["box"]``, [B, 4] x0, y0, x1, y1) and moved inside the image, the camera shifted to match
+    (cx' = cx - x0, cy' = cy - y0). Views no larger than ``size`` are kept whole."""
+    rgb, K = b["rgb"], b["K"]
+    B, _, H, W = rgb.shape
+    if H <= size and W <= size:
+        return b
+    ch, cw = min(size, H), min(size, W)
+    box = b["box"].cpu()
+    u = torch.rand(B, 2, generator=gen)
+    cx = box[:, 0] + u[:, 0] * (box[:, 2] - box[:, 0])
+    cy = box[:, 1] + u[:, 1] * (box[:, 3] - box[:, 1])
+    x0 = (cx - cw / 2).round().clamp(0, W - cw).long()
+    y0 = (cy - ch / 2).round().clamp(0, H - ch).long()
+    out = dict(b)
+    for key in ("rgb", "mask", "valid"):
+        if key in b:
+            out[key] = torch.stack([b[key][i, :, y0[i]:y0[i] + ch, x0[i]:x0[i] + cw] for i in range(B)])
+    on_k = dict(device=K.device, dtype=K.dtype)
+    out["K"] = scale_intrinsics(K, 1.0, ox=-x0.to(**on_k), oy=-y0.to(**on_k))
+    out["box"] = box.to(b["box"].device) - torch.stack([x0, y0, x0, y0], dim=1).to(b["box"])
+    return out
 
 
 def augment_views(b: dict, gen: torch.Generator, zoom=(0.85, 1.15), shift: float = 0.08) -> dict:

@@ -110,11 +110,12 @@ class ViewSet(torch.utils.data.Dataset):
             self.cameras[name] = cam.scaled(scale_for(cam, resolution)) if resolution else cam
         sizes = {(c.width, c.height) for c in self.cameras.values()}
         self.size = sizes.pop() if len(sizes) == 1 else None  # None: mixed sizes (batch must be 1)
-        self.images, self.masks = [], []
+        self.images, self.masks, self.boxes = [], [], []
         for v in self.views:
             rgb, mask = self._load(v)
             self.images.append(rgb)
             self.masks.append(mask)
+            self.boxes.append(_mask_box(mask))
             if progress is not None:
                 progress(1)
 
@@ -158,6 +159,7 @@ class ViewSet(torch.utils.data.Dataset):
             "index": torch.tensor(i),
             "row": torch.tensor(self.cap.frame_row(v.frame)),  # the frame's row in the capture's skeleton
             "camera_index": torch.tensor(self.camera_index.get(v.camera, -1)),
+            "box": torch.tensor(self.boxes[i], dtype=torch.float32),  # the person's pixels (crop training)
         }
 
     def batch(self, indices) -> dict:
@@ -167,6 +169,15 @@ class ViewSet(torch.utils.data.Dataset):
             raise MarionetteError(f"{self.cap.root}: cameras have different image sizes at this resolution "
                                   f"({sorted(shapes)}); use --batch 1")
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) pixel bounds (inclusive) of a uint8 mask's person (> half); the whole image
+    when it shows nobody."""
+    ys, xs = np.nonzero(mask > 127)
+    if len(xs) == 0:
+        return 0.0, 0.0, float(mask.shape[1] - 1), float(mask.shape[0] - 1)
+    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
 
 
 def check_trainable_frames(cap, joint_set, frames) -> None:

@@ -231,7 +231,7 @@ class Actor(nn.Module):
         h = float(self.person_height_px(joints, K, R, t).max())
         f = min(1.0, max(1.0 / max_upscale, 1.15 * float(native) / max(h, 1.0)))
         if f > 0.9:
-            return self(joints, K, R, t, height, width)
+            return self.forward_supersampled(joints, K, R, t, height, width, person_px=h)
         lh, lw = max(8, int(round(height * f))), max(8, int(round(width * f)))
         fy, fx = lh / height, lw / width
         out = self(joints, scale_intrinsics(K, fx, fy), R, t, lh, lw)
@@ -239,6 +239,33 @@ class Actor(nn.Module):
         near = lambda x: torch.nn.functional.interpolate(x, size=(height, width), mode="nearest")
         return dict(rgb=up(out["rgb"]).clamp(0, 1), alpha=up(out["alpha"]).clamp(0, 1), latent=out["latent"],
                     latent_alpha=near(out["latent_alpha"]), depth=near(out["depth"]), scale=f)
+
+    def forward_supersampled(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                             height: int, width: int, max_factor: int = 4, person_px: float | None = None) -> dict:
+        """``forward``, rendered ``f`` times larger and area-averaged back where the person is much
+        smaller on screen (at most 2/3) than the size the actor learned at (``native_person_px``):
+        f = round(native / on-screen height), at most ``max_factor``.
+
+        An actor trained on crops of views at a finer scale (``marionette train --crop``) learned the
+        person at that scale; rendered at a coarser one directly, its decoder would see shapes smaller
+        than any it was trained on. Colours are averaged premultiplied (edges blend with what is behind
+        them, as a camera's pixels do). Otherwise (and for actors without the record) this is ``forward``.
+        """
+        native = getattr(self, "native_person_px", None)
+        if not native:
+            return self(joints, K, R, t, height, width)
+        h = float(self.person_height_px(joints, K, R, t).max()) if person_px is None else float(person_px)
+        ratio = float(native) / max(h, 1.0)
+        if ratio < 1.5:
+            return self(joints, K, R, t, height, width)
+        f = int(min(max_factor, round(ratio)))
+        out = self(joints, scale_intrinsics(K, f), R, t, height * f, width * f)
+        pool = lambda x: torch.nn.functional.avg_pool2d(x, f)
+        alpha = pool(out["alpha"])
+        rgb = torch.where(alpha > 1e-4, pool(out["rgb"] * out["alpha"]) / alpha.clamp_min(1e-4), pool(out["rgb"]))
+        return dict(rgb=rgb.clamp(0, 1), alpha=alpha.clamp(0, 1), latent=pool(out["latent"]),
+                    latent_alpha=pool(out["latent_alpha"]), depth=out["depth"][..., f // 2::f, f // 2::f],
+                    scale=float(f))
 
     # ------------------------------------------------------------------ convenience
     @torch.no_grad()

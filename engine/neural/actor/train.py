@@ -39,7 +39,8 @@ from engine.neural.actor import model_file as mf
 from engine.validate import MAX_BATCH, MAX_RENDER_SIDE, MAX_THREADS, is_number, number, optional_number
 from engine.neural.actor.losses import (ActorLoss, VGGPerceptual, find_perceptual_weights, latent_colour_loss,
                                         silhouette_loss)
-from engine.neural.actor.augment import augment_views, mirror_images, mirror_joints, mirror_permutation, roll_views
+from engine.neural.actor.augment import (augment_views, crop_views, mirror_images, mirror_joints, mirror_permutation,
+                                        roll_views)
 from engine.neural.actor.model import RENDER_MODES, Actor, make_config
 from engine.neural.actor.weight_average import WeightAverage
 
@@ -92,6 +93,9 @@ class TrainConfig:
     mirror: float = 0.0
     # largest random turn (degrees) of each training camera about its optical axis, image turned to match
     roll: float = 0.0
+    # train on crop x crop windows round the person of the views loaded at `resolution` (None: whole views):
+    # a step's pixels go to the person, at the finer scale; renders supersample to match (Actor.forward_supersampled)
+    crop: int | None = None
     # learn a per-frame correction of the capture's skeleton with the actor (from the training cameras),
     # kept small and smooth in time; the held-out camera then sees the same, better posed, frames
     refine_pose: bool = False
@@ -127,6 +131,7 @@ class TrainConfig:
         number(self.latent_colour_weight, "--latent-colour-weight", lo=0)
         number(self.mirror, "--mirror", lo=0, hi=1)
         number(self.roll, "--roll", lo=0, hi=45)
+        optional_number(self.crop, "--crop", lo=16, hi=MAX_RENDER_SIDE, integer=True)
         number(self.ema, "--ema", lo=0, hi=1, hi_open=True)
         number(self.keep_checkpoints, "keep_checkpoints", lo=1, integer=True)
         if self.mode not in RENDER_MODES:
@@ -593,8 +598,12 @@ class _Run:
         self.per_epoch = max(1, len(self.sampler) // self.batch)
         self.writer = _tensorboard(cfg, self.out) if d.main else None
         self.H, self.W = ds.size[1], ds.size[0]
-        doc = _train_doc(cfg, self.cap, d, self.device, self.H, self.W)
+        if cfg.crop:
+            self.H, self.W = min(self.H, cfg.crop), min(self.W, cfg.crop)
+        doc = _train_doc(cfg, self.cap, d, self.device, ds.size[1], ds.size[0])
+        # the person's height in the views trained on (crops keep the views' scale): what renders match
         doc["person_height_px"] = _median_person_height(ds)
+        self.actor.native_person_px = doc["person_height_px"]
         self.trained_rows = torch.as_tensor(sorted({self.cap.frame_row(v.frame) for v in self.views}),
                                             device=self.device)
         if cfg.refine_pose:
@@ -616,6 +625,8 @@ class _Run:
         b = {k: v.to(self.device, non_blocking=True) for k, v in self.ds.batch(idx).items()}
         for g, base in zip(self.opt.param_groups, self.base_lrs):
             g["lr"] = base * _lr_factor(self.step, self.cfg.steps)
+        if self.cfg.crop:
+            b = crop_views(b, self.gen, self.cfg.crop)
         if self.cfg.roll > 0:
             b = roll_views(b, self.gen, self.cfg.roll)
         if self.cfg.augment:
