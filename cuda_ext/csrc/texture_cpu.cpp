@@ -58,9 +58,7 @@ template <typename T> void fwd_impl(const TextureArgs<T>& a, T* out) {
             const T w = wrow[x];
             if (!(w > a.min_weight)) continue;
             TexelTaps<T> tap;
-            if (!texel_taps(pts[3 * x], pts[3 * x + 1], pts[3 * x + 2], a.frames + bn * 9, a.mid + bn * 3,
-                            a.length[bn], a.extent, a.A, a.S, tap))
-              continue;
+            if (!bone_taps(a, bn, &pts[3 * x], tap)) continue;
             T* o = &acc[x * C];
             for (int k = 0; k < 4; ++k) {
               const T wk = w * tap.w[k];
@@ -106,9 +104,7 @@ template <typename T> void bwd_impl(const TextureArgs<T>& a, const T* grad, T* g
           const T w = wrow[x];
           if (!(w > a.min_weight)) continue;
           TexelTaps<T> tap;
-          if (!texel_taps(pts[3 * x], pts[3 * x + 1], pts[3 * x + 2], a.frames + bn * 9, a.mid + bn * 3,
-                          a.length[bn], a.extent, a.A, a.S, tap))
-            continue;
+          if (!bone_taps(a, bn, &pts[3 * x], tap)) continue;
           const T* gx = &g[x * C];
           T dot = T(0);
           for (int k = 0; k < 4; ++k) {

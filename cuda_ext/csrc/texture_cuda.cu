@@ -18,11 +18,8 @@ bone_texture_fwd_kernel(const TextureArgs<T> a, T* out) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= a.B * HW) return;
   const int64_t b = i / HW, p = i % HW;
-  Cam<T> cam;
-  load_cam(a.K + b * 9, a.R + b * 9, a.t + b * 3, cam);
   T pt[3];
-  surface_point(cam, T(p % a.W), T(p / a.W), a.depth[b * HW + p], pt);
-  const T px = pt[0], py = pt[1], pz = pt[2];
+  view_surface_point(a, b, p, pt);
   T acc[kTextureMaxChannels];
   for (int c = 0; c < a.C; ++c) acc[c] = T(0);
   for (int n = 0; n < a.N; ++n) {
@@ -30,7 +27,7 @@ bone_texture_fwd_kernel(const TextureArgs<T> a, T* out) {
     const T w = a.weights[bn * HW + p];
     if (!(w > a.min_weight)) continue;
     TexelTaps<T> tap;
-    if (!texel_taps(px, py, pz, a.frames + bn * 9, a.mid + bn * 3, a.length[bn], a.extent, a.A, a.S, tap)) continue;
+    if (!bone_taps(a, bn, pt, tap)) continue;
     const T* map = a.maps + int64_t(n) * a.A * a.S * a.C;
     for (int k = 0; k < 4; ++k) {
       const T wk = w * tap.w[k];
@@ -48,11 +45,8 @@ bone_texture_bwd_kernel(const TextureArgs<T> a, const T* grad, T* grad_maps, T* 
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= a.B * HW) return;
   const int64_t b = i / HW, p = i % HW;
-  Cam<T> cam;
-  load_cam(a.K + b * 9, a.R + b * 9, a.t + b * 3, cam);
   T pt[3];
-  surface_point(cam, T(p % a.W), T(p / a.W), a.depth[b * HW + p], pt);
-  const T px = pt[0], py = pt[1], pz = pt[2];
+  view_surface_point(a, b, p, pt);
   T g[kTextureMaxChannels];
   bool any = false;
   for (int c = 0; c < a.C; ++c) any |= (g[c] = grad[(b * a.C + c) * HW + p]) != T(0);
@@ -61,8 +55,7 @@ bone_texture_bwd_kernel(const TextureArgs<T> a, const T* grad, T* grad_maps, T* 
     const T w = a.weights[bn * HW + p];
     T dot = T(0);
     TexelTaps<T> tap;
-    if (any && w > a.min_weight &&
-        texel_taps(px, py, pz, a.frames + bn * 9, a.mid + bn * 3, a.length[bn], a.extent, a.A, a.S, tap)) {
+    if (any && w > a.min_weight && bone_taps(a, bn, pt, tap)) {
       const int64_t base = int64_t(n) * a.A * a.S * a.C;
       for (int k = 0; k < 4; ++k) {
         const T* texel = a.maps + base + int64_t(tap.cell[k]) * a.C;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "raycast_math.h"
+#include "texture_kernels.h"
 
 namespace mk {
 
@@ -59,6 +60,18 @@ template <typename T> MK_HD void surface_point(const Cam<T>& cam, T x, T y, T z,
   p[0] = cam.ox + z * d[0];
   p[1] = cam.oy + z * d[1];
   p[2] = cam.oz + z * d[2];
+}
+
+// The surface point pixel p (row-major index) of view b sees.
+template <typename T> MK_HD void view_surface_point(const TextureArgs<T>& a, int64_t b, int64_t p, T pt[3]) {
+  Cam<T> cam;
+  load_cam(a.K + b * 9, a.R + b * 9, a.t + b * 3, cam);
+  surface_point(cam, T(p % a.W), T(p / a.W), a.depth[b * int64_t(a.H) * a.W + p], pt);
+}
+
+// texel_taps of bone pair bn (= view * N + bone) at point pt.
+template <typename T> MK_HD bool bone_taps(const TextureArgs<T>& a, int64_t bn, const T* pt, TexelTaps<T>& tap) {
+  return texel_taps(pt[0], pt[1], pt[2], a.frames + bn * 9, a.mid + bn * 3, a.length[bn], a.extent, a.A, a.S, tap);
 }
 
 }  // namespace mk
