@@ -55,6 +55,8 @@ ran as separate background commands, recorded in each actor.json).
         --variants surface bone --minutes 15 --curve 5 --resolution 128 --out bench/quality
     python scripts/bench_quality.py --capture nv=captures/real_nv --out bench/quality --evaluate
     python scripts/bench_quality.py --capture nv=captures/real_nv --resolution 128 --references
+    python scripts/bench_quality.py --capture np=captures/real_np --variants tinytexmir --out bench/quality \
+        --resolution 128 --evaluate --diagnose   # + how much each kind of fix could gain (per-view oracles)
     python scripts/bench_quality.py            # a procedural stick-figure capture, two variants, 1 minute
 """
 
@@ -164,6 +166,50 @@ def reference_scores(capture, split: str | None, max_views: int, resolution: int
     return {k: float(torch.cat(v).mean()) for k, v in out.items()}
 
 
+def diagnose(actor_dir: Path, capture, split: str | None, max_views: int, resolution: int | None) -> dict:
+    """Where the held-out person error comes from: person PSNR after per-view oracles that use the truth
+    (they bound what a fix of that kind could gain, they are not results): the best per-channel gain and
+    the best affine colour map (3x3 + offset) per view; the best whole-pixel shift within +-2 px; the
+    render blurred by a 1 px Gaussian."""
+    import numpy as np
+    import torch
+
+    from engine.neural.actor.dataset import ViewSet, split_views
+    from engine.neural.actor.evaluate import SPLITS, _pick, refined_poses_apply
+    from engine.neural.actor.model_file import load_actor
+
+    actor, _ = load_actor(actor_dir)
+    refine = refined_poses_apply(actor, capture)
+    views = [v for s in ((split,) if split else SPLITS) for v in _pick(split_views(capture, s), max_views)]
+    ds = ViewSet(capture, views, resolution=resolution, joint_set=actor.joint_set)
+    x = torch.arange(-3, 4, dtype=torch.float32)
+    kernel = torch.exp(-x ** 2 / 2)
+    kernel = kernel / kernel.sum()
+    rows: dict[str, list] = {}
+    with torch.no_grad():
+        for start in range(0, len(ds), 4):
+            b = ds.batch(range(start, min(len(ds), start + 4)))
+            H, W = b["rgb"].shape[-2:]
+            J = actor.refine_joints(b["joints"], b["row"]) if refine else b["joints"]
+            rgb = actor.forward_supersampled(J, b["K"], b["R"], b["t"], H, W)["rgb"].clamp(0, 1)
+            blurred = torch.nn.functional.conv2d(rgb.reshape(-1, 1, H, W), kernel.view(1, 1, 1, 7), padding=(0, 3))
+            blurred = torch.nn.functional.conv2d(blurred, kernel.view(1, 1, 7, 1), padding=(3, 0)).reshape(rgb.shape)
+            for k in range(len(rgb)):
+                m = b["mask"][k, 0] > 0.5
+                r, t = rgb[k][:, m].T, b["rgb"][k][:, m].T                        # [P, 3]
+                mse = {"plain": ((r - t) ** 2).mean()}
+                gain = (r * t).sum(0) / (r * r).sum(0).clamp_min(1e-8)
+                mse["gain"] = ((r * gain - t) ** 2).mean()
+                X = torch.cat([r, torch.ones(len(r), 1)], 1)
+                mse["affine"] = ((X @ torch.linalg.lstsq(X, t).solution - t) ** 2).mean()
+                mse["shift"] = min(((torch.roll(rgb[k], (dy, dx), (1, 2))[:, m].T - t) ** 2).mean()
+                                   for dy in range(-2, 3) for dx in range(-2, 3))
+                mse["blur1"] = ((blurred[k][:, m].T - t) ** 2).mean()
+                for key, v in mse.items():
+                    rows.setdefault(key, []).append(-10 * float(torch.log10(v.clamp_min(1e-10))))
+    return {k: float(np.mean(v)) for k, v in rows.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--capture", nargs="*", default=[], metavar="SPLIT=DIR",
@@ -183,6 +229,10 @@ def main() -> int:
                     help="only print each split's reference scores: the truth filled with one flat colour, and "
                          "blurred by 0.5, 1 and 2 px inside the person (what a perfect silhouette with no finer "
                          "detail would score)")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="with --evaluate: also print, per final actor, person PSNR after per-view oracles (best "
+                         "colour gain, best affine colour map, best shift within 2 px, the render blurred by 1 px): "
+                         "how much of the error each kind of fix could remove")
     ap.add_argument("--json", help="also write the table to this JSON file")
     args = ap.parse_args()
 
@@ -242,6 +292,12 @@ def main() -> int:
                       f"box SSIM {r.get('ssim_box', float('nan')):.3f}  IoU {r.get('mask_iou', float('nan')):.3f}  "
                       f"flat-colour {r.get('psnr_flat', float('nan')):6.2f}  covered {r.get('person_coverage', float('nan')):.3f} "
                       f"({r.get('psnr_person_covered', float('nan')):5.2f} dB)  render {ms:.0f} ms/512²", flush=True)
+            if args.diagnose:
+                dg = diagnose(out, cap, SPLIT_OF[split], args.max_views, args.resolution)
+                rows.append({"variant": variant, "split": split, "diagnose": dg})
+                print(f"{variant:9s} {split:3s}  oracles, person PSNR: as rendered {dg['plain']:6.2f}  best gain "
+                      f"{dg['gain']:6.2f}  best affine colour {dg['affine']:6.2f}  best shift {dg['shift']:6.2f}  "
+                      f"blurred 1 px {dg['blur1']:6.2f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

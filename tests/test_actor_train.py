@@ -198,6 +198,8 @@ def test_crop_training_records_the_views_scale_and_scores_supersampled(capture, 
     t = doc["training"]
     assert t["config"]["crop"] == 16 and t["resolution"] == [32, 32] and "--crop 16" in t["command"]
     assert actor.native_person_px == t["person_height_px"] > 0
+    lo, hi = actor.person_range_px
+    assert lo == t["person_height_range_px"][0] and 0 < lo <= actor.native_person_px <= hi
     capsys.readouterr()
     assert main(["evaluate", str(out), "--capture", str(capture), "--resolution", "16", "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)

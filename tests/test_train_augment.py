@@ -224,12 +224,19 @@ def test_supersampled_render_is_the_area_average_of_a_finer_one():
         h = float(actor.person_height_px(J, K, R, t)[0])
         direct = actor(J, K, R, t, 16, 20)
         assert torch.equal(actor.forward_supersampled(J, K, R, t, 16, 20)["rgb"], direct["rgb"])  # no record
-        actor.native_person_px = 1.2 * h  # about the size it learned at: rendered directly
+        actor.person_range_px = [1.2 * h, 3 * h]  # a little smaller than any it learned from: rendered directly
         assert torch.equal(actor.forward_supersampled(J, K, R, t, 16, 20)["rgb"], direct["rgb"])
-        actor.native_person_px = 2.1 * h
+        actor.person_range_px = [1.9 * h, 3 * h]
         out = actor.forward_supersampled(J, K, R, t, 16, 20)
         fine = actor(J, scale_intrinsics(K, 2), R, t, 32, 40)
-    assert out["scale"] == 2.0 and out["rgb"].shape == (1, 3, 16, 20)
+        # a batch of views needing different factors: each view as if rendered alone
+        J2, K2, R2, t2 = (torch.cat([x, x]) for x in (J, K, R, t))
+        K2[1] = scale_intrinsics(K2[1], 2.0)  # the second view twice as large: no supersampling needed
+        mixed = actor.forward_supersampled(J2, K2, R2, t2, 16, 20)
+        alone = actor(J2[1:], K2[1:], R2[1:], t2[1:], 16, 20)
+    assert out["scale"] == [2.0] and out["rgb"].shape == (1, 3, 16, 20)
+    assert mixed["scale"] == [2.0, 1.0] and torch.allclose(mixed["rgb"][0], out["rgb"][0])
+    assert torch.allclose(mixed["rgb"][1], alone["rgb"][0]) and torch.allclose(mixed["depth"][1], alone["depth"][0])
     pool = torch.nn.functional.avg_pool2d
     assert torch.allclose(out["alpha"], pool(fine["alpha"], 2))
     covered = out["alpha"] > 1e-3

@@ -231,7 +231,7 @@ class Actor(nn.Module):
         h = float(self.person_height_px(joints, K, R, t).max())
         f = min(1.0, max(1.0 / max_upscale, 1.15 * float(native) / max(h, 1.0)))
         if f > 0.9:
-            return self.forward_supersampled(joints, K, R, t, height, width, person_px=h)
+            return self.forward_supersampled(joints, K, R, t, height, width)
         lh, lw = max(8, int(round(height * f))), max(8, int(round(width * f)))
         fy, fx = lh / height, lw / width
         out = self(joints, scale_intrinsics(K, fx, fy), R, t, lh, lw)
@@ -241,31 +241,45 @@ class Actor(nn.Module):
                     latent_alpha=near(out["latent_alpha"]), depth=near(out["depth"]), scale=f)
 
     def forward_supersampled(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
-                             height: int, width: int, max_factor: int = 4, person_px: float | None = None) -> dict:
-        """``forward``, rendered ``f`` times larger and area-averaged back where the person is much
-        smaller on screen (at most 2/3) than the size the actor learned at (``native_person_px``):
-        f = round(native / on-screen height), at most ``max_factor``.
+                             height: int, width: int, max_factor: int = 4) -> dict:
+        """``forward``, rendered ``f`` times larger and area-averaged back where the person is smaller on
+        screen than any size the actor learned from: below 0.8 x the 5th percentile of the person's
+        heights in its training views (``person_range_px``, recorded by training), f = ceil(that / on-screen
+        height), at most ``max_factor``.
 
         An actor trained on crops of views at a finer scale (``marionette train --crop``) learned the
         person at that scale; rendered at a coarser one directly, its decoder would see shapes smaller
         than any it was trained on. Colours are averaged premultiplied (edges blend with what is behind
-        them, as a camera's pixels do). Otherwise (and for actors without the record) this is ``forward``.
+        them, as a camera's pixels do). Otherwise (and for actors without the record) this is ``forward``:
+        an actor trained on whole views has seen the person as small as its farthest camera shows them.
         """
-        native = getattr(self, "native_person_px", None)
-        if not native:
+        spread = getattr(self, "person_range_px", None)
+        if not spread:
             return self(joints, K, R, t, height, width)
-        h = float(self.person_height_px(joints, K, R, t).max()) if person_px is None else float(person_px)
-        ratio = float(native) / max(h, 1.0)
-        if ratio < 1.5:
+        smallest = float(spread[0])
+        h = self.person_height_px(joints, K, R, t).clamp_min(1.0)                  # [B], per view
+        factors = [1 if float(x) >= 0.8 * smallest else int(min(max_factor, math.ceil(smallest / float(x))))
+                   for x in h]
+        if max(factors) == 1:
             return self(joints, K, R, t, height, width)
-        f = int(min(max_factor, round(ratio)))
-        out = self(joints, scale_intrinsics(K, f), R, t, height * f, width * f)
-        pool = lambda x: torch.nn.functional.avg_pool2d(x, f)
-        alpha = pool(out["alpha"])
-        rgb = torch.where(alpha > 1e-4, pool(out["rgb"] * out["alpha"]) / alpha.clamp_min(1e-4), pool(out["rgb"]))
-        return dict(rgb=rgb.clamp(0, 1), alpha=alpha.clamp(0, 1), latent=pool(out["latent"]),
-                    latent_alpha=pool(out["latent_alpha"]), depth=out["depth"][..., f // 2::f, f // 2::f],
-                    scale=float(f))
+        parts = {}
+        for f in sorted(set(factors)):  # views that need the same factor render together
+            idx = [i for i, g in enumerate(factors) if g == f]
+            sel = lambda x: x[idx]
+            if f == 1:
+                parts[f] = (idx, self(sel(joints), sel(K), sel(R), sel(t), height, width))
+                continue
+            out = self(sel(joints), scale_intrinsics(sel(K), f), sel(R), sel(t), height * f, width * f)
+            pool = lambda x: torch.nn.functional.avg_pool2d(x, f)
+            alpha = pool(out["alpha"])
+            rgb = torch.where(alpha > 1e-4, pool(out["rgb"] * out["alpha"]) / alpha.clamp_min(1e-4), pool(out["rgb"]))
+            parts[f] = (idx, dict(rgb=rgb.clamp(0, 1), alpha=alpha.clamp(0, 1), latent=pool(out["latent"]),
+                                  latent_alpha=pool(out["latent_alpha"]), depth=out["depth"][..., f // 2::f, f // 2::f]))
+        order = torch.as_tensor([i for idx, _ in parts.values() for i in idx]).argsort()
+        res = {k: torch.cat([o[k] for _, o in parts.values()])[order] for k in ("rgb", "alpha", "latent",
+                                                                                 "latent_alpha", "depth")}
+        res["scale"] = [float(f) for f in factors]
+        return res
 
     # ------------------------------------------------------------------ convenience
     @torch.no_grad()

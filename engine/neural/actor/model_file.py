@@ -302,6 +302,11 @@ def load_actor(actor_dir, joint_set: JointSet | str | None = None, device="cpu")
     # the person's on-screen height the decoder learned at (Actor.forward_scaled); None for older actors
     ok = isinstance(native, (int, float)) and not isinstance(native, bool) and 4 <= native <= 1e5
     actor.native_person_px = float(native) if ok else None
+    spread = doc.get("training", {}).get("person_height_range_px") if isinstance(doc.get("training"), dict) else None
+    # the spread of those heights over the training views (Actor.forward_supersampled); None for older actors
+    ok = isinstance(spread, list) and len(spread) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 1 <= v <= 1e5 for v in spread)
+    actor.person_range_px = [float(v) for v in spread] if ok else None
     sha = doc.get("training", {}).get("pose_skeleton_sha256") if isinstance(doc.get("training"), dict) else None
     # the skeleton file the learned pose corrections belong to (engine.neural.actor.evaluate)
     actor.pose_skeleton_sha256 = sha if isinstance(sha, str) and len(sha) == 64 else None

@@ -602,8 +602,13 @@ class _Run:
             self.H, self.W = min(self.H, cfg.crop), min(self.W, cfg.crop)
         doc = _train_doc(cfg, self.cap, d, self.device, ds.size[1], ds.size[0])
         # the person's height in the views trained on (crops keep the views' scale): what renders match
-        doc["person_height_px"] = _median_person_height(ds)
+        heights = _person_heights(ds)
+        doc["person_height_px"] = round(float(np.median(heights)), 2) if heights else None
+        # the spread over the training views (cameras at other distances): sizes the decoder has seen
+        doc["person_height_range_px"] = [round(float(np.percentile(heights, q)), 2) for q in (5, 95)] \
+            if heights else None
         self.actor.native_person_px = doc["person_height_px"]
+        self.actor.person_range_px = doc["person_height_range_px"]
         self.trained_rows = torch.as_tensor(sorted({self.cap.frame_row(v.frame) for v in self.views}),
                                             device=self.device)
         if cfg.refine_pose:
@@ -755,8 +760,8 @@ class _Run:
         return summary
 
 
-def _median_person_height(ds) -> float:
-    """Median on-screen height (pixels, training resolution) of the person over the training views."""
+def _person_heights(ds) -> list[float]:
+    """On-screen heights (pixels, at the views' resolution) of the person in up to 64 training views."""
     from engine.neural.actor.model import person_height_px
 
     hs = []
@@ -764,7 +769,7 @@ def _median_person_height(ds) -> float:
         it = ds[i]
         J = it["joints"][None]
         hs.append(float(person_height_px(J, it["K"][None], it["R"][None], it["t"][None])[0]))
-    return round(float(np.median(hs)), 2) if hs else None
+    return hs
 
 
 def _mean(rows, i):
