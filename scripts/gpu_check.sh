@@ -25,12 +25,12 @@ if [ "$DEVICE" = cuda ]; then
   echo "== build the CUDA kernels"
   $PY -m pip install --no-build-isolation ./cuda_ext 2>&1 | tail -2
   $PY -c "from engine.neural.render import kernels; import torch; \
-print('kernels on cuda:', kernels.available(torch.device('cuda')), kernels.unavailable_reason() or '')"
+print('kernels on cuda:', kernels.available(torch.device('cuda')), 'texture:', kernels.texture_available(torch.device('cuda')), kernels.unavailable_reason() or '')"
   echo "== CUDA tests"
   $PY -m pytest -q -m gpu tests/ -p no:cacheprovider 2>&1 | tail -3
 else
   echo "== CPU kernel tests"
-  $PY -m pytest -q tests/test_kernels.py tests/test_surface_primitives.py -p no:cacheprovider 2>&1 | tail -2
+  $PY -m pytest -q tests/test_kernels.py tests/test_bone_texture.py tests/test_surface_primitives.py -p no:cacheprovider 2>&1 | tail -2
 fi
 echo "== timings at 512x512"
 $PY scripts/gpu_timings.py --device "$DEVICE" --size 512 --reps $([ "$DEVICE" = cuda ] && echo 20 || echo 2)
