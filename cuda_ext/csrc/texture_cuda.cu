@@ -12,14 +12,23 @@ namespace {
 
 constexpr int kTextureThreads = 256;
 
+// This thread's pixel: view b, pixel p (row-major) and the surface point it sees; false past the end.
+template <typename T> __device__ bool thread_pixel(const TextureArgs<T>& a, int64_t& b, int64_t& p, T pt[3]) {
+  const int64_t HW = int64_t(a.H) * a.W;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= a.B * HW) return false;
+  b = i / HW;
+  p = i % HW;
+  view_surface_point(a, b, p, pt);
+  return true;
+}
+
 template <typename T> __global__ void __launch_bounds__(kTextureThreads)
 bone_texture_fwd_kernel(const TextureArgs<T> a, T* out) {
   const int64_t HW = int64_t(a.H) * a.W;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= a.B * HW) return;
-  const int64_t b = i / HW, p = i % HW;
+  int64_t b, p;
   T pt[3];
-  view_surface_point(a, b, p, pt);
+  if (!thread_pixel(a, b, p, pt)) return;
   T acc[kTextureMaxChannels];
   for (int c = 0; c < a.C; ++c) acc[c] = T(0);
   for (int n = 0; n < a.N; ++n) {
@@ -42,11 +51,9 @@ bone_texture_fwd_kernel(const TextureArgs<T> a, T* out) {
 template <typename T> __global__ void __launch_bounds__(kTextureThreads)
 bone_texture_bwd_kernel(const TextureArgs<T> a, const T* grad, T* grad_maps, T* grad_weights) {
   const int64_t HW = int64_t(a.H) * a.W;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= a.B * HW) return;
-  const int64_t b = i / HW, p = i % HW;
+  int64_t b, p;
   T pt[3];
-  view_surface_point(a, b, p, pt);
+  if (!thread_pixel(a, b, p, pt)) return;
   T g[kTextureMaxChannels];
   bool any = false;
   for (int c = 0; c < a.C; ++c) any |= (g[c] = grad[(b * a.C + c) * HW + p]) != T(0);
