@@ -40,30 +40,20 @@ except Exception as exc:  # ImportError, or OSError from a library built against
     IMPORT_ERROR = exc
 
 
-def _device_types() -> frozenset:
-    # Queried once at import: the dispatcher lookup is not traceable by torch.compile.
-    if _ext is None:
-        return frozenset()
-    try:
-        return frozenset(d for d in ("cpu", "cuda") if _ext.has_device(d))
-    except Exception:
-        return frozenset()
-
-
-_DEVICE_TYPES = _device_types()
-
-
-def _texture_device_types() -> frozenset:
+def _device_types(op: str) -> frozenset:
+    """Device types with a kernel for ``op``. Queried once at import: the dispatcher lookup is not
+    traceable by torch.compile. An op an older build lacks has none."""
     if _ext is None:
         return frozenset()
     try:
         return frozenset(d for d, key in (("cpu", "CPU"), ("cuda", "CUDA"))
-                         if torch._C._dispatch_has_kernel_for_dispatch_key("marionette::bone_texture_fwd", key))
-    except Exception:  # the op is not registered: an extension built before it
+                         if torch._C._dispatch_has_kernel_for_dispatch_key(op, key))
+    except Exception:  # the op is not registered
         return frozenset()
 
 
-_TEXTURE_DEVICE_TYPES = _texture_device_types()
+_DEVICE_TYPES = _device_types("marionette::raycast_fwd")
+_TEXTURE_DEVICE_TYPES = _device_types("marionette::bone_texture_fwd")
 
 
 def available(device=None) -> bool:
