@@ -34,6 +34,8 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinytexcrop tinytexmir trained on 128² windows round the person of the 256² views (--resolution 256
               --crop 128: the same cost per step, twice the detail); scored like every variant at
               --resolution, rendered supersampled (Actor.forward_supersampled)
+  tinytexcrop32 tinytexcrop with 32x32 texels per bone map: detail that needs the 256² views
+              (the synthetic person's striped shirt) gets the texels to hold it
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
   medsil      tinysil with the medium decoder
   medtexsil   medsil + bone textures (--texture-channels 8): the interpolation setting with textures
@@ -101,6 +103,7 @@ VARIANTS = {
     "tinytex32": {**_MIR, "texture_channels": 8, "texture_size": 32},
     "tinytex16c": {**_MIR, "texture_channels": 16},
     "tinytexcrop": {**_MIR, "texture_channels": 8, "resolution": 256, "crop": 128},
+    "tinytexcrop32": {**_MIR, "texture_channels": 8, "texture_size": 32, "resolution": 256, "crop": 128},
     "medmir": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},
     "medtexsil": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5,
                   "texture_channels": 8},

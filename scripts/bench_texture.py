@@ -15,6 +15,11 @@ measured in the same run, the ratios against the kernel, the share of (bone, pix
 looked up, and the largest difference of each implementation's features and gradients from the
 dense reference (float32).
 
+A second table times what produces the lookup's bone weights, the raycast of the actor's primitives
+(kernel backend): with its latent codes plus one one-hot channel per bone (how the weights were rendered
+before primitive groups) against with the codes only and the primitives grouped by bone (each adds its
+weight to its bone's map), and the whole actor forward and forward+backward for scale.
+
     python scripts/bench_texture.py                          # 4 views at 128² (a training batch), 1 at 512² (F12)
     python scripts/bench_texture.py --threads 1 --reps 5
     python scripts/bench_texture.py --actor path/to/actor --configs 2x256
@@ -143,9 +148,60 @@ def main(argv=None) -> int:
               f"{fwd['sparse'] / fwd['kernel']:>8.1f}x {fwd['dense'] / fwd['kernel']:>7.1f}x | "
               f"{fb['kernel']:>13.2f} {fb['sparse']:>7.1f} {fb['dense']:>7.1f} {fb['sparse'] / fb['kernel']:>8.1f}x "
               f"{fb['dense'] / fb['kernel']:>7.1f}x | {diff['kernel']:>17.2e} {diff['sparse']:>8.2e}", flush=True)
+    bone_weights_table(actor, joints, args)
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f}")
     return 0
+
+
+def bone_weights_table(actor, joints, args) -> None:
+    """Raycast with one-hot bone channels vs grouped primitives (both kernel), and the whole actor."""
+    import torch
+
+    from engine.neural.render.raycast import raycast
+
+    nb = len(actor.bones)
+    onehot = torch.nn.functional.one_hot(actor.bone_of_primitive, nb).to(actor.codes.dtype)
+    hdr = (f"{'views x size':>12} | {'fwd ms one-hot':>14} {'groups':>7} {'ratio':>6} | {'f+b ms one-hot':>14} "
+           f"{'groups':>7} {'ratio':>6} | {'actor fwd ms':>12} {'f+b ms':>7} | {'max |diff|':>10}")
+    print(f"\nbone weights: raycast of {actor.codes.shape[0]} primitives, {actor.codes.shape[1]} code channels "
+          f"+ {nb} one-hot vs grouped by bone (kernel)")
+    print(hdr)
+    print("-" * len(hdr))
+    for cfg in args.configs:
+        views, size = (int(x) for x in cfg.lower().split("x"))
+        J, _, _, K, R, t = lookup_inputs(actor, joints, views, size)
+        with torch.no_grad():
+            g = actor.primitives(J)
+        dens = g["densities"].expand(views, -1)
+        codes = actor.codes.detach()
+        bg = actor.background.detach()[None].expand(views, -1)
+
+        def one_hot_call(c):
+            feats = torch.cat([c, onehot], dim=1)[None]
+            back = torch.cat([bg, bg.new_zeros(views, nb)], dim=1)
+            lat, alpha, depth = raycast(g["means"], g["precisions"], dens, feats, back, K, R, t, size, size,
+                                        backend="kernel")
+            return lat[:, :c.shape[1]], alpha, depth, lat[:, c.shape[1]:]
+
+        def grouped_call(c):
+            return raycast(g["means"], g["precisions"], dens, c[None], bg, K, R, t, size, size, backend="kernel",
+                           groups=actor.bone_of_primitive, num_groups=nb)
+
+        fwd, fb, outs = {}, {}, {}
+        for name, f in (("one-hot", one_hot_call), ("groups", grouped_call)):
+            with torch.no_grad():
+                fwd[name] = best_ms(lambda: f(codes), args.reps)
+                outs[name] = f(codes)
+            c = codes.clone().requires_grad_(True)
+            fb[name] = best_ms(lambda: sum(o.sum() for o in f(c)).backward(), args.reps)
+        diff = max(float((a - b).abs().max()) for a, b in zip(outs["one-hot"], outs["groups"]))
+        with torch.no_grad():
+            actor_fwd = best_ms(lambda: actor(J, K, R, t, size, size), args.reps)
+        actor_fb = best_ms(lambda: actor(J, K, R, t, size, size)["rgb"].sum().backward(), args.reps)
+        print(f"{cfg:>12} | {fwd['one-hot']:>14.2f} {fwd['groups']:>7.2f} {fwd['one-hot'] / fwd['groups']:>5.2f}x | "
+              f"{fb['one-hot']:>14.2f} {fb['groups']:>7.2f} {fb['one-hot'] / fb['groups']:>5.2f}x | "
+              f"{actor_fwd:>12.1f} {actor_fb:>7.1f} | {diff:>10.2e}", flush=True)
 
 
 if __name__ == "__main__":

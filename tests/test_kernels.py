@@ -151,6 +151,53 @@ def _tiny_scene(mode_seed=0):
     return scene
 
 
+# ---------------------------------------------------------------------- primitive groups (bone weights)
+def _grouped_outputs_and_grads(backend, scene, mode, groups, G, seed=0):
+    inputs = [x.detach().clone().requires_grad_(True) for x in scene[:5]]
+    out = raycast(*inputs, *scene[5:], mode=mode, backend=backend, groups=groups, num_groups=G)
+    gen = torch.Generator().manual_seed(seed + 200)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in out)
+    return [o.detach() for o in out], torch.autograd.grad(loss, inputs)
+
+
+@needs_ext
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_group_weights_match_one_hot_reference(mode, dtype):
+    """The kernels' group weights = the reference rendering one-hot group features (forward and every
+    gradient, the weights' own included); groups leave latent, alpha and depth unchanged."""
+    scene = _random_scene(11, N=9, dtype=dtype)
+    groups = torch.tensor([0, 2, 2, 1, 3, 3, 3, 0, 1])
+    ref = _grouped_outputs_and_grads("reference", scene, mode, groups, 4)
+    ker = _grouped_outputs_and_grads("kernel", scene, mode, groups, 4)
+    atol = 1e-9 if dtype == torch.float64 else 1e-4
+    assert ker[0][3].shape == (2, 4, 18, 22)
+    assert ker[0][3].abs().sum() > 1.0  # the bones are in the picture
+    for name, r, k in zip(("latent", "alpha", "depth", "weights"), ref[0], ker[0]):
+        assert (r - k).abs().max().item() <= atol * 10, name
+    for name, r, k in zip(("means", "precisions", "densities", "features", "background"), ref[1], ker[1]):
+        scale = max(1.0, r.abs().max().item())
+        assert (r - k).abs().max().item() <= (1e-7 if dtype == torch.float64 else 1e-3) * scale, name
+    plain = kernels.raycast_kernel(*scene, mode=mode)
+    for r, k in zip(plain, ker[0][:3]):
+        assert torch.equal(r, k)
+    # the groups' weights add up to the pixel's coverage in transmittance mode (zero background)
+    if mode == "transmittance":
+        assert torch.allclose(ker[0][3].sum(1, keepdim=True), ker[0][1], atol=atol * 10)
+
+
+@needs_ext
+def test_group_weights_gradcheck_float64():
+    scene = _tiny_scene()
+    groups = torch.arange(scene[0].shape[1]) % 2
+    inputs = [x.detach().clone().requires_grad_(True) for x in scene[:5]]
+
+    def fn(*xs):
+        return kernels.raycast_kernel(*xs, *scene[5:], mode="transmittance", groups=groups, num_groups=2)
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
 @needs_ext
 @pytest.mark.parametrize("mode", MODES)
 def test_gradcheck_float64(mode):
@@ -168,15 +215,19 @@ def test_opcheck():
     # the mode does not change how the op is registered; one is enough (opcheck is slow)
     mode = 1
     scene = _tiny_scene()
-    fwd_args = [x.detach().clone().requires_grad_(True) for x in scene[:5]] + scene[5:8] + [scene[8], scene[9], mode]
+    N, G = scene[0].shape[1], 2
+    groups = torch.arange(N) % G
+    fwd_args = [x.detach().clone().requires_grad_(True) for x in scene[:5]] + scene[5:8] + [scene[8], scene[9], mode,
+                                                                                             groups, G]
     torch.library.opcheck(torch.ops.marionette.raycast_fwd.default, fwd_args)
     B, C, H, W = 1, scene[3].shape[2], scene[8], scene[9]
     g = torch.Generator().manual_seed(3)
     grads = [torch.randn(B, C, H, W, generator=g, dtype=torch.float64),
              torch.randn(B, 1, H, W, generator=g, dtype=torch.float64),
-             torch.randn(B, 1, H, W, generator=g, dtype=torch.float64)]
+             torch.randn(B, 1, H, W, generator=g, dtype=torch.float64),
+             torch.randn(B, G, H, W, generator=g, dtype=torch.float64)]
     # raycast_bwd already runs inside raycast_fwd's autograd checks; schema and fake kernel suffice here
-    torch.library.opcheck(torch.ops.marionette.raycast_bwd.default, grads + scene[:8] + [H, W, mode],
+    torch.library.opcheck(torch.ops.marionette.raycast_bwd.default, grads + scene[:8] + [H, W, mode, groups, G],
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -270,10 +321,21 @@ def test_bad_inputs_are_errors():
         kernels.raycast_kernel(*bad)
     bad = list(scene)
     bad[4] = bad[4].float()
+    none = torch.empty(0, dtype=torch.long)
     with pytest.raises(RuntimeError, match="background is"):
-        torch.ops.marionette.raycast_fwd(*bad[:8], 6, 7, 0)
+        torch.ops.marionette.raycast_fwd(*bad[:8], 6, 7, 0, none, 0)
     with pytest.raises(RuntimeError, match="mode must be"):
-        torch.ops.marionette.raycast_fwd(*scene[:8], 6, 7, 5)
+        torch.ops.marionette.raycast_fwd(*scene[:8], 6, 7, 5, none, 0)
+    with pytest.raises(RuntimeError, match=r"groups must lie in \[0, 2\), got \[0, 2\]"):
+        torch.ops.marionette.raycast_fwd(*scene[:8], 6, 7, 0, torch.tensor([0, 1, 2]), 2)
+    with pytest.raises(RuntimeError, match="groups must be int64"):
+        torch.ops.marionette.raycast_fwd(*scene[:8], 6, 7, 0, torch.tensor([0, 1, 1], dtype=torch.int32), 2)
+    with pytest.raises(RuntimeError, match=r"groups must be \[N\] = \[3\]"):
+        torch.ops.marionette.raycast_fwd(*scene[:8], 6, 7, 0, torch.tensor([0, 1]), 2)
+    with pytest.raises(MarionetteError, match="groups must lie in"):
+        raycast(*scene, groups=torch.tensor([0, 1, 5]), num_groups=2)
+    with pytest.raises(MarionetteError, match="one group per primitive"):
+        raycast(*scene, groups=torch.tensor([0.0, 1.0, 1.0]), num_groups=2)
 
 
 @needs_ext

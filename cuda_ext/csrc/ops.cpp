@@ -2,12 +2,14 @@
 // all devices, and the Python module entry point of marionette_kernels._C.
 //
 //   marionette::raycast_fwd(means, precisions, densities, features, background, K, R, t,
-//                           height, width, mode) -> (latent, alpha, depth)
-//   marionette::raycast_bwd(grad_latent, grad_alpha, grad_depth, <the forward's inputs>)
+//                           height, width, mode, groups, num_groups) -> (latent, alpha, depth, weights)
+//   marionette::raycast_bwd(grad_latent, grad_alpha, grad_depth, grad_weights, <the forward's inputs>)
 //       -> (grad_means, grad_precisions, grad_densities, grad_features, grad_background)
 //
-// mode: 0 = transmittance, 1 = rochette.  Autograd and fake (meta) kernels are registered from
-// Python (engine/render/kernels.py) with torch.library.
+// mode: 0 = transmittance, 1 = rochette.  groups (int64 [N], or empty with num_groups 0) assigns each
+// primitive to a group (a bone); weights [B, num_groups, H, W] is what a one-hot feature per group would
+// render, without num_groups extra channels in every per-pixel loop.
+// Autograd and fake (meta) kernels are registered from Python (engine/render/kernels.py) with torch.library.
 #include <Python.h>
 
 #include <ATen/TensorOperators.h>
@@ -24,7 +26,8 @@ namespace mk {
 
 void check_raycast_inputs(const at::Tensor& means, const at::Tensor& precisions, const at::Tensor& densities,
                           const at::Tensor& features, const at::Tensor& background, const at::Tensor& K,
-                          const at::Tensor& R, const at::Tensor& t, int64_t height, int64_t width, int64_t mode) {
+                          const at::Tensor& R, const at::Tensor& t, int64_t height, int64_t width, int64_t mode,
+                          const at::Tensor& groups, int64_t num_groups) {
   TORCH_CHECK(mode == kTransmittance || mode == kRochette,
               "marionette::raycast: mode must be 0 (transmittance) or 1 (rochette), got ", mode);
   TORCH_CHECK(height > 0 && width > 0, "marionette::raycast: height and width must be positive, got ", height, "x",
@@ -59,6 +62,32 @@ void check_raycast_inputs(const at::Tensor& means, const at::Tensor& precisions,
     TORCH_CHECK(all[i]->device() == means.device(), "marionette::raycast: ", names[i], " is on ", all[i]->device(),
                 " but means are on ", means.device());
   }
+  TORCH_CHECK(groups.scalar_type() == at::kLong && groups.device() == means.device(),
+              "marionette::raycast: groups must be int64 on ", means.device(), ", got ", groups.scalar_type(), " on ",
+              groups.device());
+  TORCH_CHECK(num_groups >= 0, "marionette::raycast: num_groups must be >= 0, got ", num_groups);
+  if (num_groups == 0) {
+    TORCH_CHECK(groups.numel() == 0, "marionette::raycast: groups given but num_groups is 0");
+  } else {
+    TORCH_CHECK(groups.dim() == 1 && groups.size(0) == N, "marionette::raycast: groups must be [N] = [", N,
+                "], got ", groups.sizes());
+    if (N > 0 && groups.is_cpu()) {  // on CUDA a range check would cost a sync; the Python wrapper checks once
+      const auto lo = groups.min().item<int64_t>(), hi = groups.max().item<int64_t>();
+      TORCH_CHECK(lo >= 0 && hi < num_groups, "marionette::raycast: groups must lie in [0, ", num_groups,
+                  "), got [", lo, ", ", hi, "]");
+    }
+  }
+}
+
+void check_raycast_output_grads(const at::Tensor& grad_latent, const at::Tensor& grad_alpha,
+                                const at::Tensor& grad_depth, const at::Tensor& grad_weights, const at::Tensor& means,
+                                const at::Tensor& features, int64_t height, int64_t width, int64_t num_groups) {
+  const int64_t B = means.size(0), C = features.size(2);
+  TORCH_CHECK(grad_latent.sizes() == at::IntArrayRef({B, C, height, width}) &&
+                  grad_alpha.sizes() == at::IntArrayRef({B, 1, height, width}) &&
+                  grad_depth.sizes() == at::IntArrayRef({B, 1, height, width}) &&
+                  grad_weights.sizes() == at::IntArrayRef({B, num_groups, height, width}),
+              "marionette::raycast_bwd: output gradients must match the forward's outputs");
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish_raycast_grads(
@@ -89,28 +118,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish_ra
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> raycast_fwd_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> raycast_fwd_cpu(
     const at::Tensor& means, const at::Tensor& precisions, const at::Tensor& densities, const at::Tensor& features,
     const at::Tensor& background, const at::Tensor& K, const at::Tensor& R, const at::Tensor& t, int64_t height,
-    int64_t width, int64_t mode) {
-  check_raycast_inputs(means, precisions, densities, features, background, K, R, t, height, width, mode);
-  return raycast_fwd_cpu_kernel(means, precisions, densities, features, background, K, R, t, height, width, mode);
+    int64_t width, int64_t mode, const at::Tensor& groups, int64_t num_groups) {
+  check_raycast_inputs(means, precisions, densities, features, background, K, R, t, height, width, mode, groups,
+                       num_groups);
+  return raycast_fwd_cpu_kernel(means, precisions, densities, features, background, K, R, t, height, width, mode,
+                                groups, num_groups);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> raycast_bwd_cpu(
     const at::Tensor& grad_latent, const at::Tensor& grad_alpha, const at::Tensor& grad_depth,
-    const at::Tensor& means, const at::Tensor& precisions, const at::Tensor& densities, const at::Tensor& features,
-    const at::Tensor& background, const at::Tensor& K, const at::Tensor& R, const at::Tensor& t, int64_t height,
-    int64_t width, int64_t mode) {
-  check_raycast_inputs(means, precisions, densities, features, background, K, R, t, height, width, mode);
-  const int64_t B = means.size(0), C = features.size(2);
-  TORCH_CHECK(grad_latent.sizes() == at::IntArrayRef({B, C, height, width}) &&
-                  grad_alpha.sizes() == at::IntArrayRef({B, 1, height, width}) &&
-                  grad_depth.sizes() == at::IntArrayRef({B, 1, height, width}),
-              "marionette::raycast_bwd: output gradients must match the forward's outputs");
-  auto acc = raycast_bwd_cpu_kernel(grad_latent.to(means.scalar_type()), grad_alpha.to(means.scalar_type()),
-                                    grad_depth.to(means.scalar_type()), means, precisions, densities, features,
-                                    background, K, R, t, height, width, mode);
+    const at::Tensor& grad_weights, const at::Tensor& means, const at::Tensor& precisions,
+    const at::Tensor& densities, const at::Tensor& features, const at::Tensor& background, const at::Tensor& K,
+    const at::Tensor& R, const at::Tensor& t, int64_t height, int64_t width, int64_t mode, const at::Tensor& groups,
+    int64_t num_groups) {
+  check_raycast_inputs(means, precisions, densities, features, background, K, R, t, height, width, mode, groups,
+                       num_groups);
+  check_raycast_output_grads(grad_latent, grad_alpha, grad_depth, grad_weights, means, features, height, width,
+                             num_groups);
+  const auto dtype = means.scalar_type();
+  auto acc = raycast_bwd_cpu_kernel(grad_latent.to(dtype), grad_alpha.to(dtype), grad_depth.to(dtype),
+                                    grad_weights.to(dtype), means, precisions, densities, features, background, K, R,
+                                    t, height, width, mode, groups, num_groups);
   return finish_raycast_grads(std::get<0>(acc), std::get<1>(acc), std::get<2>(acc), means, precisions, R, t);
 }
 
@@ -120,11 +151,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> raycast_b
 TORCH_LIBRARY(marionette, m) {
   m.def(
       "raycast_fwd(Tensor means, Tensor precisions, Tensor densities, Tensor features, Tensor background, "
-      "Tensor K, Tensor R, Tensor t, int height, int width, int mode) -> (Tensor, Tensor, Tensor)");
+      "Tensor K, Tensor R, Tensor t, int height, int width, int mode, Tensor groups, int num_groups) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "raycast_bwd(Tensor grad_latent, Tensor grad_alpha, Tensor grad_depth, Tensor means, Tensor precisions, "
-      "Tensor densities, Tensor features, Tensor background, Tensor K, Tensor R, Tensor t, int height, int width, "
-      "int mode) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "raycast_bwd(Tensor grad_latent, Tensor grad_alpha, Tensor grad_depth, Tensor grad_weights, Tensor means, "
+      "Tensor precisions, Tensor densities, Tensor features, Tensor background, Tensor K, Tensor R, Tensor t, "
+      "int height, int width, int mode, Tensor groups, int num_groups) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(marionette, CPU, m) {

@@ -22,6 +22,7 @@ namespace {
 
 struct Dims {
   int64_t B, N, C, H, W;
+  int64_t G;  // bone groups whose summed weights are output per pixel (0: none)
 };
 
 template <typename T> struct Scene {
@@ -93,8 +94,9 @@ template <typename Body> void run_tiles(int64_t count, int64_t slots, const Body
 }
 
 template <typename T>
-void fwd_impl(const T* means, const T* prec, const T* dens, const T* feat, const T* bg, const T* K, const T* R,
-              const T* t, const Dims& dm, int mode, T* latent, T* alpha, T* depth) {
+void fwd_impl(const T* means, const T* prec, const T* dens, const T* feat, const T* bg, const int64_t* groups,
+              const T* K, const T* R, const T* t, const Dims& dm, int mode, T* latent, T* alpha, T* depth,
+              T* weights /*[B,G,H,W], zeroed*/) {
   const T eps = Limits<T>::cull(mode);
   const Scene<T> sc = make_scene(means, prec, dens, K, R, t, dm, eps);
   const TileGrid grid(dm);
@@ -129,6 +131,11 @@ void fwd_impl(const T* means, const T* prec, const T* dens, const T* feat, const
         }
         const int64_t p = int64_t(py) * dm.W + px;
         for (int64_t c = 0; c < C; ++c) lat_b[c * HW + p] = acc[c] * ps.inv_z + ps.bg_w * bgb[c];
+        // a group's weight is the latent of a one-hot feature with zero background: one add per entry
+        // instead of G mostly-zero channels
+        if (dm.G > 0)
+          for (int i = 0; i < ps.used; ++i)
+            weights[(tb.b * dm.G + groups[list[vis[i].k].index]) * HW + p] += vis[i].w * ps.inv_z;
         alpha[tb.b * HW + p] = ps.alpha;
         depth[tb.b * HW + p] = ps.depth;
       }
@@ -136,8 +143,9 @@ void fwd_impl(const T* means, const T* prec, const T* dens, const T* feat, const
 }
 
 template <typename T>
-void bwd_impl(const T* gl_all, const T* ga_all, const T* gd_all, const T* means, const T* prec, const T* dens,
-              const T* feat, const T* bg, const T* K, const T* R, const T* t, const Dims& dm, int mode,
+void bwd_impl(const T* gl_all, const T* ga_all, const T* gd_all, const T* gw_all, const T* means, const T* prec,
+              const T* dens, const T* feat, const T* bg, const int64_t* groups, const T* K, const T* R, const T* t,
+              const Dims& dm, int mode,
               double* geo_acc /*[slots,B,N,11]*/, double* gfeat_acc /*[slots,B,N,C]*/,
               double* gbg_acc /*[slots,B,C]*/, int64_t slots) {
   const T eps = Limits<T>::cull(mode);
@@ -175,6 +183,7 @@ void bwd_impl(const T* gl_all, const T* ga_all, const T* gd_all, const T* means,
           const T* f = featb + int64_t(list[vis[i].k].index) * C;
           T q = T(0);
           for (int64_t c = 0; c < C; ++c) q += gl[c] * f[c];
+          if (dm.G > 0) q += gw_all[(tb.b * dm.G + groups[list[vis[i].k].index]) * HW + p];
           vis[i].q = q;
         }
         T fscale, bgscale;
@@ -196,55 +205,61 @@ void bwd_impl(const T* gl_all, const T* ga_all, const T* gd_all, const T* means,
   });
 }
 
-Dims dims_of(const at::Tensor& means, const at::Tensor& features, int64_t height, int64_t width) {
-  return Dims{means.size(0), means.size(1), features.size(2), height, width};
+Dims dims_of(const at::Tensor& means, const at::Tensor& features, int64_t height, int64_t width,
+             int64_t num_groups) {
+  return Dims{means.size(0), means.size(1), features.size(2), height, width, num_groups};
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> raycast_fwd_cpu_kernel(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> raycast_fwd_cpu_kernel(
     const at::Tensor& means, const at::Tensor& precisions, const at::Tensor& densities, const at::Tensor& features,
     const at::Tensor& background, const at::Tensor& K, const at::Tensor& R, const at::Tensor& t, int64_t height,
-    int64_t width, int64_t mode) {
-  const Dims dm = dims_of(means, features, height, width);
+    int64_t width, int64_t mode, const at::Tensor& groups, int64_t num_groups) {
+  const Dims dm = dims_of(means, features, height, width, num_groups);
   auto opts = means.options();
   at::Tensor latent = at::empty({dm.B, dm.C, height, width}, opts);
   at::Tensor alpha = at::empty({dm.B, 1, height, width}, opts);
   at::Tensor depth = at::empty({dm.B, 1, height, width}, opts);
+  at::Tensor weights = at::zeros({dm.B, dm.G, height, width}, opts);
   at::Tensor mc = means.contiguous(), pc = precisions.contiguous(), dc = densities.contiguous(),
              fc = features.contiguous(), bc = background.contiguous(), Kc = K.contiguous(), Rc = R.contiguous(),
-             tc = t.contiguous();
+             tc = t.contiguous(), gc = groups.contiguous();
   AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "raycast_fwd_cpu", [&] {
     fwd_impl<scalar_t>(mc.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(),
-                       fc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), Kc.data_ptr<scalar_t>(),
-                       Rc.data_ptr<scalar_t>(), tc.data_ptr<scalar_t>(), dm, int(mode), latent.data_ptr<scalar_t>(),
-                       alpha.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>());
+                       fc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), gc.data_ptr<int64_t>(),
+                       Kc.data_ptr<scalar_t>(), Rc.data_ptr<scalar_t>(), tc.data_ptr<scalar_t>(), dm, int(mode),
+                       latent.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
+                       weights.data_ptr<scalar_t>());
   });
-  return {latent, alpha, depth};
+  return {latent, alpha, depth, weights};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> raycast_bwd_cpu_kernel(
     const at::Tensor& grad_latent, const at::Tensor& grad_alpha, const at::Tensor& grad_depth,
-    const at::Tensor& means, const at::Tensor& precisions, const at::Tensor& densities, const at::Tensor& features,
-    const at::Tensor& background, const at::Tensor& K, const at::Tensor& R, const at::Tensor& t, int64_t height,
-    int64_t width, int64_t mode) {
-  const Dims dm = dims_of(means, features, height, width);
+    const at::Tensor& grad_weights, const at::Tensor& means, const at::Tensor& precisions,
+    const at::Tensor& densities, const at::Tensor& features, const at::Tensor& background, const at::Tensor& K,
+    const at::Tensor& R, const at::Tensor& t, int64_t height, int64_t width, int64_t mode, const at::Tensor& groups,
+    int64_t num_groups) {
+  const Dims dm = dims_of(means, features, height, width, num_groups);
   const TileGrid grid(dm);
   const int64_t slots = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), grid.count));
   auto dopts = means.options().dtype(at::kDouble);
   at::Tensor geo = at::zeros({slots, dm.B, dm.N, kGeoAcc}, dopts);
   at::Tensor gfeat = at::zeros({slots, dm.B, dm.N, dm.C}, dopts);
   at::Tensor gbg = at::zeros({slots, dm.B, dm.C}, dopts);
-  at::Tensor glc = grad_latent.contiguous(), gac = grad_alpha.contiguous(), gdc = grad_depth.contiguous();
+  at::Tensor glc = grad_latent.contiguous(), gac = grad_alpha.contiguous(), gdc = grad_depth.contiguous(),
+             gwc = grad_weights.contiguous();
   at::Tensor mc = means.contiguous(), pc = precisions.contiguous(), dc = densities.contiguous(),
              fc = features.contiguous(), bc = background.contiguous(), Kc = K.contiguous(), Rc = R.contiguous(),
-             tc = t.contiguous();
+             tc = t.contiguous(), gc = groups.contiguous();
   AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "raycast_bwd_cpu", [&] {
     bwd_impl<scalar_t>(glc.data_ptr<scalar_t>(), gac.data_ptr<scalar_t>(), gdc.data_ptr<scalar_t>(),
-                       mc.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(),
-                       fc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), Kc.data_ptr<scalar_t>(),
-                       Rc.data_ptr<scalar_t>(), tc.data_ptr<scalar_t>(), dm, int(mode), geo.data_ptr<double>(),
-                       gfeat.data_ptr<double>(), gbg.data_ptr<double>(), slots);
+                       gwc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(),
+                       dc.data_ptr<scalar_t>(), fc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(),
+                       gc.data_ptr<int64_t>(), Kc.data_ptr<scalar_t>(), Rc.data_ptr<scalar_t>(),
+                       tc.data_ptr<scalar_t>(), dm, int(mode), geo.data_ptr<double>(), gfeat.data_ptr<double>(),
+                       gbg.data_ptr<double>(), slots);
   });
   // Per-thread buffers reduced once here.
   return {geo.sum(0), gfeat.sum(0), gbg.sum(0)};

@@ -58,7 +58,8 @@ __device__ int build_tile_list(const RaycastArgs<T>& a, const Cam<T>& cam, int b
 
 template <typename T>
 __global__ void __launch_bounds__(kCudaThreads)
-    raycast_fwd_kernel(RaycastArgs<T> a, T* __restrict__ latent, T* __restrict__ alpha, T* __restrict__ depth) {
+    raycast_fwd_kernel(RaycastArgs<T> a, T* __restrict__ latent, T* __restrict__ alpha, T* __restrict__ depth,
+                       T* __restrict__ weights) {
   __shared__ PrimGeom<T> s_list[kCudaMaxPrims];
   __shared__ int s_warp[kWarps];
   const int b = blockIdx.z;
@@ -87,6 +88,9 @@ __global__ void __launch_bounds__(kCudaThreads)
     for (int i = 0; i < ps.used; ++i) acc += vis[i].w * __ldg(feat_b + int64_t(s_list[vis[i].k].index) * a.C + c);
     lat[c * HW] = acc * ps.inv_z + ps.bg_w * __ldg(bg_b + c);
   }
+  // the pixel is this thread's alone: plain adds (a primitive's group weight = its one-hot latent)
+  for (int i = 0; i < (a.G > 0 ? ps.used : 0); ++i)
+    weights[(int64_t(b) * a.G + __ldg(a.groups + s_list[vis[i].k].index)) * HW + p] += vis[i].w * ps.inv_z;
   alpha[int64_t(b) * HW + p] = ps.alpha;
   depth[int64_t(b) * HW + p] = ps.depth;
 }
@@ -106,7 +110,8 @@ template <typename T> struct StoreGrad {
 template <typename T>
 __global__ void __launch_bounds__(kCudaThreads)
     raycast_bwd_kernel(RaycastArgs<T> a, const T* __restrict__ grad_latent, const T* __restrict__ grad_alpha,
-                       const T* __restrict__ grad_depth, T* __restrict__ geo, T* __restrict__ grad_features,
+                       const T* __restrict__ grad_depth, const T* __restrict__ grad_weights, T* __restrict__ geo,
+                       T* __restrict__ grad_features,
                        T* __restrict__ grad_background) {
   __shared__ PrimGeom<T> s_list[kCudaMaxPrims];
   __shared__ int s_warp[kWarps];
@@ -147,6 +152,8 @@ __global__ void __launch_bounds__(kCudaThreads)
       gbg_dot += g * __ldg(bg_b + c);
       for (int i = 0; i < ps.used; ++i) vis[i].q += g * __ldg(feat_b + int64_t(s_list[vis[i].k].index) * a.C + c);
     }
+    for (int i = 0; i < (a.G > 0 ? ps.used : 0); ++i)
+      vis[i].q += grad_weights[(int64_t(b) * a.G + __ldg(a.groups + s_list[vis[i].k].index)) * HW + p];
     StoreGrad<T> sink{vis};
     pixel_backward(s_list, vis, ps, a.mode, grad_alpha[int64_t(b) * HW + p], grad_depth[int64_t(b) * HW + p],
                    gbg_dot, fscale, bgscale, sink);
@@ -210,32 +217,33 @@ inline dim3 grid_of(int B, int H, int W) { return dim3((W + kTile - 1) / kTile, 
 
 }  // namespace
 
-template <typename T> int raycast_fwd_cuda(const RaycastArgs<T>& args, T* latent, T* alpha, T* depth, void* stream) {
+template <typename T>
+int raycast_fwd_cuda(const RaycastArgs<T>& args, T* latent, T* alpha, T* depth, T* weights, void* stream) {
   if (args.B == 0 || args.H == 0 || args.W == 0) return 0;
   if (args.N > kCudaMaxPrims || args.C > kCudaMaxChannels) return int(cudaErrorInvalidValue);
   raycast_fwd_kernel<T><<<grid_of(args.B, args.H, args.W), dim3(kTile, kTile), 0, (cudaStream_t)stream>>>(
-      args, latent, alpha, depth);
+      args, latent, alpha, depth, weights);
   return int(cudaGetLastError());
 }
 
 template <typename T>
 int raycast_bwd_cuda(const RaycastArgs<T>& args, const T* grad_latent, const T* grad_alpha, const T* grad_depth,
-                     T* geo, T* grad_features, T* grad_background, void* stream) {
+                     const T* grad_weights, T* geo, T* grad_features, T* grad_background, void* stream) {
   if (args.B == 0 || args.H == 0 || args.W == 0) return 0;
   if (args.N > kCudaMaxPrims || args.C > kCudaMaxChannels) return int(cudaErrorInvalidValue);
   const size_t shmem = size_t(kWarps) * size_t(kGeoAcc + args.C) * sizeof(T);
   raycast_bwd_kernel<T><<<grid_of(args.B, args.H, args.W), dim3(kTile, kTile), shmem, (cudaStream_t)stream>>>(
-      args, grad_latent, grad_alpha, grad_depth, geo, grad_features, grad_background);
+      args, grad_latent, grad_alpha, grad_depth, grad_weights, geo, grad_features, grad_background);
   return int(cudaGetLastError());
 }
 
 const char* cuda_error_string(int code) { return cudaGetErrorString(cudaError_t(code)); }
 
-template int raycast_fwd_cuda<float>(const RaycastArgs<float>&, float*, float*, float*, void*);
-template int raycast_fwd_cuda<double>(const RaycastArgs<double>&, double*, double*, double*, void*);
-template int raycast_bwd_cuda<float>(const RaycastArgs<float>&, const float*, const float*, const float*, float*,
-                                     float*, float*, void*);
+template int raycast_fwd_cuda<float>(const RaycastArgs<float>&, float*, float*, float*, float*, void*);
+template int raycast_fwd_cuda<double>(const RaycastArgs<double>&, double*, double*, double*, double*, void*);
+template int raycast_bwd_cuda<float>(const RaycastArgs<float>&, const float*, const float*, const float*,
+                                     const float*, float*, float*, float*, void*);
 template int raycast_bwd_cuda<double>(const RaycastArgs<double>&, const double*, const double*, const double*,
-                                      double*, double*, double*, void*);
+                                      const double*, double*, double*, double*, void*);
 
 }  // namespace mk

@@ -22,17 +22,20 @@ template <typename T> struct RaycastArgs {
   const T* K;           // [B,3,3]
   const T* R;           // [B,3,3]
   const T* t;           // [B,3]
-  int B, N, C, H, W, mode;
+  const int64_t* groups;  // [N] group of each primitive, or null when G == 0
+  int B, N, C, H, W, mode, G;
 };
 
 // Both return a cudaError_t value (0 on success); stream is a cudaStream_t.  No host
 // synchronisation and no allocation, so they can be captured in CUDA graphs.
-template <typename T> int raycast_fwd_cuda(const RaycastArgs<T>& args, T* latent, T* alpha, T* depth, void* stream);
+// weights [B,G,H,W] must be zeroed by the caller.
+template <typename T>
+int raycast_fwd_cuda(const RaycastArgs<T>& args, T* latent, T* alpha, T* depth, T* weights, void* stream);
 
 // Accumulates into geo [B,N,11], grad_features [B,N,C], grad_background [B,C] (zeroed by the caller).
 template <typename T>
 int raycast_bwd_cuda(const RaycastArgs<T>& args, const T* grad_latent, const T* grad_alpha, const T* grad_depth,
-                     T* geo, T* grad_features, T* grad_background, void* stream);
+                     const T* grad_weights, T* geo, T* grad_features, T* grad_background, void* stream);
 
 const char* cuda_error_string(int code);
 

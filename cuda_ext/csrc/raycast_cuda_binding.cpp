@@ -17,13 +17,16 @@ namespace mk {
 namespace {
 
 struct Inputs {
-  at::Tensor means, precisions, densities, features, background, K, R, t;
+  at::Tensor means, precisions, densities, features, background, K, R, t, groups;
+  int64_t num_groups;
 };
 
 Inputs prepare(const at::Tensor& means, const at::Tensor& precisions, const at::Tensor& densities,
                const at::Tensor& features, const at::Tensor& background, const at::Tensor& K, const at::Tensor& R,
-               const at::Tensor& t, int64_t height, int64_t width, int64_t mode) {
-  check_raycast_inputs(means, precisions, densities, features, background, K, R, t, height, width, mode);
+               const at::Tensor& t, int64_t height, int64_t width, int64_t mode, const at::Tensor& groups,
+               int64_t num_groups) {
+  check_raycast_inputs(means, precisions, densities, features, background, K, R, t, height, width, mode, groups,
+                       num_groups);
   TORCH_CHECK(means.is_cuda(), "marionette::raycast (CUDA): tensors must be on a CUDA device");
   TORCH_CHECK(means.size(1) <= kCudaMaxPrims, "marionette::raycast (CUDA): at most ", kCudaMaxPrims,
               " primitives per frame, got ", means.size(1), "; use the reference renderer");
@@ -32,7 +35,8 @@ Inputs prepare(const at::Tensor& means, const at::Tensor& precisions, const at::
   TORCH_CHECK(height * width < (int64_t(1) << 31) && means.size(0) <= 65535,
               "marionette::raycast (CUDA): image or batch too large");
   return Inputs{means.contiguous(), precisions.contiguous(), densities.contiguous(), features.contiguous(),
-                background.contiguous(), K.contiguous(), R.contiguous(), t.contiguous()};
+                background.contiguous(), K.contiguous(), R.contiguous(), t.contiguous(), groups.contiguous(),
+                num_groups};
 }
 
 template <typename T> RaycastArgs<T> args_of(const Inputs& in, int64_t height, int64_t width, int64_t mode) {
@@ -45,6 +49,8 @@ template <typename T> RaycastArgs<T> args_of(const Inputs& in, int64_t height, i
   a.K = in.K.data_ptr<T>();
   a.R = in.R.data_ptr<T>();
   a.t = in.t.data_ptr<T>();
+  a.groups = in.num_groups > 0 ? in.groups.data_ptr<int64_t>() : nullptr;
+  a.G = int(in.num_groups);
   a.B = int(in.means.size(0));
   a.N = int(in.means.size(1));
   a.C = int(in.features.size(2));
@@ -54,41 +60,44 @@ template <typename T> RaycastArgs<T> args_of(const Inputs& in, int64_t height, i
   return a;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> raycast_fwd_cuda_op(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> raycast_fwd_cuda_op(
     const at::Tensor& means, const at::Tensor& precisions, const at::Tensor& densities, const at::Tensor& features,
     const at::Tensor& background, const at::Tensor& K, const at::Tensor& R, const at::Tensor& t, int64_t height,
-    int64_t width, int64_t mode) {
-  const Inputs in = prepare(means, precisions, densities, features, background, K, R, t, height, width, mode);
+    int64_t width, int64_t mode, const at::Tensor& groups, int64_t num_groups) {
+  const Inputs in = prepare(means, precisions, densities, features, background, K, R, t, height, width, mode, groups,
+                            num_groups);
   const c10::cuda::CUDAGuard guard(means.device());
   const int64_t B = means.size(0), C = features.size(2);
   auto opts = means.options();
   at::Tensor latent = at::empty({B, C, height, width}, opts);
   at::Tensor alpha = at::empty({B, 1, height, width}, opts);
   at::Tensor depth = at::empty({B, 1, height, width}, opts);
+  at::Tensor weights = at::zeros({B, num_groups, height, width}, opts);
   AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "raycast_fwd_cuda", [&] {
     const int err = raycast_fwd_cuda<scalar_t>(args_of<scalar_t>(in, height, width, mode),
                                                latent.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(),
-                                               depth.data_ptr<scalar_t>(), c10::cuda::getCurrentCUDAStream().stream());
+                                               depth.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(),
+                                               c10::cuda::getCurrentCUDAStream().stream());
     TORCH_CHECK(err == 0, "marionette::raycast_fwd (CUDA): ", cuda_error_string(err));
   });
-  return {latent, alpha, depth};
+  return {latent, alpha, depth, weights};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> raycast_bwd_cuda_op(
     const at::Tensor& grad_latent, const at::Tensor& grad_alpha, const at::Tensor& grad_depth,
-    const at::Tensor& means, const at::Tensor& precisions, const at::Tensor& densities, const at::Tensor& features,
-    const at::Tensor& background, const at::Tensor& K, const at::Tensor& R, const at::Tensor& t, int64_t height,
-    int64_t width, int64_t mode) {
-  const Inputs in = prepare(means, precisions, densities, features, background, K, R, t, height, width, mode);
+    const at::Tensor& grad_weights, const at::Tensor& means, const at::Tensor& precisions,
+    const at::Tensor& densities, const at::Tensor& features, const at::Tensor& background, const at::Tensor& K,
+    const at::Tensor& R, const at::Tensor& t, int64_t height, int64_t width, int64_t mode, const at::Tensor& groups,
+    int64_t num_groups) {
+  const Inputs in = prepare(means, precisions, densities, features, background, K, R, t, height, width, mode, groups,
+                            num_groups);
   const c10::cuda::CUDAGuard guard(means.device());
   const int64_t B = means.size(0), N = means.size(1), C = features.size(2);
-  TORCH_CHECK(grad_latent.sizes() == at::IntArrayRef({B, C, height, width}) &&
-                  grad_alpha.sizes() == at::IntArrayRef({B, 1, height, width}) &&
-                  grad_depth.sizes() == at::IntArrayRef({B, 1, height, width}),
-              "marionette::raycast_bwd: output gradients must match the forward's outputs");
+  check_raycast_output_grads(grad_latent, grad_alpha, grad_depth, grad_weights, means, features, height, width,
+                             num_groups);
   const auto dtype = means.scalar_type();
   at::Tensor gl = grad_latent.to(dtype).contiguous(), ga = grad_alpha.to(dtype).contiguous(),
-             gd = grad_depth.to(dtype).contiguous();
+             gd = grad_depth.to(dtype).contiguous(), gw = grad_weights.to(dtype).contiguous();
   auto opts = means.options();
   at::Tensor geo = at::zeros({B, N, kGeoAcc}, opts);
   at::Tensor gfeat = at::zeros({B, N, C}, opts);
@@ -96,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> raycast_b
   AT_DISPATCH_FLOATING_TYPES(dtype, "raycast_bwd_cuda", [&] {
     const int err = raycast_bwd_cuda<scalar_t>(args_of<scalar_t>(in, height, width, mode), gl.data_ptr<scalar_t>(),
                                                ga.data_ptr<scalar_t>(), gd.data_ptr<scalar_t>(),
-                                               geo.data_ptr<scalar_t>(), gfeat.data_ptr<scalar_t>(),
+                                               gw.data_ptr<scalar_t>(), geo.data_ptr<scalar_t>(), gfeat.data_ptr<scalar_t>(),
                                                gbg.data_ptr<scalar_t>(), c10::cuda::getCurrentCUDAStream().stream());
     TORCH_CHECK(err == 0, "marionette::raycast_bwd (CUDA): ", cuda_error_string(err));
   });

@@ -141,9 +141,9 @@ class Actor(nn.Module):
             from engine.neural.render.texture import BoneTexture
 
             self.texture = BoneTexture(self.joint_set, config.texture_channels, config.texture_size, seed=seed or 0)
-            # primitive -> its bone, one-hot: rendered alongside the codes, it gives each bone's weight per pixel
-            onehot = torch.eye(len(self.joint_set.bones)).repeat_interleave(int(config.per_bone), dim=0)
-            self.register_buffer("bone_onehot", onehot, persistent=False)
+            # primitive -> its bone: the raycast gives each bone's weight per pixel
+            bone_of = torch.arange(len(self.joint_set.bones)).repeat_interleave(int(config.per_bone))
+            self.register_buffer("bone_of_primitive", bone_of, persistent=False)
         if config.pose_frames:
             # [capture rows, joints, 3] metres added to the capture's skeleton (refine_joints); zeros = as captured
             self.pose_offsets = nn.Parameter(torch.zeros(int(config.pose_frames), self.joint_set.num_joints, 3))
@@ -167,17 +167,16 @@ class Actor(nn.Module):
 
         B = joints.shape[0]
         g = self.primitives(joints)
-        codes, background = self.codes, self.background
+        extra = {}
         if self.config.texture_channels:
-            codes = torch.cat([codes, self.bone_onehot.to(codes.dtype)], dim=1)
-            background = torch.cat([background, background.new_zeros(self.bone_onehot.shape[1])])
-        latent, alpha, depth = raycast(g["means"], g["precisions"], g["densities"].expand(B, -1), codes[None],
-                                       background[None].expand(B, -1), K, R, t, height, width,
-                                       mode=self.config.mode, backend=self.backend)
+            extra = dict(groups=self.bone_of_primitive, num_groups=len(self.bones))
+        out = raycast(g["means"], g["precisions"], g["densities"].expand(B, -1), self.codes[None],
+                      self.background[None].expand(B, -1), K, R, t, height, width,
+                      mode=self.config.mode, backend=self.backend, **extra)
+        latent, alpha, depth = out[:3]
         if self.config.texture_channels:
-            D = self.config.latent_dim
-            tex = self.texture(joints, depth, latent[:, D:], K, R, t, backend=self.backend)
-            latent = torch.cat([latent[:, :D], tex], dim=1)
+            tex = self.texture(joints, depth, out[3], K, R, t, backend=self.backend)
+            latent = torch.cat([latent, tex], dim=1)
         return latent, alpha, depth
 
     def forward(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,

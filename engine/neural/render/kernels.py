@@ -52,7 +52,19 @@ def _device_types(op: str) -> frozenset:
         return frozenset()
 
 
+def _raycast_schema_is_current() -> bool:
+    """Whether the installed raycast op takes primitive groups (builds before them do not: their op has
+    another signature, so it is left unused and the reference renders until the extension is rebuilt)."""
+    try:
+        return any(arg.name == "groups" for arg in torch.ops.marionette.raycast_fwd.default._schema.arguments)
+    except Exception:
+        return False
+
+
 _DEVICE_TYPES = _device_types("marionette::raycast_fwd")
+_STALE_BUILD = bool(_DEVICE_TYPES) and not _raycast_schema_is_current()
+if _STALE_BUILD:
+    _DEVICE_TYPES = frozenset()
 _TEXTURE_DEVICE_TYPES = _device_types("marionette::bone_texture_fwd")
 
 
@@ -75,40 +87,42 @@ def unavailable_reason() -> str:
     if _ext is None:
         return f"marionette_kernels is not installed or failed to load ({IMPORT_ERROR!r}); " \
                "build it with: pip install --no-build-isolation ./cuda_ext"
+    if _STALE_BUILD:
+        return "marionette_kernels was built from older sources (its raycast op has no primitive groups); " \
+               "rebuild it with: pip install --no-build-isolation ./cuda_ext"
     return ""
 
 
-if _ext is not None:
+if _DEVICE_TYPES:
 
     @torch.library.register_fake("marionette::raycast_fwd")
-    def _raycast_fwd_fake(means, precisions, densities, features, background, K, R, t, height, width, mode):
+    def _raycast_fwd_fake(means, precisions, densities, features, background, K, R, t, height, width, mode, groups,
+                          num_groups):
         B, C = means.shape[0], features.shape[2]
         return (means.new_empty((B, C, height, width)), means.new_empty((B, 1, height, width)),
-                means.new_empty((B, 1, height, width)))
+                means.new_empty((B, 1, height, width)), means.new_empty((B, num_groups, height, width)))
 
     @torch.library.register_fake("marionette::raycast_bwd")
-    def _raycast_bwd_fake(grad_latent, grad_alpha, grad_depth, means, precisions, densities, features, background,
-                          K, R, t, height, width, mode):
+    def _raycast_bwd_fake(grad_latent, grad_alpha, grad_depth, grad_weights, means, precisions, densities, features,
+                          background, K, R, t, height, width, mode, groups, num_groups):
         return (torch.empty_like(means), torch.empty_like(precisions), torch.empty_like(densities),
                 torch.empty_like(features), torch.empty_like(background))
 
     def _setup_context(ctx, inputs, output):
-        means, precisions, densities, features, background, K, R, t, height, width, mode = inputs
-        ctx.save_for_backward(means, precisions, densities, features, background, K, R, t)
-        ctx.height, ctx.width, ctx.mode = height, width, mode
+        means, precisions, densities, features, background, K, R, t, height, width, mode, groups, num_groups = inputs
+        ctx.save_for_backward(means, precisions, densities, features, background, K, R, t, groups)
+        ctx.height, ctx.width, ctx.mode, ctx.num_groups = height, width, mode, num_groups
 
-    def _backward(ctx, grad_latent, grad_alpha, grad_depth):
-        means, precisions, densities, features, background, K, R, t = ctx.saved_tensors
-        B, C, H, W = means.shape[0], features.shape[2], ctx.height, ctx.width
-        if grad_latent is None:
-            grad_latent = means.new_zeros((B, C, H, W))
-        if grad_alpha is None:
-            grad_alpha = means.new_zeros((B, 1, H, W))
-        if grad_depth is None:
-            grad_depth = means.new_zeros((B, 1, H, W))
-        grads = torch.ops.marionette.raycast_bwd(grad_latent, grad_alpha, grad_depth, means, precisions, densities,
-                                                 features, background, K, R, t, ctx.height, ctx.width, ctx.mode)
-        return (*grads, None, None, None, None, None, None)
+    def _backward(ctx, grad_latent, grad_alpha, grad_depth, grad_weights):
+        means, precisions, densities, features, background, K, R, t, groups = ctx.saved_tensors
+        B, C, G, H, W = means.shape[0], features.shape[2], ctx.num_groups, ctx.height, ctx.width
+        zeros = lambda c: means.new_zeros((B, c, H, W))  # noqa: E731  outputs the loss did not use
+        grads = torch.ops.marionette.raycast_bwd(
+            zeros(C) if grad_latent is None else grad_latent, zeros(1) if grad_alpha is None else grad_alpha,
+            zeros(1) if grad_depth is None else grad_depth, zeros(G) if grad_weights is None else grad_weights,
+            means, precisions, densities, features, background, K, R, t, ctx.height, ctx.width, ctx.mode, groups,
+            ctx.num_groups)
+        return (*grads, *([None] * 8))
 
     torch.library.register_autograd("marionette::raycast_fwd", _backward, setup_context=_setup_context)
 
@@ -138,13 +152,16 @@ if _TEXTURE_DEVICE_TYPES:
 
 
 def raycast_kernel(means, precisions, densities, features, background, K, R, t, height: int, width: int,
-                   mode: str = "transmittance"):
-    """The raycast op on the compiled kernels -> (latent [B,C,H,W], alpha [B,1,H,W], depth [B,1,H,W]).
+                   mode: str = "transmittance", groups: torch.Tensor | None = None, num_groups: int = 0):
+    """The raycast op on the compiled kernels -> (latent [B,C,H,W], alpha [B,1,H,W], depth [B,1,H,W]),
+    and group weights [B,G,H,W] as a fourth result when ``groups`` is given.
 
     Same arguments and results as ``engine.neural.render.raycast.raycast_reference`` without ``ray_dirs``
-    (pinhole cameras only).  K, R, t are cast to the dtype of ``means``.
+    (pinhole cameras only).  K, R, t are cast to the dtype of ``means``. ``groups`` (int64 [N], values in
+    [0, num_groups)) assigns each primitive to a group; the weights are what a one-hot feature of each
+    primitive's group would render (zero background), without G extra channels in the per-pixel loops.
     """
-    if _ext is None:
+    if _ext is None or _STALE_BUILD:
         raise MarionetteError("renderer kernels: " + unavailable_reason())
     if mode not in MODE_IDS:
         raise MarionetteError(f"renderer kernels: mode must be one of {tuple(MODE_IDS)}, got {mode!r}")
@@ -153,9 +170,15 @@ def raycast_kernel(means, precisions, densities, features, background, K, R, t, 
     dtype = means.dtype
     if features.dim() == 3 and features.shape[0] == 1 and means.shape[0] != 1:
         features = features.expand(means.shape[0], -1, -1)
-    return torch.ops.marionette.raycast_fwd(means, precisions, densities.to(dtype), features.to(dtype),
-                                            background.to(dtype), K.to(dtype), R.to(dtype), t.to(dtype),
-                                            int(height), int(width), MODE_IDS[mode])
+    grouped = groups is not None
+    if grouped:
+        groups = groups.to(device=means.device, dtype=torch.long)
+    else:
+        groups, num_groups = means.new_empty((0,), dtype=torch.long), 0
+    out = torch.ops.marionette.raycast_fwd(means, precisions, densities.to(dtype), features.to(dtype),
+                                           background.to(dtype), K.to(dtype), R.to(dtype), t.to(dtype),
+                                           int(height), int(width), MODE_IDS[mode], groups, int(num_groups))
+    return out if grouped else out[:3]
 
 
 def bone_texture_kernel(maps, weights, depth, K, R, t, frames, mid, length, min_weight: float, extent: float):

@@ -223,12 +223,16 @@ CUDA_MAX_PRIMITIVES = 128  # kCudaMaxPrims in cuda_ext/csrc/raycast_cuda.h
 
 def raycast(means, precisions, densities, features, background, K, R, t, height: int, width: int,
             mode: str = "transmittance", backend: str | None = None, ray_dirs: torch.Tensor | None = None,
-            chunk_rays: int = DEFAULT_CHUNK_RAYS):
+            chunk_rays: int = DEFAULT_CHUNK_RAYS, groups: torch.Tensor | None = None, num_groups: int = 0):
     """Render bone Gaussians (the spec's raycast op).
 
     means [B,N,3], precisions [B,N,3,3], densities [B,N], features [B|1,N,C], background [B,C],
     K [B,3,3], R [B,3,3], t [B,3] (OpenCV, x_cam = R x + t, integer pixel centres)
     -> latent [B,C,H,W], alpha [B,1,H,W], depth [B,1,H,W] (distance along the ray, metres).
+    With ``groups`` (int [N]: each primitive's group, e.g. its bone, in [0, num_groups)) a fourth result,
+    weights [B,G,H,W]: each group's share of the pixel, i.e. what a one-hot feature of the primitive's
+    group would render over a zero background (the reference renders exactly that; the kernels add each
+    primitive's weight to its group instead of carrying G mostly-zero channels).
     The reference returns ``latent`` in channels_last layout (a permuted view), which convolutional
     decoders prefer; call ``.contiguous()`` before ``.view()``.
 
@@ -237,6 +241,8 @@ def raycast(means, precisions, densities, features, background, K, R, t, height:
     """
     _check_inputs(means, precisions, densities, features, background, K, R, t, height, width, mode)
     height, width = int(height), int(width)
+    if groups is not None:
+        groups = _check_groups(groups, means.shape[1], num_groups, means.device)
     name = resolve_backend(backend)
     use_kernel = False
     if name == "kernel":
@@ -253,11 +259,31 @@ def raycast(means, precisions, densities, features, background, K, R, t, height:
         use_kernel = ray_dirs is None and fits and kernel_available(means.device)
     if use_kernel:
         feats = features.expand(means.shape[0], -1, -1) if features.shape[0] != means.shape[0] else features
+        extra = {} if groups is None else dict(groups=groups, num_groups=int(num_groups))
         out = _kernels().raycast_kernel(means, precisions, densities, feats, background,
                                         K.to(means.dtype), R.to(means.dtype), t.to(means.dtype),
-                                        height, width, mode)
-        if isinstance(out, dict):
-            return out["latent"], out["alpha"], out["depth"]
+                                        height, width, mode, **extra)
         return tuple(out)
-    return raycast_reference(means, precisions, densities, features, background, K, R, t, height, width,
-                             mode=mode, ray_dirs=ray_dirs, chunk_rays=chunk_rays)
+    if groups is None:
+        return raycast_reference(means, precisions, densities, features, background, K, R, t, height, width,
+                                 mode=mode, ray_dirs=ray_dirs, chunk_rays=chunk_rays)
+    # groups by definition: one-hot channels after the features, zero in the background
+    C = features.shape[2]
+    onehot = torch.nn.functional.one_hot(groups, int(num_groups)).to(features.dtype)
+    features = torch.cat([features, onehot[None].expand(features.shape[0], -1, -1)], dim=2)
+    background = torch.cat([background, background.new_zeros(background.shape[0], int(num_groups))], dim=1)
+    latent, alpha, depth = raycast_reference(means, precisions, densities, features, background, K, R, t, height,
+                                             width, mode=mode, ray_dirs=ray_dirs, chunk_rays=chunk_rays)
+    return latent[:, :C], alpha, depth, latent[:, C:]
+
+
+def _check_groups(groups, n_primitives: int, num_groups: int, device) -> torch.Tensor:
+    if groups.dtype.is_floating_point or groups.dim() != 1 or groups.shape[0] != n_primitives:
+        raise MarionetteError(f"raycast: groups must be an integer tensor [{n_primitives}] (one group per "
+                              f"primitive), got {groups.dtype} {list(groups.shape)}")
+    if int(num_groups) <= 0:
+        raise MarionetteError(f"raycast: num_groups must be positive with groups, got {num_groups}")
+    lo, hi = torch.stack([groups.min(), groups.max()]).tolist() if n_primitives else (0, 0)  # one sync
+    if lo < 0 or hi >= int(num_groups):
+        raise MarionetteError(f"raycast: groups must lie in [0, {int(num_groups)}), got [{lo}, {hi}]")
+    return groups.to(device=device, dtype=torch.long)
