@@ -368,6 +368,22 @@ def test_unavailable_is_clean(monkeypatch):
         kernels.raycast_kernel(*_random_scene(0, B=1, N=2, C=1, H=3, W=3))
 
 
+@needs_ext
+def test_stale_build_is_left_unused(monkeypatch):
+    """A build from before primitive groups has another op signature: it is reported, never called, and
+    the renderer falls back to the reference."""
+    assert kernels._raycast_schema_is_current()  # the build under test is current
+    monkeypatch.setattr(kernels, "_STALE_BUILD", True)
+    monkeypatch.setattr(kernels, "_DEVICE_TYPES", frozenset())
+    assert not kernels.available("cpu")
+    assert "rebuild" in kernels.unavailable_reason()
+    scene = _random_scene(0, B=1, N=2, C=1, H=3, W=3)
+    with pytest.raises(MarionetteError, match="older sources"):
+        kernels.raycast_kernel(*scene)
+    latent, _, _ = raycast(*scene)  # auto: the reference
+    assert torch.equal(latent, raycast_reference(*scene)[0])
+
+
 # ---------------------------------------------------------------------- CUDA sources
 def _nvcc():
     found = shutil.which("nvcc")

@@ -13,7 +13,7 @@ import torch
 from engine.neural.render import kernels
 from engine.neural.render.raycast import raycast_reference
 from tests.test_bone_texture import _render_inputs
-from tests.test_kernels import MODES, _assert_close, _outputs_and_grads, _random_scene
+from tests.test_kernels import MODES, _assert_close, _grouped_outputs_and_grads, _outputs_and_grads, _random_scene
 
 CUDA = torch.device("cuda")
 pytestmark = [
@@ -37,6 +37,20 @@ def test_raycast_cuda_matches_reference(mode, dtype, degenerate):
     ker = ([o.cpu() for o in ker[0]], [g.cpu() for g in ker[1]])
     tol = 1e-4 if dtype == torch.float64 else 2e-3
     _assert_close(ref[0], ker[0], ref[1], ker[1], atol=tol, grad_rtol=tol)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_raycast_cuda_group_weights_match_reference(mode, dtype):
+    scene = _random_scene(12, N=9, dtype=dtype)
+    groups = torch.tensor([0, 2, 2, 1, 3, 3, 3, 0, 1])
+    ref = _grouped_outputs_and_grads("reference", scene, mode, groups, 4)
+    ker = _grouped_outputs_and_grads("kernel", _to(scene, CUDA), mode, groups.to(CUDA), 4)
+    tol = 1e-4 if dtype == torch.float64 else 2e-3
+    for name, r, k in zip(("latent", "alpha", "depth", "weights"), ref[0], ker[0]):
+        assert (r - k.cpu()).abs().max().item() <= tol, name
+    for name, r, k in zip(("means", "precisions", "densities", "features", "background"), ref[1], ker[1]):
+        assert (r - k.cpu()).abs().max().item() <= tol * max(1.0, r.abs().max().item()), name
 
 
 def test_raycast_cuda_gradcheck_float64():
