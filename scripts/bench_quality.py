@@ -37,6 +37,8 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinytexcrop32 tinytexcrop with 32x32 texels per bone map: detail that needs the 256² views
               (the synthetic person's striped shirt) gets the texels to hold it
   tinytexcrop32nm tinytexcrop32 without mirrored views (a mirrored view is lit from the mirrored side)
+  tinytexpose tinytexmir + pose-dependent codes (--pose-conditioning: each Gaussian's latent vector
+              linear in its bone's direction in the body's frame)
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
   medsil      tinysil with the medium decoder
   medtexsil   medsil + bone textures (--texture-channels 8): the interpolation setting with textures
@@ -105,6 +107,7 @@ VARIANTS = {
     "tinytex16c": {**_MIR, "texture_channels": 16},
     "tinytexcrop": {**_MIR, "texture_channels": 8, "resolution": 256, "crop": 128},
     "tinytexcrop32": {**_MIR, "texture_channels": 8, "texture_size": 32, "resolution": 256, "crop": 128},
+    "tinytexpose": {**_MIR, "texture_channels": 8, "pose_conditioning": True},
     "tinytexcrop32nm": {**_MIR, "mirror": 0.0, "texture_channels": 8, "texture_size": 32, "resolution": 256,
                         "crop": 128},
     "medmir": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},

@@ -206,3 +206,15 @@ def test_crop_training_records_the_views_scale_and_scores_supersampled(capture, 
     assert ev["resolution"] == [16, 16] and 0 <= ev["overall"]["mask_iou"] <= 1
     assert main(["train", "--capture", str(capture), "-o", str(tmp_path / "bad"), "--crop", "8", *TRAIN]) != 0
     assert "--crop must be an integer >= 16" in capsys.readouterr().err
+
+
+def test_pose_conditioning_trains_and_is_recorded(capture, tmp_path):
+    out = tmp_path / "pc"
+    rc = main(["train", "--capture", str(capture), "-o", str(out), "--steps", "12", "--pose-conditioning",
+               "--per-bone", "2", *TRAIN])
+    assert rc == 0
+    actor, doc = load_actor(out)
+    assert doc["version"] == 4 and doc["pose_conditioning"] == 1
+    assert "--pose-conditioning" in doc["training"]["command"]
+    assert actor.pose_code_weights.abs().max() > 0  # learned from zero
+    assert np.isfinite(doc["training"]["metrics"]["heldout"]["psnr"])

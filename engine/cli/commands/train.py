@@ -91,6 +91,10 @@ def add_arguments(p):
                         "that stays on the body from every view); 0 = none (default; 8 in --recipe cpu)")
     p.add_argument("--texture-size", type=int, default=16, metavar="S",
                    help="size of each bone's map, along x around (default 16)")
+    p.add_argument("--pose-conditioning", action="store_true",
+                   help="pose-dependent appearance: each Gaussian's latent vector also varies (linearly, "
+                        "starting at zero) with where its bone points relative to the trunk, for folds and "
+                        "shading that follow the limb")
     p.add_argument("--refine-pose", action="store_true",
                    help="also learn a small, smooth per-frame correction of the capture's skeleton from the "
                         "training cameras (stored with the actor; 'marionette evaluate' uses it on this capture)")
@@ -144,7 +148,8 @@ def effective_command(args) -> str:
             parts += ["--" + opt.replace("_", "-"), str(value)]
     if args.snapshot_minutes:
         parts += ["--snapshot-minutes"] + [f"{m:g}" for m in args.snapshot_minutes]
-    parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "colour_correction", "augment", "refine_pose")
+    parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "colour_correction", "augment", "refine_pose",
+                                                  "pose_conditioning")
               if getattr(args, f)]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -171,7 +176,7 @@ def run(args) -> int:
                       latent_colour_weight=args.latent_colour_weight,
                       augment=args.augment, mirror=args.mirror, roll=args.roll, crop=args.crop, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
                       texture_channels=args.texture_channels, texture_size=args.texture_size,
-                      command=effective_command(args))
+                      pose_conditioning=args.pose_conditioning, command=effective_command(args))
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(json.dumps({"actor": args.output, **summary}, indent=1))

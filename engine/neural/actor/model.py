@@ -51,6 +51,9 @@ class ActorConfig:
     # the latent image (0 = none, the format-v2 actor) and the map's size (along x around)
     texture_channels: int = 0
     texture_size: int = 16
+    # pose-dependent appearance: 1 = every primitive's latent vector also varies linearly with where its
+    # bone points in the body's own frame (folds and shading that follow the limb), 0 = fixed codes
+    pose_conditioning: int = 0
 
     def validate(self, where: str = "actor config") -> None:
         get_joint_set(self.joint_set)
@@ -69,6 +72,8 @@ class ActorConfig:
             raise MarionetteError(f"{where}: 'colour_cameras' must be between 0 and 4096, got {self.colour_cameras}")
         if not (0 <= int(self.pose_frames) <= 100000):
             raise MarionetteError(f"{where}: 'pose_frames' must be between 0 and 100000, got {self.pose_frames}")
+        if int(self.pose_conditioning) not in (0, 1):
+            raise MarionetteError(f"{where}: 'pose_conditioning' must be 0 or 1, got {self.pose_conditioning}")
         if not (1 <= int(self.per_bone) <= 64):
             raise MarionetteError(f"{where}: 'per_bone' must be between 1 and 64, got {self.per_bone}")
         if not (self.density > 0 and math.isfinite(self.density)):
@@ -84,13 +89,13 @@ class ActorConfig:
 def make_config(joint_set: str, latent_dim: int = 16, mode: str = "transmittance", preset: str = "small",
                 upsample: int = 1, code_dim: int = 32, density: float = 30.0, per_bone: int = 1,
                 colour_cameras: int = 0, pose_frames: int = 0, texture_channels: int = 0,
-                texture_size: int = 16) -> ActorConfig:
+                texture_size: int = 16, pose_conditioning: int = 0) -> ActorConfig:
     dec = DecoderConfig.preset(preset, in_channels=latent_dim + texture_channels + 1, upsample=upsample,
                                code_dim=code_dim)
     cfg = ActorConfig(joint_set=get_joint_set(joint_set).name, latent_dim=latent_dim, mode=mode,
                       density=density, decoder=dec, per_bone=int(per_bone), colour_cameras=int(colour_cameras),
                       pose_frames=int(pose_frames), texture_channels=int(texture_channels),
-                      texture_size=int(texture_size))
+                      texture_size=int(texture_size), pose_conditioning=int(pose_conditioning))
     cfg.validate()
     return cfg
 
@@ -144,6 +149,10 @@ class Actor(nn.Module):
             # primitive -> its bone: the raycast gives each bone's weight per pixel
             bone_of = torch.arange(len(self.joint_set.bones)).repeat_interleave(int(config.per_bone))
             self.register_buffer("bone_of_primitive", bone_of, persistent=False)
+        if config.pose_conditioning:
+            # [primitives, latent, 3]: d code / d (bone direction in the body frame); zeros = fixed codes, so
+            # training starts from the pose-independent actor and learns only what the poses explain
+            self.pose_code_weights = nn.Parameter(torch.zeros(n, config.latent_dim, 3))
         if config.pose_frames:
             # [capture rows, joints, 3] metres added to the capture's skeleton (refine_joints); zeros = as captured
             self.pose_offsets = nn.Parameter(torch.zeros(int(config.pose_frames), self.joint_set.num_joints, 3))
@@ -170,7 +179,10 @@ class Actor(nn.Module):
         extra = {}
         if self.config.texture_channels:
             extra = dict(groups=self.bone_of_primitive, num_groups=len(self.bones))
-        out = raycast(g["means"], g["precisions"], g["densities"].expand(B, -1), self.codes[None],
+        codes = self.codes[None]
+        if self.config.pose_conditioning:
+            codes = codes + self.pose_codes(joints)
+        out = raycast(g["means"], g["precisions"], g["densities"].expand(B, -1), codes,
                       self.background[None].expand(B, -1), K, R, t, height, width,
                       mode=self.config.mode, backend=self.backend, **extra)
         latent, alpha, depth = out[:3]
@@ -178,6 +190,23 @@ class Actor(nn.Module):
             tex = self.texture(joints, depth, out[3], K, R, t, backend=self.backend)
             latent = torch.cat([latent, tex], dim=1)
         return latent, alpha, depth
+
+    def pose_codes(self, joints: torch.Tensor) -> torch.Tensor:
+        """[B, primitives, latent]: the pose-dependent part of the primitives' latent vectors, linear in the
+        unit direction of each primitive's bone in the body's frame (right, forward, up; from hips and
+        shoulders, ``primitives.body_axes``) — how the limb is posed relative to the trunk, whatever the
+        body's place and heading in the world."""
+        from engine.neural.render.primitives import body_axes
+
+        lateral, forward = body_axes(joints, self.joint_set)
+        up = torch.linalg.cross(lateral, forward, dim=-1)
+        body = torch.stack([lateral, forward, up], dim=1)                          # [B, 3 axes, 3]
+        bones = torch.as_tensor(self.bones, device=joints.device)
+        d = joints[:, bones[:, 1]] - joints[:, bones[:, 0]]                       # [B, nb, 3]
+        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        local = torch.einsum("bnj,baj->bna", d, body)                             # [B, nb, 3]
+        local = local.repeat_interleave(int(self.config.per_bone), dim=1)        # [B, N, 3]
+        return torch.einsum("nca,bna->bnc", self.pose_code_weights.to(local.dtype), local)
 
     def forward(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
                 height: int, width: int) -> dict:

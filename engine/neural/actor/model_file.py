@@ -36,16 +36,16 @@ from engine.validate import MAX_RENDER_SIDE, confined_file, number, string, whol
 
 # caps on the sizes an actor/checkpoint JSON may ask for, checked before anything is allocated
 # (the largest preset is base 64, 4 levels, max 256 channels, code 32, latent 16)
-LIMITS = {"latent_dim": 1024, "per_bone": 64, "colour_cameras": 4096, "pose_frames": 100000,
+LIMITS = {"latent_dim": 1024, "per_bone": 64, "colour_cameras": 4096, "pose_frames": 100000, "pose_conditioning": 1,
           "texture_channels": 64, "texture_size": 64, "in_channels": 1024 + 64 + 1, "base_channels": 1024,
           "levels": 8, "max_channels": 4096, "code_dim": 4096, "upsample": 2}
 MAX_TENSOR_BYTES = 16 << 30
 
 ACTOR_FORMAT = "marionette.actor"
 # v2 adds several Gaussians per bone ('per_bone'); v3 bone textures ('texture_channels') and learned pose
-# corrections ('pose_frames'); older versions still load
-ACTOR_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# corrections ('pose_frames'); v4 pose-dependent codes ('pose_conditioning'); older versions still load
+ACTOR_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 TENSOR_FILE = "actor.safetensors"
 JSON_FILE = "actor.json"
 
@@ -145,11 +145,14 @@ def actor_header(actor: Actor) -> dict:
         "latent_dim": cfg.latent_dim, "mode": cfg.mode, "density": cfg.density,
         "decoder": cfg.decoder.to_dict(), "per_bone": cfg.per_bone, "colour_cameras": cfg.colour_cameras,
         "pose_frames": cfg.pose_frames, "texture_channels": cfg.texture_channels, "texture_size": cfg.texture_size,
+        "pose_conditioning": cfg.pose_conditioning,
     }
 
 
 def header_version(cfg: ActorConfig) -> int:
     """The oldest format version that can describe ``cfg``, so older Marionettes keep reading what they can."""
+    if cfg.pose_conditioning:
+        return 4
     if cfg.texture_channels or cfg.pose_frames:
         return 3
     return 2 if (cfg.per_bone > 1 or cfg.colour_cameras) else 1
@@ -184,7 +187,8 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
         raise MarionetteError(f"{where}: actor file version {version} is {newer} than the versions this Marionette "
                               f"reads ({', '.join(map(str, READABLE_VERSIONS))}); use a matching Marionette or "
                               "retrain the actor")
-    for key, need in (("per_bone", 2), ("colour_cameras", 2), ("pose_frames", 3), ("texture_channels", 3)):
+    for key, need in (("per_bone", 2), ("colour_cameras", 2), ("pose_frames", 3), ("texture_channels", 3),
+                      ("pose_conditioning", 4)):
         if version < need and doc.get(key, 1 if key == "per_bone" else 0) != (1 if key == "per_bone" else 0):
             raise MarionetteError(f"{where}: field {key!r} needs actor file version {need}, the file says {version}")
     for key in ("joint_set", "bones", "latent_dim", "mode", "decoder"):
@@ -203,9 +207,10 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
                               "Marionette (the actor was made with a different joint-set definition)")
     sizes = {}
     for key, default in (("latent_dim", None), ("per_bone", 1), ("colour_cameras", 0), ("pose_frames", 0),
-                         ("texture_channels", 0), ("texture_size", 16)):
+                         ("texture_channels", 0), ("texture_size", 16), ("pose_conditioning", 0)):
         value = doc.get(key, default)
-        lo = 0 if key in ("colour_cameras", "pose_frames", "texture_channels") else (2 if key == "texture_size" else 1)
+        lo = 0 if key in ("colour_cameras", "pose_frames", "texture_channels", "pose_conditioning") else (
+            2 if key == "texture_size" else 1)
         sizes[key] = number(value, f"{where}: field {key!r}", lo=lo,
                             hi=LIMITS[key], integer=True)
     dec = doc["decoder"]
@@ -219,7 +224,7 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
         cfg = ActorConfig(joint_set=js.name, latent_dim=sizes["latent_dim"], mode=mode, density=density,
                           per_bone=sizes["per_bone"], colour_cameras=sizes["colour_cameras"],
                           pose_frames=sizes["pose_frames"], texture_channels=sizes["texture_channels"],
-                          texture_size=sizes["texture_size"],
+                          texture_size=sizes["texture_size"], pose_conditioning=sizes["pose_conditioning"],
                           decoder=DecoderConfig.from_dict(dec, f"{where}: field 'decoder'"))
     except (TypeError, ValueError) as exc:
         raise MarionetteError(f"{where}: bad field value ({exc})") from None

@@ -68,6 +68,7 @@ class TrainConfig:
     per_bone: int = 4  # Gaussians per bone (1 = the seed paper's one-Gaussian-per-bone actor)
     texture_channels: int = 0  # feature channels of the maps wrapped around each bone (0 = none)
     texture_size: int = 16  # their size, along x around
+    pose_conditioning: bool = False  # latent codes that vary with where each bone points in the body's frame
     # learn per-training-camera gain/offset (never applied at render); off by default: on the real clip it
     # cost 0.5 dB on the held-out camera at equal time (docs/sections/50-neural-actor.md)
     colour_correction: bool = False
@@ -401,7 +402,8 @@ def _param_groups(actor: Actor, lr: float) -> list[dict]:
     # widths/densities live in log space: a smaller step keeps the bones from collapsing early
     groups = [
         {"params": list(actor.decoder.parameters()) + [actor.actor_code], "lr": lr, "name": "decoder"},
-        {"params": [actor.codes, actor.background] + ([actor.texture.maps] if actor.config.texture_channels else []),
+        {"params": [actor.codes, actor.background] + ([actor.texture.maps] if actor.config.texture_channels else [])
+         + ([actor.pose_code_weights] if actor.config.pose_conditioning else []),
          "lr": lr * 5, "name": "codes"},
         {"params": list(actor.primitives.parameters()), "lr": lr * 0.5, "name": "primitives"},
     ]
@@ -551,7 +553,8 @@ class _Run:
                            upsample=cfg.upsample, per_bone=cfg.per_bone,
                            colour_cameras=len(cap.train_cameras) if cfg.colour_cameras_enabled() else 0,
                            pose_frames=len(cap.frames) if cfg.refine_pose else 0,
-                           texture_channels=cfg.texture_channels, texture_size=cfg.texture_size)
+                           texture_channels=cfg.texture_channels, texture_size=cfg.texture_size,
+                           pose_conditioning=int(cfg.pose_conditioning))
         self.actor = Actor(acfg, seed=cfg.seed).to(self.device)
         self.opt = torch.optim.Adam(_param_groups(self.actor, cfg.lr), betas=(0.9, 0.99))
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]

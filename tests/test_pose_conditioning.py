@@ -1,0 +1,90 @@
+"""Pose-dependent appearance (``--pose-conditioning``): latent codes linear in each bone's direction in the
+body's frame, format v4."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from engine import MarionetteError
+from engine.neural.actor.model import Actor, make_config
+from engine.neural.actor.model_file import JSON_FILE, header_version, load_actor, save_actor
+from tests.test_kernels import _cam
+from tests.test_surface_primitives import _standing
+
+
+def _rotate_z(joints: torch.Tensor, angle: float, shift=(0.0, 0.0, 0.0)) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    rot = joints.new_tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return joints @ rot.T + joints.new_tensor(shift)
+
+
+def _conditioned_actor(seed=0):
+    cfg = make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2, pose_conditioning=1)
+    actor = Actor(cfg)
+    with torch.no_grad():
+        actor.pose_code_weights.copy_(torch.randn(actor.pose_code_weights.shape,
+                                                  generator=torch.Generator().manual_seed(seed)))
+    return actor
+
+
+def test_codes_follow_the_limbs_not_the_world():
+    actor = _conditioned_actor()
+    j = _standing(dtype=torch.float32, batch=1)
+    codes = actor.pose_codes(j)
+    assert codes.shape == (1, len(actor.bones) * 2, 4)
+    # the same pose moved and turned in the world: the same codes
+    moved = actor.pose_codes(_rotate_z(j, 0.9, shift=(1.5, -0.7, 0.2)))
+    assert torch.allclose(codes, moved, atol=1e-5)
+    # a limb moved relative to the trunk: its bone's codes change, the trunk's do not
+    bent = j.clone()
+    names = actor.joint_set.canonical
+    wrist = names.index("right_wrist")
+    bent[:, wrist] += bent.new_tensor([0.0, 0.25, 0.25])
+    changed = (actor.pose_codes(bent) - codes).abs().amax(-1)[0].view(len(actor.bones), 2).amax(-1)
+    moved_bones = {i for i, (a, b) in enumerate(actor.bones) if wrist in (a, b)}
+    assert moved_bones and all(changed[i] > 1e-3 for i in moved_bones)
+    assert all(changed[i] < 1e-6 for i in range(len(actor.bones)) if i not in moved_bones)
+
+
+def test_off_by_default_and_zero_at_the_start():
+    assert not hasattr(Actor(make_config("BODY_25B", latent_dim=4, preset="tiny")), "pose_code_weights")
+    cfg = make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2, pose_conditioning=1)
+    actor = Actor(cfg)
+    assert actor.pose_code_weights.abs().max() == 0  # training starts from the pose-independent actor
+    plain = Actor(make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2))
+    plain.load_state_dict({k: v for k, v in actor.state_dict().items() if k != "pose_code_weights"})
+    j = _standing(dtype=torch.float32, batch=2)
+    K, R, t = (x.float() for x in _cam(24, 20, batch=2))
+    with torch.no_grad():
+        assert torch.equal(actor(j, K, R, t, 20, 24)["latent"], plain(j, K, R, t, 20, 24)["latent"])
+
+
+def test_gradient_reaches_the_weights_and_saves_as_version_4(tmp_path):
+    actor = _conditioned_actor()
+    j = _standing(dtype=torch.float32, batch=2)
+    K, R, t = (x.float() for x in _cam(24, 20, batch=2))
+    actor(j, K, R, t, 20, 24)["latent"].square().sum().backward()
+    assert actor.pose_code_weights.grad is not None and actor.pose_code_weights.grad.abs().sum() > 0
+    save_actor(tmp_path / "a", actor)
+    doc = json.loads((tmp_path / "a" / JSON_FILE).read_text())
+    assert doc["version"] == 4 and doc["pose_conditioning"] == 1
+    back, _ = load_actor(tmp_path / "a")
+    with torch.no_grad():
+        assert torch.allclose(back(j, K, R, t, 20, 24)["rgb"], actor(j, K, R, t, 20, 24)["rgb"], atol=1e-6)
+    doc["version"] = 3  # a version-3 header cannot claim pose conditioning
+    (tmp_path / "a" / JSON_FILE).write_text(json.dumps(doc))
+    with pytest.raises(MarionetteError, match="needs actor file version 4"):
+        load_actor(tmp_path / "a")
+    doc.update(version=4, pose_conditioning=2)
+    (tmp_path / "a" / JSON_FILE).write_text(json.dumps(doc))
+    with pytest.raises(MarionetteError, match="pose_conditioning"):
+        load_actor(tmp_path / "a")
+
+
+def test_older_configs_keep_their_versions():
+    assert header_version(make_config("BODY_25B", per_bone=4, texture_channels=8)) == 3
+    assert header_version(make_config("BODY_25B", per_bone=4, texture_channels=8, pose_conditioning=1)) == 4
