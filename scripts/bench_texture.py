@@ -76,6 +76,15 @@ def lookup_inputs(actor, joints, views: int, size: int):
     return J, depth.contiguous(), weights.contiguous(), K, R, t
 
 
+def table_rows(hdr: str, configs):
+    """Print a table's header and rule, then yield (config, views, size) for every VIEWSxSIZE config."""
+    print(hdr)
+    print("-" * len(hdr))
+    for cfg in configs:
+        views, size = (int(x) for x in cfg.lower().split("x"))
+        yield cfg, views, size
+
+
 def best_ms(call, reps: int) -> float:
     call()  # warm-up
     times = []
@@ -121,10 +130,7 @@ def main(argv=None) -> int:
     hdr = (f"{'views x size':>12} {'pairs':>6} | {'fwd ms kernel':>13} {'sparse':>7} {'dense':>7} {'vs sparse':>9} "
            f"{'vs dense':>8} | {'f+b ms kernel':>13} {'sparse':>7} {'dense':>7} {'vs sparse':>9} {'vs dense':>8} | "
            f"{'max |diff| kernel':>17} {'sparse':>8}")
-    print(hdr)
-    print("-" * len(hdr))
-    for cfg in args.configs:
-        views, size = (int(x) for x in cfg.lower().split("x"))
+    for cfg, views, size in table_rows(hdr, args.configs):
         J, depth, weights, K, R, t = lookup_inputs(actor, joints, views, size)
         pairs = float((weights > MIN_WEIGHT).float().mean())
         grad_out = torch.randn(views, tex.channels, size, size, generator=torch.Generator().manual_seed(1))
@@ -166,10 +172,7 @@ def bone_weights_table(actor, joints, args) -> None:
            f"{'groups':>7} {'ratio':>6} | {'actor fwd ms':>12} {'f+b ms':>7} | {'max |diff|':>10}")
     print(f"\nbone weights: raycast of {actor.codes.shape[0]} primitives, {actor.codes.shape[1]} code channels "
           f"+ {nb} one-hot vs grouped by bone (kernel)")
-    print(hdr)
-    print("-" * len(hdr))
-    for cfg in args.configs:
-        views, size = (int(x) for x in cfg.lower().split("x"))
+    for cfg, views, size in table_rows(hdr, args.configs):
         J, _, _, K, R, t = lookup_inputs(actor, joints, views, size)
         with torch.no_grad():
             g = actor.primitives(J)
