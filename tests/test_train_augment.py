@@ -98,6 +98,7 @@ def test_cpu_recipe_sets_its_options_and_explicit_options_win():
     mixed = _train_args("--recipe", "cpu", "--decoder", "small", "--silhouette-weight", "0")
     assert (mixed.decoder, mixed.silhouette_weight, mixed.ema, mixed.mirror) == ("small", 0.0, 0.995, 0.5)
     assert plain.mirror == 0.0 and plain.texture_channels == 0 and cpu.texture_channels == 8
+    assert cpu.pose_conditioning and not plain.pose_conditioning
     assert _train_args("--recipe", "cpu", "--texture-channels", "0").texture_channels == 0
 
 
@@ -106,7 +107,7 @@ def test_recorded_command_spells_out_what_the_recipe_chose():
 
     cmd = effective_command(_train_args("--recipe", "cpu"))
     for flag in ("--recipe cpu", "--decoder tiny", "--ema 0.995", "--silhouette-weight 0.5", "--augment",
-                 "--refine-pose", "--mirror 0.5", "--texture-channels 8"):
+                 "--refine-pose", "--mirror 0.5", "--texture-channels 8", "--pose-conditioning"):
         assert flag in cmd, (flag, cmd)
 
 

@@ -17,8 +17,8 @@ Several GPUs (PyTorch DistributedDataParallel; --batch is per process):
   torchrun --nproc_per_node 4 -m engine train --capture captures/train8 -o actors/me --device cuda
 
 The CPU recipe (the settings measured best on the bundled real clip in a CPU hour:
-tiny decoder, bone textures, view augmentation and mirroring, weight averaging, silhouette loss,
-pose refinement):
+tiny decoder, bone textures, pose-dependent codes, view augmentation and mirroring, weight
+averaging, silhouette loss, pose refinement):
   marionette train --capture captures/real_nv -o actors/real --recipe cpu --steps 11000 --max-minutes 60
 
 Watch it: tensorboard --logdir actors/me/logs
@@ -28,11 +28,11 @@ Watch it: tensorboard --logdir actors/me/logs
 # command line wins over the recipe's value
 RECIPES = {
     "cpu": {"decoder": "tiny", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "refine_pose": True,
-            "mirror": 0.5, "texture_channels": 8},
+            "mirror": 0.5, "texture_channels": 8, "pose_conditioning": True},
 }
 # the defaults of the options a recipe may set, used when neither the command line nor a recipe does
 PLAIN_DEFAULTS = {"decoder": "small", "augment": False, "ema": 0.0, "silhouette_weight": 0.0, "refine_pose": False,
-                  "mirror": 0.0, "roll": 0.0, "texture_channels": 0}
+                  "mirror": 0.0, "roll": 0.0, "texture_channels": 0, "pose_conditioning": False}
 
 
 def add_arguments(p):
@@ -94,7 +94,7 @@ def add_arguments(p):
     p.add_argument("--pose-conditioning", action="store_true",
                    help="pose-dependent appearance: each Gaussian's latent vector also varies (linearly, "
                         "starting at zero) with where its bone points relative to the trunk, for folds and "
-                        "shading that follow the limb")
+                        "shading that follow the limb; on in --recipe cpu)")
     p.add_argument("--refine-pose", action="store_true",
                    help="also learn a small, smooth per-frame correction of the capture's skeleton from the "
                         "training cameras (stored with the actor; 'marionette evaluate' uses it on this capture)")
