@@ -71,7 +71,7 @@ void check_raycast_inputs(const at::Tensor& means, const at::Tensor& precisions,
   } else {
     TORCH_CHECK(groups.dim() == 1 && groups.size(0) == N, "marionette::raycast: groups must be [N] = [", N,
                 "], got ", groups.sizes());
-    if (N > 0 && groups.is_cpu()) {  // on CUDA a range check would cost a sync; the Python wrapper checks once
+    if (N > 0 && groups.is_cpu()) {  // on CUDA a range check would cost a sync; kernels.raycast_kernel checks
       const auto lo = groups.min().item<int64_t>(), hi = groups.max().item<int64_t>();
       TORCH_CHECK(lo >= 0 && hi < num_groups, "marionette::raycast: groups must lie in [0, ", num_groups,
                   "), got [", lo, ", ", hi, "]");

@@ -173,6 +173,10 @@ def raycast_kernel(means, precisions, densities, features, background, K, R, t, 
     grouped = groups is not None
     if grouped:
         groups = groups.to(device=means.device, dtype=torch.long)
+        if groups.is_cuda and groups.numel():  # the CPU op checks itself; a CUDA check there would sync per call
+            lo, hi = torch.stack([groups.min(), groups.max()]).tolist()
+            if lo < 0 or hi >= int(num_groups):
+                raise MarionetteError(f"renderer kernels: groups must lie in [0, {int(num_groups)}), got [{lo}, {hi}]")
     else:
         groups, num_groups = means.new_empty((0,), dtype=torch.long), 0
     out = torch.ops.marionette.raycast_fwd(means, precisions, densities.to(dtype), features.to(dtype),
