@@ -153,7 +153,6 @@ class Actor(nn.Module):
             # [primitives, latent, 3]: d code / d (bone direction in the body frame); zeros = fixed codes, so
             # training starts from the pose-independent actor and learns only what the poses explain
             self.pose_code_weights = nn.Parameter(torch.zeros(n, config.latent_dim, 3))
-            self.register_buffer("bone_joints", torch.as_tensor(self.joint_set.bones), persistent=False)
         if config.pose_frames:
             # [capture rows, joints, 3] metres added to the capture's skeleton (refine_joints); zeros = as captured
             self.pose_offsets = nn.Parameter(torch.zeros(int(config.pose_frames), self.joint_set.num_joints, 3))
@@ -202,7 +201,7 @@ class Actor(nn.Module):
         lateral, forward = body_axes(joints, self.joint_set)
         up = torch.linalg.cross(lateral, forward, dim=-1)
         body = torch.stack([lateral, forward, up], dim=1)                          # [B, 3 axes, 3]
-        bones = self.bone_joints
+        bones = self.primitives.bones
         d = joints[:, bones[:, 1]] - joints[:, bones[:, 0]]                       # [B, nb, 3]
         d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         local = torch.einsum("bnj,baj->bna", d, body)                             # [B, nb, 3]

@@ -152,7 +152,8 @@ if _TEXTURE_DEVICE_TYPES:
 
 
 def raycast_kernel(means, precisions, densities, features, background, K, R, t, height: int, width: int,
-                   mode: str = "transmittance", groups: torch.Tensor | None = None, num_groups: int = 0):
+                   mode: str = "transmittance", groups: torch.Tensor | None = None, num_groups: int = 0,
+                   check_groups: bool = True):
     """The raycast op on the compiled kernels -> (latent [B,C,H,W], alpha [B,1,H,W], depth [B,1,H,W]),
     and group weights [B,G,H,W] as a fourth result when ``groups`` is given.
 
@@ -160,6 +161,7 @@ def raycast_kernel(means, precisions, densities, features, background, K, R, t, 
     (pinhole cameras only).  K, R, t are cast to the dtype of ``means``. ``groups`` (int64 [N], values in
     [0, num_groups)) assigns each primitive to a group; the weights are what a one-hot feature of each
     primitive's group would render (zero background), without G extra channels in the per-pixel loops.
+    ``check_groups=False`` skips the range check on CUDA (one device sync) for groups the caller checked.
     """
     if _ext is None or _STALE_BUILD:
         raise MarionetteError("renderer kernels: " + unavailable_reason())
@@ -173,10 +175,10 @@ def raycast_kernel(means, precisions, densities, features, background, K, R, t, 
     grouped = groups is not None
     if grouped:
         groups = groups.to(device=means.device, dtype=torch.long)
-        if groups.is_cuda and groups.numel():  # the CPU op checks itself; a CUDA check there would sync per call
-            lo, hi = torch.stack([groups.min(), groups.max()]).tolist()
-            if lo < 0 or hi >= int(num_groups):
-                raise MarionetteError(f"renderer kernels: groups must lie in [0, {int(num_groups)}), got [{lo}, {hi}]")
+        if groups.is_cuda and check_groups:  # the CPU op checks itself; a CUDA check there would sync per call
+            from engine.neural.render.raycast import check_group_range
+
+            check_group_range(groups, num_groups, "renderer kernels")
     else:
         groups, num_groups = means.new_empty((0,), dtype=torch.long), 0
     out = torch.ops.marionette.raycast_fwd(means, precisions, densities.to(dtype), features.to(dtype),

@@ -241,8 +241,6 @@ def raycast(means, precisions, densities, features, background, K, R, t, height:
     """
     _check_inputs(means, precisions, densities, features, background, K, R, t, height, width, mode)
     height, width = int(height), int(width)
-    if groups is not None:
-        groups = _check_groups(groups, means.shape[1], num_groups, means.device)
     name = resolve_backend(backend)
     use_kernel = False
     if name == "kernel":
@@ -257,9 +255,12 @@ def raycast(means, precisions, densities, features, background, K, R, t, height:
         # the CUDA kernel keeps a tile's primitives in shared memory: at most CUDA_MAX_PRIMITIVES
         fits = means.device.type != "cuda" or means.shape[1] <= CUDA_MAX_PRIMITIVES
         use_kernel = ray_dirs is None and fits and kernel_available(means.device)
+    if groups is not None:
+        groups = _check_groups(groups, means.shape[1], num_groups, means.device)
     if use_kernel:
         feats = features.expand(means.shape[0], -1, -1) if features.shape[0] != means.shape[0] else features
-        extra = {} if groups is None else dict(groups=groups, num_groups=int(num_groups))
+        # checked above: the kernel wrapper need not sync again for the range
+        extra = {} if groups is None else dict(groups=groups, num_groups=int(num_groups), check_groups=False)
         out = _kernels().raycast_kernel(means, precisions, densities, feats, background,
                                         K.to(means.dtype), R.to(means.dtype), t.to(means.dtype),
                                         height, width, mode, **extra)
@@ -283,7 +284,15 @@ def _check_groups(groups, n_primitives: int, num_groups: int, device) -> torch.T
                               f"primitive), got {groups.dtype} {list(groups.shape)}")
     if int(num_groups) <= 0:
         raise MarionetteError(f"raycast: num_groups must be positive with groups, got {num_groups}")
-    lo, hi = torch.stack([groups.min(), groups.max()]).tolist() if n_primitives else (0, 0)  # one sync
+    groups = groups.to(device=device, dtype=torch.long)
+    check_group_range(groups, num_groups, "raycast")
+    return groups
+
+
+def check_group_range(groups: torch.Tensor, num_groups: int, where: str) -> None:
+    """Every group index in [0, num_groups), or a MarionetteError naming the range found (one device sync)."""
+    if not groups.numel():
+        return
+    lo, hi = torch.stack([groups.min(), groups.max()]).tolist()
     if lo < 0 or hi >= int(num_groups):
-        raise MarionetteError(f"raycast: groups must lie in [0, {int(num_groups)}), got [{lo}, {hi}]")
-    return groups.to(device=device, dtype=torch.long)
+        raise MarionetteError(f"{where}: groups must lie in [0, {int(num_groups)}), got [{lo}, {hi}]")
