@@ -37,6 +37,12 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinytexcrop32 tinytexcrop with 32x32 texels per bone map: detail that needs the 256² views
               (the synthetic person's striped shirt) gets the texels to hold it
   tinytexcrop32nm tinytexcrop32 without mirrored views (a mirrored view is lit from the mirrored side)
+  tinytexcrop64 tinytexcrop with 64x64 texels (2.6 cm per texel along the trunk's bones at 32: under two per
+              period of the synthetic shirt's 6-cm stripes)
+  tinytexcrop32parts tinytexcrop32 with a map per body part (--texture-charts parts: the trunk's, the head's
+              and each foot's bones share one map round the part's axis)
+  tinytexparts tinytexpose (the CPU recipe) with a map per body part
+  medtexcrop32 tinytexcrop32 with the medium decoder (base 16 channels, 3 levels)
   tinytexpose tinytexmir + pose-dependent codes (--pose-conditioning: each Gaussian's latent vector
               linear in its bone's direction in the body's frame)
   medema      tinyema with the medium decoder (base 16 channels, 3 levels)
@@ -108,6 +114,12 @@ VARIANTS = {
     "tinytexcrop": {**_MIR, "texture_channels": 8, "resolution": 256, "crop": 128},
     "tinytexcrop32": {**_MIR, "texture_channels": 8, "texture_size": 32, "resolution": 256, "crop": 128},
     "tinytexpose": {**_MIR, "texture_channels": 8, "pose_conditioning": True},
+    "tinytexcrop64": {**_MIR, "texture_channels": 8, "texture_size": 64, "resolution": 256, "crop": 128},
+    "tinytexcrop32parts": {**_MIR, "texture_channels": 8, "texture_size": 32, "texture_charts": "parts",
+                           "resolution": 256, "crop": 128},
+    "tinytexparts": {**_MIR, "texture_channels": 8, "pose_conditioning": True, "texture_charts": "parts"},
+    "medtexcrop32": {**_MIR, "preset": "medium", "texture_channels": 8, "texture_size": 32, "resolution": 256,
+                     "crop": 128},
     "tinytexcrop32nm": {**_MIR, "mirror": 0.0, "texture_channels": 8, "texture_size": 32, "resolution": 256,
                         "crop": 128},
     "medmir": {**_RP, "preset": "medium", "augment": True, "ema": 0.995, "silhouette_weight": 0.5, "mirror": 0.5},

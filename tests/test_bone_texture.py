@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from engine import MarionetteError
-from engine.body.joint_sets import BODY_25B
+from engine.body.joint_sets import BODY_25B, get_joint_set
 from engine.neural.actor.model import Actor, make_config
 from engine.neural.actor.model_file import JSON_FILE, load_actor, save_actor
 from engine.neural.render import kernels
 from engine.neural.render.primitives import bone_geometry, lateral_bones
-from engine.neural.render.texture import ALONG_EXTENT, BoneTexture, surface_points, texture_coordinates
+from engine.neural.render.texture import (ALONG_EXTENT, BoneTexture, surface_points, texture_charts,
+                                          texture_coordinates)
 from tests.test_kernels import _cam
 from tests.test_surface_primitives import _standing
 
@@ -156,10 +157,11 @@ needs_texture_kernel = pytest.mark.skipif(not kernels.texture_available("cpu"),
                                           "without the bone-texture op")
 
 
-def _render_inputs(dtype=torch.float64, batch=2, seed=3):
+def _render_inputs(dtype=torch.float64, batch=2, seed=3, charts="bones"):
     """A texture and what the renderer hands it for a real render: (tex, joints, depth, weights, K, R, t)."""
     torch.manual_seed(0)
-    cfg = make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=4, texture_channels=3, texture_size=8)
+    cfg = make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=4, texture_channels=3, texture_size=8,
+                      texture_charts=charts)
     actor = Actor(cfg).to(dtype)
     J = _standing(batch=batch, seed=seed).to(dtype)
     K, R, t = (x.to(dtype) for x in _cam(40, 32, batch=batch))
@@ -179,12 +181,13 @@ def _lookup(tex, impl):
             "kernel": lambda *a: tex.forward(*a, backend="kernel")}[impl]
 
 
+@pytest.mark.parametrize("charts", ["bones", "parts"])
 @pytest.mark.parametrize("impl", ["reference", pytest.param("kernel", marks=needs_texture_kernel)])
-def test_sparse_lookup_equals_the_dense_reference_on_a_render(impl):
+def test_sparse_lookup_equals_the_dense_reference_on_a_render(impl, charts):
     """The sparse lookups (only the (bone, pixel) pairs with weight: in PyTorch, and the compiled kernel)
     against ``forward_dense`` (grid_sample at every pair) with a real render's depth and bone weights:
-    same features, same gradients."""
-    tex, J, depth, weights, K, R, t = _render_inputs()
+    same features, same gradients — with a map per bone and with maps shared by a part's bones."""
+    tex, J, depth, weights, K, R, t = _render_inputs(charts=charts)
     covered = (weights > 1e-4).sum(1)
     assert int((covered >= 2).sum()) > 20 and int((covered == 0).sum()) > 100  # overlaps and empty pixels
     weights[weights <= 1e-4] = 0.0  # what the sparse lookup leaves out
@@ -317,3 +320,87 @@ def test_backend_choice(monkeypatch):
     assert torch.equal(tex(J, depth, weights, K, R, t), tex.forward_reference(J, depth, weights, K, R, t))
     with pytest.raises(MarionetteError, match="no bone-texture kernel.*pip install --no-build-isolation ./cuda_ext"):
         tex(J, depth, weights, K, R, t, backend="kernel")
+
+
+def test_body_part_charts_of_body25b_and_smpl():
+    chart_of, starts, ends, lateral, names = texture_charts(BODY_25B, "parts")
+    assert names[:4] == ["trunk", "head", "left_foot", "right_foot"] and len(names) == 12
+    members = {name: sorted(BODY_25B.bone_names[i] for i in np.flatnonzero(chart_of == c)) for c, name in enumerate(names)}
+    assert members["trunk"] == sorted(["Neck-LShoulder", "Neck-RShoulder", "Neck-LHip", "Neck-RHip", "LHip-RHip",
+                                       "LShoulder-RShoulder"])
+    assert members["head"] == sorted(["Neck-Nose", "Nose-LEye", "Nose-REye", "LEye-LEar", "REye-REar", "Neck-HeadTop"])
+    assert members["left_foot"] == sorted(["LAnkle-LBigToe", "LBigToe-LSmallToe", "LAnkle-LHeel"])
+    assert members["LHip-LKnee"] == ["LHip-LKnee"]  # limbs keep their own map
+    idx = BODY_25B.names.index
+    assert sorted(starts[0]) == sorted([idx("LHip"), idx("RHip")]) and sorted(ends[0]) == sorted([idx("LShoulder"),
+                                                                                                  idx("RShoulder")])
+    assert list(starts[1]) == [idx("Neck")] * 2 and list(ends[1]) == [idx("HeadTop")] * 2
+    assert not lateral[:4].any()
+    # one chart per bone: the bones themselves, with their own lateral flags
+    chart_of, starts, ends, lateral, names = texture_charts(BODY_25B, "bones")
+    assert list(chart_of) == list(range(len(BODY_25B.bones))) and names == list(BODY_25B.bone_names)
+    assert [tuple(b) for b in np.stack([starts[:, 0], ends[:, 0]], 1)] == [tuple(b) for b in BODY_25B.bones]
+    assert (lateral == lateral_bones(BODY_25B)).all()
+    # SMPL: the trunk's bones share one map; its head and feet are single bones and keep theirs
+    smpl = get_joint_set("SMPL_24")
+    chart_of, _, _, _, names = texture_charts(smpl, "parts")
+    assert names[0] == "trunk" and "head" not in names and len(names) == len(smpl.bones) - (chart_of == 0).sum() + 1
+    with pytest.raises(MarionetteError, match="texture charts must be one of"):
+        texture_charts(BODY_25B, "faces")
+
+
+def test_trunk_bones_read_one_map_in_the_trunk_frame():
+    tex = BoneTexture(BODY_25B, channels=2, size=8, charts="parts").double()
+    assert tex.maps.shape[0] == 12
+    J = _standing(batch=1, seed=2)
+    frames, mid, length = tex.geometry(J)
+    trunk = (tex.chart_of_bone == 0).nonzero().flatten()
+    for n in trunk[1:]:  # every trunk bone looks its points up in the same frame, so in the same place
+        assert torch.equal(frames[0, n], frames[0, trunk[0]]) and torch.equal(mid[0, n], mid[0, trunk[0]])
+    idx = BODY_25B.names.index
+    hips = 0.5 * (J[0, idx("LHip")] + J[0, idx("RHip")])
+    shoulders = 0.5 * (J[0, idx("LShoulder")] + J[0, idx("RShoulder")])
+    n = int(trunk[0])
+    assert torch.allclose(mid[0, n], 0.5 * (hips + shoulders)) and torch.allclose(length[0, n], (shoulders - hips).norm())
+    assert torch.allclose(frames[0, n][:, 0], (shoulders - hips) / (shoulders - hips).norm())  # along: up the spine
+    # the limbs' geometry is the bones' own
+    own, _, _ = bone_geometry(J, BODY_25B, tex.bones, tex.use_forward)
+    limb = BODY_25B.bones.index((idx("LHip"), idx("LKnee")))
+    assert torch.allclose(frames[0, limb], own[0, limb])
+    # a shared map gets the gradient of every bone that reads it
+    K, R, t = _cam(5, 4)
+    depth = torch.full((1, 1, 4, 5), 2.6, dtype=torch.float64)
+    w = torch.zeros(1, len(BODY_25B.bones), 4, 5, dtype=torch.float64)
+    w[0, trunk[0]], w[0, trunk[1]] = 0.3, 0.2
+    tex.forward_dense(J, depth, w, K, R, t).sum().backward()
+    assert tex.maps.grad[0].abs().sum() > 0 and not tex.maps.grad[1:].any()
+    maps = tex.maps.detach().clone().requires_grad_(True)
+    g = torch.Generator().manual_seed(1)
+    weights = (torch.rand(1, len(BODY_25B.bones), 4, 5, generator=g, dtype=torch.float64) * 0.1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda m, x: _with_maps(tex, m, J, depth, x, K, R, t), (maps, weights),
+                                    eps=1e-6, atol=1e-7)
+
+
+def test_actor_with_part_charts_saves_as_version_5_and_older_headers_refuse_it(tmp_path):
+    from engine.neural.actor.model_file import header_version
+
+    cfg = make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2, texture_channels=3, texture_size=8,
+                      texture_charts="parts")
+    assert header_version(cfg) == 5
+    assert header_version(make_config("BODY_25B", per_bone=2, texture_channels=3)) == 3
+    actor = Actor(cfg)
+    j = _standing(dtype=torch.float32, batch=1)
+    K, R, t = (x.float() for x in _cam(24, 20))
+    save_actor(tmp_path / "a", actor)
+    doc = json.loads((tmp_path / "a" / JSON_FILE).read_text())
+    assert doc["version"] == 5 and doc["texture_charts"] == "parts" and doc["tensors"]["shapes"]["texture.maps"][0] == 12
+    back, _ = load_actor(tmp_path / "a")
+    assert back.config.texture_charts == "parts"
+    with torch.no_grad():
+        assert torch.allclose(back(j, K, R, t, 20, 24)["rgb"], actor(j, K, R, t, 20, 24)["rgb"], atol=1e-6)
+    for version, charts, message in ((4, "parts", "needs actor file version 5"),
+                                     (5, "faces", "field 'texture_charts' must be")):
+        bad = dict(doc, version=version, texture_charts=charts)
+        (tmp_path / "a" / JSON_FILE).write_text(json.dumps(bad))
+        with pytest.raises(MarionetteError, match=message):
+            load_actor(tmp_path / "a")

@@ -91,6 +91,10 @@ def add_arguments(p):
                         "that stays on the body from every view); 0 = none (default; 8 in --recipe cpu)")
     p.add_argument("--texture-size", type=int, default=16, metavar="S",
                    help="size of each bone's map, along x around (default 16)")
+    p.add_argument("--texture-charts", choices=("bones", "parts"), default="bones",
+                   help="bones: a map per bone (default); parts: the bones of the trunk, the head and each foot "
+                        "share one map round their part's axis (a stripe across the chest is one row of one "
+                        "map), limbs keep their own")
     p.add_argument("--pose-conditioning", action="store_true",
                    help="pose-dependent appearance: each Gaussian's latent vector also varies (linearly, "
                         "starting at zero) with where its bone points relative to the trunk, for folds and "
@@ -140,7 +144,7 @@ def effective_command(args) -> str:
 
     parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
     for opt in ("recipe", "steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
-                "per_bone", "texture_channels", "texture_size", "silhouette_weight", "latent_colour_weight",
+                "per_bone", "texture_channels", "texture_size", "texture_charts", "silhouette_weight", "latent_colour_weight",
                 "mirror", "roll", "crop", "pose_weight", "ema", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads",
                 "log_dir"):
         value = getattr(args, opt)
@@ -176,6 +180,7 @@ def run(args) -> int:
                       latent_colour_weight=args.latent_colour_weight,
                       augment=args.augment, mirror=args.mirror, roll=args.roll, crop=args.crop, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
                       texture_channels=args.texture_channels, texture_size=args.texture_size,
+                      texture_charts=args.texture_charts,
                       pose_conditioning=args.pose_conditioning, command=effective_command(args))
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports

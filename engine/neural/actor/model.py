@@ -51,6 +51,9 @@ class ActorConfig:
     # the latent image (0 = none, the format-v2 actor) and the map's size (along x around)
     texture_channels: int = 0
     texture_size: int = 16
+    # "bones": a map per bone; "parts": the trunk's, the head's and each foot's bones share their part's map
+    # (engine.neural.render.texture.texture_charts)
+    texture_charts: str = "bones"
     # pose-dependent appearance: 1 = every primitive's latent vector also varies linearly with where its
     # bone points in the body's own frame (folds and shading that follow the limb), 0 = fixed codes
     pose_conditioning: int = 0
@@ -72,6 +75,8 @@ class ActorConfig:
             raise MarionetteError(f"{where}: 'colour_cameras' must be between 0 and 4096, got {self.colour_cameras}")
         if not (0 <= int(self.pose_frames) <= 100000):
             raise MarionetteError(f"{where}: 'pose_frames' must be between 0 and 100000, got {self.pose_frames}")
+        if self.texture_charts not in ("bones", "parts"):
+            raise MarionetteError(f"{where}: 'texture_charts' must be 'bones' or 'parts', got {self.texture_charts!r}")
         if int(self.pose_conditioning) not in (0, 1):
             raise MarionetteError(f"{where}: 'pose_conditioning' must be 0 or 1, got {self.pose_conditioning}")
         if not (1 <= int(self.per_bone) <= 64):
@@ -89,13 +94,14 @@ class ActorConfig:
 def make_config(joint_set: str, latent_dim: int = 16, mode: str = "transmittance", preset: str = "small",
                 upsample: int = 1, code_dim: int = 32, density: float = 30.0, per_bone: int = 1,
                 colour_cameras: int = 0, pose_frames: int = 0, texture_channels: int = 0,
-                texture_size: int = 16, pose_conditioning: int = 0) -> ActorConfig:
+                texture_size: int = 16, pose_conditioning: int = 0, texture_charts: str = "bones") -> ActorConfig:
     dec = DecoderConfig.preset(preset, in_channels=latent_dim + texture_channels + 1, upsample=upsample,
                                code_dim=code_dim)
     cfg = ActorConfig(joint_set=get_joint_set(joint_set).name, latent_dim=latent_dim, mode=mode,
                       density=density, decoder=dec, per_bone=int(per_bone), colour_cameras=int(colour_cameras),
                       pose_frames=int(pose_frames), texture_channels=int(texture_channels),
-                      texture_size=int(texture_size), pose_conditioning=int(pose_conditioning))
+                      texture_size=int(texture_size), pose_conditioning=int(pose_conditioning),
+                      texture_charts=str(texture_charts))
     cfg.validate()
     return cfg
 
@@ -145,7 +151,8 @@ class Actor(nn.Module):
         if config.texture_channels:
             from engine.neural.render.texture import BoneTexture
 
-            self.texture = BoneTexture(self.joint_set, config.texture_channels, config.texture_size, seed=seed or 0)
+            self.texture = BoneTexture(self.joint_set, config.texture_channels, config.texture_size, seed=seed or 0,
+                                       charts=config.texture_charts)
             # primitive -> its bone: the raycast gives each bone's weight per pixel
             bone_of = torch.arange(len(self.joint_set.bones)).repeat_interleave(int(config.per_bone))
             self.register_buffer("bone_of_primitive", bone_of, persistent=False)

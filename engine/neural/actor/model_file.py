@@ -43,9 +43,10 @@ MAX_TENSOR_BYTES = 16 << 30
 
 ACTOR_FORMAT = "marionette.actor"
 # v2 adds several Gaussians per bone ('per_bone'); v3 bone textures ('texture_channels') and learned pose
-# corrections ('pose_frames'); v4 pose-dependent codes ('pose_conditioning'); older versions still load
-ACTOR_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# corrections ('pose_frames'); v4 pose-dependent codes ('pose_conditioning'); v5 texture maps shared by a
+# body part's bones ('texture_charts': "parts"); older versions still load
+ACTOR_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 TENSOR_FILE = "actor.safetensors"
 JSON_FILE = "actor.json"
 
@@ -145,12 +146,14 @@ def actor_header(actor: Actor) -> dict:
         "latent_dim": cfg.latent_dim, "mode": cfg.mode, "density": cfg.density,
         "decoder": cfg.decoder.to_dict(), "per_bone": cfg.per_bone, "colour_cameras": cfg.colour_cameras,
         "pose_frames": cfg.pose_frames, "texture_channels": cfg.texture_channels, "texture_size": cfg.texture_size,
-        "pose_conditioning": cfg.pose_conditioning,
+        "pose_conditioning": cfg.pose_conditioning, "texture_charts": cfg.texture_charts,
     }
 
 
 def header_version(cfg: ActorConfig) -> int:
     """The oldest format version that can describe ``cfg``, so older Marionettes keep reading what they can."""
+    if cfg.texture_charts != "bones":
+        return 5
     if cfg.pose_conditioning:
         return 4
     if cfg.texture_channels or cfg.pose_frames:
@@ -191,6 +194,11 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
                       ("pose_conditioning", 4)):
         if version < need and doc.get(key, 1 if key == "per_bone" else 0) != (1 if key == "per_bone" else 0):
             raise MarionetteError(f"{where}: field {key!r} needs actor file version {need}, the file says {version}")
+    charts = doc.get("texture_charts", "bones")
+    if charts not in ("bones", "parts"):
+        raise MarionetteError(f"{where}: field 'texture_charts' must be \"bones\" or \"parts\", got {str(charts)[:40]!r}")
+    if version < 5 and charts != "bones":
+        raise MarionetteError(f"{where}: field 'texture_charts' needs actor file version 5, the file says {version}")
     for key in ("joint_set", "bones", "latent_dim", "mode", "decoder"):
         if key not in doc:
             raise MarionetteError(f"{where}: missing field {key!r}")
@@ -225,6 +233,7 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
                           per_bone=sizes["per_bone"], colour_cameras=sizes["colour_cameras"],
                           pose_frames=sizes["pose_frames"], texture_channels=sizes["texture_channels"],
                           texture_size=sizes["texture_size"], pose_conditioning=sizes["pose_conditioning"],
+                          texture_charts=charts,
                           decoder=DecoderConfig.from_dict(dec, f"{where}: field 'decoder'"))
     except (TypeError, ValueError) as exc:
         raise MarionetteError(f"{where}: bad field value ({exc})") from None

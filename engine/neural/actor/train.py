@@ -68,6 +68,7 @@ class TrainConfig:
     per_bone: int = 4  # Gaussians per bone (1 = the seed paper's one-Gaussian-per-bone actor)
     texture_channels: int = 0  # feature channels of the maps wrapped around each bone (0 = none)
     texture_size: int = 16  # their size, along x around
+    texture_charts: str = "bones"  # "parts": a body part's bones share one map (trunk, head, feet)
     pose_conditioning: bool = False  # latent codes that vary with where each bone points in the body's frame
     # learn per-training-camera gain/offset (never applied at render); off by default: on the real clip it
     # cost 0.5 dB on the held-out camera at equal time (docs/sections/50-neural-actor.md)
@@ -143,6 +144,8 @@ class TrainConfig:
             raise MarionetteError(f"--lr must be a positive number, got {self.lr}")
         number(self.texture_channels, "--texture-channels", lo=0, hi=mf.LIMITS["texture_channels"], integer=True)
         number(self.texture_size, "--texture-size", lo=2, hi=mf.LIMITS["texture_size"], integer=True)
+        if self.texture_charts not in ("bones", "parts"):
+            raise MarionetteError(f"--texture-charts must be 'bones' or 'parts', got {self.texture_charts!r}")
         if not (1 <= self.per_bone <= 64):
             raise MarionetteError(f"--per-bone must be between 1 and 64, got {self.per_bone}")
         if self.checkpoint_every < 1:
@@ -554,7 +557,7 @@ class _Run:
                            colour_cameras=len(cap.train_cameras) if cfg.colour_cameras_enabled() else 0,
                            pose_frames=len(cap.frames) if cfg.refine_pose else 0,
                            texture_channels=cfg.texture_channels, texture_size=cfg.texture_size,
-                           pose_conditioning=int(cfg.pose_conditioning))
+                           pose_conditioning=int(cfg.pose_conditioning), texture_charts=cfg.texture_charts)
         self.actor = Actor(acfg, seed=cfg.seed).to(self.device)
         self.opt = torch.optim.Adam(_param_groups(self.actor, cfg.lr), betas=(0.9, 0.99))
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
