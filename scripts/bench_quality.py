@@ -42,6 +42,8 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
   tinytexcrop32parts tinytexcrop32 with a map per body part (--texture-charts parts: the trunk's, the head's
               and each foot's bones share one map round the part's axis)
   tinytexparts tinytexpose (the CPU recipe) with a map per body part
+  tinytexcrop32nmlight tinytexcrop32nm + light-dependent codes (--light-conditioning: each Gaussian's latent
+              vector linear in its bone frame's world axes)
   medtexcrop32 tinytexcrop32 with the medium decoder (base 16 channels, 3 levels)
   tinytexpose tinytexmir + pose-dependent codes (--pose-conditioning: each Gaussian's latent vector
               linear in its bone's direction in the body's frame)
@@ -117,6 +119,8 @@ VARIANTS = {
     "tinytexcrop64": {**_MIR, "texture_channels": 8, "texture_size": 64, "resolution": 256, "crop": 128},
     "tinytexcrop32parts": {**_MIR, "texture_channels": 8, "texture_size": 32, "texture_charts": "parts",
                            "resolution": 256, "crop": 128},
+    "tinytexcrop32nmlight": {**_MIR, "mirror": 0.0, "texture_channels": 8, "texture_size": 32, "resolution": 256,
+                             "crop": 128, "light_conditioning": True},
     "tinytexparts": {**_MIR, "texture_channels": 8, "pose_conditioning": True, "texture_charts": "parts"},
     "medtexcrop32": {**_MIR, "preset": "medium", "texture_channels": 8, "texture_size": 32, "resolution": 256,
                      "crop": 128},

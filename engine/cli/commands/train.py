@@ -99,6 +99,10 @@ def add_arguments(p):
                    help="pose-dependent appearance: each Gaussian's latent vector also varies (linearly, "
                         "starting at zero) with where its bone points relative to the trunk, for folds and "
                         "shading that follow the limb; on in --recipe cpu)")
+    p.add_argument("--light-conditioning", action="store_true",
+                   help="appearance that follows the capture's light: each Gaussian's latent vector also varies "
+                        "(linearly, starting at zero) with how its bone is turned in the world, so a side turned "
+                        "away from the room's light darkens; needs --mirror 0 (a mirrored view mirrors the light)")
     p.add_argument("--refine-pose", action="store_true",
                    help="also learn a small, smooth per-frame correction of the capture's skeleton from the "
                         "training cameras (stored with the actor; 'marionette evaluate' uses it on this capture)")
@@ -153,7 +157,7 @@ def effective_command(args) -> str:
     if args.snapshot_minutes:
         parts += ["--snapshot-minutes"] + [f"{m:g}" for m in args.snapshot_minutes]
     parts += [f"--{f.replace('_', '-')}" for f in ("resume", "overwrite", "colour_correction", "augment", "refine_pose",
-                                                  "pose_conditioning")
+                                                  "pose_conditioning", "light_conditioning")
               if getattr(args, f)]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -180,7 +184,7 @@ def run(args) -> int:
                       latent_colour_weight=args.latent_colour_weight,
                       augment=args.augment, mirror=args.mirror, roll=args.roll, crop=args.crop, refine_pose=args.refine_pose, pose_weight=args.pose_weight, ema=args.ema,
                       texture_channels=args.texture_channels, texture_size=args.texture_size,
-                      texture_charts=args.texture_charts,
+                      texture_charts=args.texture_charts, light_conditioning=args.light_conditioning,
                       pose_conditioning=args.pose_conditioning, command=effective_command(args))
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports

@@ -57,6 +57,10 @@ class ActorConfig:
     # pose-dependent appearance: 1 = every primitive's latent vector also varies linearly with where its
     # bone points in the body's own frame (folds and shading that follow the limb), 0 = fixed codes
     pose_conditioning: int = 0
+    # appearance that follows the capture's light: 1 = every primitive's latent vector also varies linearly with
+    # how its bone's frame is turned in the world (the light is fixed in the room, so a surface's shading follows
+    # its world orientation), 0 = none
+    light_conditioning: int = 0
 
     def validate(self, where: str = "actor config") -> None:
         get_joint_set(self.joint_set)
@@ -79,6 +83,8 @@ class ActorConfig:
             raise MarionetteError(f"{where}: 'texture_charts' must be 'bones' or 'parts', got {self.texture_charts!r}")
         if int(self.pose_conditioning) not in (0, 1):
             raise MarionetteError(f"{where}: 'pose_conditioning' must be 0 or 1, got {self.pose_conditioning}")
+        if int(self.light_conditioning) not in (0, 1):
+            raise MarionetteError(f"{where}: 'light_conditioning' must be 0 or 1, got {self.light_conditioning}")
         if not (1 <= int(self.per_bone) <= 64):
             raise MarionetteError(f"{where}: 'per_bone' must be between 1 and 64, got {self.per_bone}")
         if not (self.density > 0 and math.isfinite(self.density)):
@@ -94,14 +100,15 @@ class ActorConfig:
 def make_config(joint_set: str, latent_dim: int = 16, mode: str = "transmittance", preset: str = "small",
                 upsample: int = 1, code_dim: int = 32, density: float = 30.0, per_bone: int = 1,
                 colour_cameras: int = 0, pose_frames: int = 0, texture_channels: int = 0,
-                texture_size: int = 16, pose_conditioning: int = 0, texture_charts: str = "bones") -> ActorConfig:
+                texture_size: int = 16, pose_conditioning: int = 0, texture_charts: str = "bones",
+                light_conditioning: int = 0) -> ActorConfig:
     dec = DecoderConfig.preset(preset, in_channels=latent_dim + texture_channels + 1, upsample=upsample,
                                code_dim=code_dim)
     cfg = ActorConfig(joint_set=get_joint_set(joint_set).name, latent_dim=latent_dim, mode=mode,
                       density=density, decoder=dec, per_bone=int(per_bone), colour_cameras=int(colour_cameras),
                       pose_frames=int(pose_frames), texture_channels=int(texture_channels),
                       texture_size=int(texture_size), pose_conditioning=int(pose_conditioning),
-                      texture_charts=str(texture_charts))
+                      texture_charts=str(texture_charts), light_conditioning=int(light_conditioning))
     cfg.validate()
     return cfg
 
@@ -160,6 +167,12 @@ class Actor(nn.Module):
             # [primitives, latent, 3]: d code / d (bone direction in the body frame); zeros = fixed codes, so
             # training starts from the pose-independent actor and learns only what the poses explain
             self.pose_code_weights = nn.Parameter(torch.zeros(n, config.latent_dim, 3))
+        if config.light_conditioning:
+            from engine.neural.render.primitives import lateral_bones
+
+            # [primitives, latent, 9]: d code / d (the bone frame's axes in world coordinates); zeros = unlit codes
+            self.light_code_weights = nn.Parameter(torch.zeros(n, config.latent_dim, 9))
+            self.register_buffer("lateral_bone", torch.as_tensor(lateral_bones(self.joint_set)), persistent=False)
         if config.pose_frames:
             # [capture rows, joints, 3] metres added to the capture's skeleton (refine_joints); zeros = as captured
             self.pose_offsets = nn.Parameter(torch.zeros(int(config.pose_frames), self.joint_set.num_joints, 3))
@@ -189,6 +202,8 @@ class Actor(nn.Module):
         codes = self.codes[None]
         if self.config.pose_conditioning:
             codes = codes + self.pose_codes(joints)
+        if self.config.light_conditioning:
+            codes = codes + self.light_codes(joints)
         out = raycast(g["means"], g["precisions"], g["densities"].expand(B, -1), codes,
                       self.background[None].expand(B, -1), K, R, t, height, width,
                       mode=self.config.mode, backend=self.backend, **extra)
@@ -214,6 +229,19 @@ class Actor(nn.Module):
         local = torch.einsum("bnj,baj->bna", d, body)                             # [B, nb, 3]
         local = local.repeat_interleave(int(self.config.per_bone), dim=1)        # [B, N, 3]
         return torch.einsum("nca,bna->bnc", self.pose_code_weights.to(local.dtype), local)
+
+    def light_codes(self, joints: torch.Tensor) -> torch.Tensor:
+        """[B, primitives, latent]: the light-dependent part of the primitives' latent vectors, linear in the
+        world coordinates of their bone's frame (along, side, front; ``primitives.bone_frames``). A light fixed
+        in the room lights a surface by its world normal, which for each Gaussian (at a fixed place in its
+        bone's frame) is linear in those nine numbers — so a side of a limb can darken as the body turns away
+        from the light, which codes in the body's own frame cannot express."""
+        from engine.neural.render.primitives import bone_geometry
+
+        frames = bone_geometry(joints, self.joint_set, self.primitives.bones, self.lateral_bone)[0]  # [B, nb, 3, 3]
+        axes = frames.transpose(-1, -2).reshape(*frames.shape[:2], 9)               # along, side, front (world)
+        axes = axes.repeat_interleave(int(self.config.per_bone), dim=1)            # [B, N, 9]
+        return torch.einsum("nca,bna->bnc", self.light_code_weights.to(axes.dtype), axes)
 
     def forward(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
                 height: int, width: int) -> dict:

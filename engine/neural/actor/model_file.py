@@ -37,6 +37,7 @@ from engine.validate import MAX_RENDER_SIDE, confined_file, number, string, whol
 # caps on the sizes an actor/checkpoint JSON may ask for, checked before anything is allocated
 # (the largest preset is base 64, 4 levels, max 256 channels, code 32, latent 16)
 LIMITS = {"latent_dim": 1024, "per_bone": 64, "colour_cameras": 4096, "pose_frames": 100000, "pose_conditioning": 1,
+          "light_conditioning": 1,
           "texture_channels": 64, "texture_size": 64, "in_channels": 1024 + 64 + 1, "base_channels": 1024,
           "levels": 8, "max_channels": 4096, "code_dim": 4096, "upsample": 2}
 MAX_TENSOR_BYTES = 16 << 30
@@ -44,7 +45,8 @@ MAX_TENSOR_BYTES = 16 << 30
 ACTOR_FORMAT = "marionette.actor"
 # v2 adds several Gaussians per bone ('per_bone'); v3 bone textures ('texture_channels') and learned pose
 # corrections ('pose_frames'); v4 pose-dependent codes ('pose_conditioning'); v5 texture maps shared by a
-# body part's bones ('texture_charts': "parts"); older versions still load
+# body part's bones ('texture_charts': "parts") and light-dependent codes ('light_conditioning'); older
+# versions still load
 ACTOR_VERSION = 5
 READABLE_VERSIONS = (1, 2, 3, 4, 5)
 TENSOR_FILE = "actor.safetensors"
@@ -147,12 +149,13 @@ def actor_header(actor: Actor) -> dict:
         "decoder": cfg.decoder.to_dict(), "per_bone": cfg.per_bone, "colour_cameras": cfg.colour_cameras,
         "pose_frames": cfg.pose_frames, "texture_channels": cfg.texture_channels, "texture_size": cfg.texture_size,
         "pose_conditioning": cfg.pose_conditioning, "texture_charts": cfg.texture_charts,
+        "light_conditioning": cfg.light_conditioning,
     }
 
 
 def header_version(cfg: ActorConfig) -> int:
     """The oldest format version that can describe ``cfg``, so older Marionettes keep reading what they can."""
-    if cfg.texture_charts != "bones":
+    if cfg.texture_charts != "bones" or cfg.light_conditioning:
         return 5
     if cfg.pose_conditioning:
         return 4
@@ -191,7 +194,7 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
                               f"reads ({', '.join(map(str, READABLE_VERSIONS))}); use a matching Marionette or "
                               "retrain the actor")
     for key, need in (("per_bone", 2), ("colour_cameras", 2), ("pose_frames", 3), ("texture_channels", 3),
-                      ("pose_conditioning", 4)):
+                      ("pose_conditioning", 4), ("light_conditioning", 5)):
         if version < need and doc.get(key, 1 if key == "per_bone" else 0) != (1 if key == "per_bone" else 0):
             raise MarionetteError(f"{where}: field {key!r} needs actor file version {need}, the file says {version}")
     charts = doc.get("texture_charts", "bones")
@@ -215,9 +218,11 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
                               "Marionette (the actor was made with a different joint-set definition)")
     sizes = {}
     for key, default in (("latent_dim", None), ("per_bone", 1), ("colour_cameras", 0), ("pose_frames", 0),
-                         ("texture_channels", 0), ("texture_size", 16), ("pose_conditioning", 0)):
+                         ("texture_channels", 0), ("texture_size", 16), ("pose_conditioning", 0),
+                         ("light_conditioning", 0)):
         value = doc.get(key, default)
-        lo = 0 if key in ("colour_cameras", "pose_frames", "texture_channels", "pose_conditioning") else (
+        lo = 0 if key in ("colour_cameras", "pose_frames", "texture_channels", "pose_conditioning",
+                          "light_conditioning") else (
             2 if key == "texture_size" else 1)
         sizes[key] = number(value, f"{where}: field {key!r}", lo=lo,
                             hi=LIMITS[key], integer=True)
@@ -233,7 +238,7 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
                           per_bone=sizes["per_bone"], colour_cameras=sizes["colour_cameras"],
                           pose_frames=sizes["pose_frames"], texture_channels=sizes["texture_channels"],
                           texture_size=sizes["texture_size"], pose_conditioning=sizes["pose_conditioning"],
-                          texture_charts=charts,
+                          texture_charts=charts, light_conditioning=sizes["light_conditioning"],
                           decoder=DecoderConfig.from_dict(dec, f"{where}: field 'decoder'"))
     except (TypeError, ValueError) as exc:
         raise MarionetteError(f"{where}: bad field value ({exc})") from None

@@ -69,6 +69,7 @@ class TrainConfig:
     texture_channels: int = 0  # feature channels of the maps wrapped around each bone (0 = none)
     texture_size: int = 16  # their size, along x around
     texture_charts: str = "bones"  # "parts": a body part's bones share one map (trunk, head, feet)
+    light_conditioning: bool = False  # latent codes that vary with how each bone is turned in the world
     pose_conditioning: bool = False  # latent codes that vary with where each bone points in the body's frame
     # learn per-training-camera gain/offset (never applied at render); off by default: on the real clip it
     # cost 0.5 dB on the held-out camera at equal time (docs/sections/50-neural-actor.md)
@@ -144,6 +145,9 @@ class TrainConfig:
             raise MarionetteError(f"--lr must be a positive number, got {self.lr}")
         number(self.texture_channels, "--texture-channels", lo=0, hi=mf.LIMITS["texture_channels"], integer=True)
         number(self.texture_size, "--texture-size", lo=2, hi=mf.LIMITS["texture_size"], integer=True)
+        if self.light_conditioning and self.mirror > 0:
+            raise MarionetteError("--light-conditioning needs --mirror 0: a mirrored view shows the light mirrored "
+                                  "too, which codes tied to the world's light cannot follow")
         if self.texture_charts not in ("bones", "parts"):
             raise MarionetteError(f"--texture-charts must be 'bones' or 'parts', got {self.texture_charts!r}")
         if not (1 <= self.per_bone <= 64):
@@ -406,7 +410,8 @@ def _param_groups(actor: Actor, lr: float) -> list[dict]:
     groups = [
         {"params": list(actor.decoder.parameters()) + [actor.actor_code], "lr": lr, "name": "decoder"},
         {"params": [actor.codes, actor.background] + ([actor.texture.maps] if actor.config.texture_channels else [])
-         + ([actor.pose_code_weights] if actor.config.pose_conditioning else []),
+         + ([actor.pose_code_weights] if actor.config.pose_conditioning else [])
+         + ([actor.light_code_weights] if actor.config.light_conditioning else []),
          "lr": lr * 5, "name": "codes"},
         {"params": list(actor.primitives.parameters()), "lr": lr * 0.5, "name": "primitives"},
     ]
@@ -557,7 +562,8 @@ class _Run:
                            colour_cameras=len(cap.train_cameras) if cfg.colour_cameras_enabled() else 0,
                            pose_frames=len(cap.frames) if cfg.refine_pose else 0,
                            texture_channels=cfg.texture_channels, texture_size=cfg.texture_size,
-                           pose_conditioning=int(cfg.pose_conditioning), texture_charts=cfg.texture_charts)
+                           pose_conditioning=int(cfg.pose_conditioning), texture_charts=cfg.texture_charts,
+                           light_conditioning=int(cfg.light_conditioning))
         self.actor = Actor(acfg, seed=cfg.seed).to(self.device)
         self.opt = torch.optim.Adam(_param_groups(self.actor, cfg.lr), betas=(0.9, 0.99))
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
