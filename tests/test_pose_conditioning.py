@@ -88,3 +88,81 @@ def test_gradient_reaches_the_weights_and_saves_as_version_4(tmp_path):
 def test_older_configs_keep_their_versions():
     assert header_version(make_config("BODY_25B", per_bone=4, texture_channels=8)) == 3
     assert header_version(make_config("BODY_25B", per_bone=4, texture_channels=8, pose_conditioning=1)) == 4
+
+
+# ---------------------------------------------------------------- light-dependent codes (--light-conditioning)
+def _lit_actor(seed=0):
+    cfg = make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2, light_conditioning=1)
+    actor = Actor(cfg)
+    with torch.no_grad():
+        actor.light_code_weights.copy_(torch.randn(actor.light_code_weights.shape,
+                                                   generator=torch.Generator().manual_seed(seed)))
+    return actor
+
+
+def test_light_codes_follow_the_world_orientation_not_the_place():
+    actor = _lit_actor()
+    j = _standing(dtype=torch.float64, batch=1)
+    actor.double()
+    codes = actor.light_codes(j)
+    assert codes.shape == (1, len(actor.bones) * 2, 4)
+    # moved in the world without turning: the same codes (light from a fixed direction)
+    assert torch.allclose(actor.light_codes(_rotate_z(j, 0.0, shift=(1.5, -0.7, 0.2))), codes, atol=1e-9)
+    # the whole body turned towards another side of the room: every bone's codes change (pose codes do not)
+    turned = actor.light_codes(_rotate_z(j, 0.9))
+    assert ((turned - codes).abs().amax(-1) > 1e-3).all()
+    # each Gaussian's code: its weights times its bone frame's axes (along, side, front) in world coordinates
+    from engine.neural.render.primitives import bone_geometry
+
+    frames = bone_geometry(j, actor.joint_set, actor.primitives.bones, actor.lateral_bone)[0]
+    n = 7  # a Gaussian of bone 3
+    axes = torch.cat([frames[0, n // 2][:, k] for k in range(3)])
+    assert torch.allclose(codes[0, n], actor.light_code_weights[n] @ axes, atol=1e-12)
+
+
+def test_light_codes_off_by_default_zero_at_the_start_and_saved_as_version_5(tmp_path):
+    assert not hasattr(Actor(make_config("BODY_25B", latent_dim=4, preset="tiny")), "light_code_weights")
+    fresh = Actor(make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2, light_conditioning=1))
+    assert fresh.light_code_weights.abs().max() == 0
+    assert header_version(fresh.config) == 5
+    actor = _lit_actor()
+    j = _standing(dtype=torch.float32, batch=2)
+    K, R, t = (x.float() for x in _cam(24, 20, batch=2))
+    actor(j, K, R, t, 20, 24)["latent"].square().sum().backward()
+    assert actor.light_code_weights.grad is not None and actor.light_code_weights.grad.abs().sum() > 0
+    save_actor(tmp_path / "a", actor)
+    doc = json.loads((tmp_path / "a" / JSON_FILE).read_text())
+    assert doc["version"] == 5 and doc["light_conditioning"] == 1
+    back, _ = load_actor(tmp_path / "a")
+    with torch.no_grad():
+        assert torch.allclose(back(j, K, R, t, 20, 24)["rgb"], actor(j, K, R, t, 20, 24)["rgb"], atol=1e-6)
+    doc["version"] = 4  # a version-4 header cannot claim light conditioning
+    (tmp_path / "a" / JSON_FILE).write_text(json.dumps(doc))
+    with pytest.raises(MarionetteError, match="needs actor file version 5"):
+        load_actor(tmp_path / "a")
+
+
+def test_mirrored_views_read_the_light_codes_with_the_light_mirrored_back():
+    from engine.neural.actor.augment import mirror_joints, mirror_permutation, mirror_reflections
+    from engine.neural.render.primitives import bone_geometry
+
+    actor = _lit_actor().double()
+    j = _standing(batch=2, seed=4)
+    K, R, t = _cam(24, 20, batch=2)
+    flip = torch.tensor([True, False])
+    M = mirror_reflections(R, flip)
+    assert torch.allclose(M[0] @ M[0], torch.eye(3, dtype=M.dtype)) and torch.equal(M[1], torch.eye(3, dtype=M.dtype))
+    assert torch.allclose(torch.linalg.det(M[0]), torch.tensor(-1.0, dtype=M.dtype))
+    mirrored = mirror_joints(j, R, t, flip, mirror_permutation(actor.joint_set))
+    # a centre bone (neck to head top) keeps its name: reflected back, its axis is the unmirrored one again
+    names = actor.joint_set.canonical
+    n = actor.bones.index((names.index("upper_neck"), names.index("head_top")))
+    along = lambda joints: bone_geometry(joints, actor.joint_set, actor.primitives.bones,  # noqa: E731
+                                         actor.lateral_bone)[0][:, n, :, 0]
+    assert torch.allclose((M @ along(mirrored)[..., None])[..., 0], along(j), atol=1e-9)
+    # the codes read exactly those reflected frames; unflipped views are untouched
+    frames = M[:, None] @ bone_geometry(mirrored, actor.joint_set, actor.primitives.bones, actor.lateral_bone)[0]
+    want = torch.einsum("nca,bna->bnc", actor.light_code_weights,
+                        frames.transpose(-1, -2).reshape(2, -1, 9).repeat_interleave(2, dim=1))
+    assert torch.allclose(actor.light_codes(mirrored, M), want, atol=1e-12)
+    assert torch.allclose(actor.light_codes(mirrored, M)[1], actor.light_codes(mirrored)[1])

@@ -102,7 +102,7 @@ def add_arguments(p):
     p.add_argument("--light-conditioning", action="store_true",
                    help="appearance that follows the capture's light: each Gaussian's latent vector also varies "
                         "(linearly, starting at zero) with how its bone is turned in the world, so a side turned "
-                        "away from the room's light darkens; needs --mirror 0 (a mirrored view mirrors the light)")
+                        "away from the room's light darkens (mirrored views are read with the light mirrored back)")
     p.add_argument("--refine-pose", action="store_true",
                    help="also learn a small, smooth per-frame correction of the capture's skeleton from the "
                         "training cameras (stored with the actor; 'marionette evaluate' uses it on this capture)")

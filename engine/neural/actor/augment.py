@@ -158,6 +158,16 @@ def mirror_images(b: dict, flip: torch.Tensor) -> dict:
     return out
 
 
+def mirror_reflections(R: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """[B, 3, 3]: the world-direction part of ``mirror_joints``' reflection where ``flip`` [B] is set (the
+    reflection across the camera's y-z plane, R^T diag(-1, 1, 1) R; its own inverse), identity elsewhere."""
+    sign = torch.ones(3, dtype=R.dtype, device=R.device)
+    sign[0] = -1
+    reflect = R.transpose(1, 2) @ (sign[:, None] * R)
+    eye = torch.eye(3, dtype=R.dtype, device=R.device).expand_as(reflect)
+    return torch.where(flip.to(R.device)[:, None, None], reflect, eye)
+
+
 def mirror_joints(joints: torch.Tensor, R: torch.Tensor, t: torch.Tensor, flip: torch.Tensor,
                   perm: list[int]) -> torch.Tensor:
     """Reflect the skeletons [B, J, 3] (world) where ``flip`` [B] is set across their camera's y-z

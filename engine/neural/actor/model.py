@@ -191,7 +191,7 @@ class Actor(nn.Module):
         return sorted({j for bone in self.bones for j in bone})
 
     def render_latent(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
-                      height: int, width: int):
+                      height: int, width: int, light_mirror: torch.Tensor | None = None):
         from engine.neural.render.raycast import raycast
 
         B = joints.shape[0]
@@ -203,7 +203,7 @@ class Actor(nn.Module):
         if self.config.pose_conditioning:
             codes = codes + self.pose_codes(joints)
         if self.config.light_conditioning:
-            codes = codes + self.light_codes(joints)
+            codes = codes + self.light_codes(joints, light_mirror)
         out = raycast(g["means"], g["precisions"], g["densities"].expand(B, -1), codes,
                       self.background[None].expand(B, -1), K, R, t, height, width,
                       mode=self.config.mode, backend=self.backend, **extra)
@@ -230,27 +230,34 @@ class Actor(nn.Module):
         local = local.repeat_interleave(int(self.config.per_bone), dim=1)        # [B, N, 3]
         return torch.einsum("nca,bna->bnc", self.pose_code_weights.to(local.dtype), local)
 
-    def light_codes(self, joints: torch.Tensor) -> torch.Tensor:
+    def light_codes(self, joints: torch.Tensor, light_mirror: torch.Tensor | None = None) -> torch.Tensor:
         """[B, primitives, latent]: the light-dependent part of the primitives' latent vectors, linear in the
         world coordinates of their bone's frame (along, side, front; ``primitives.bone_frames``). A light fixed
         in the room lights a surface by its world normal, which for each Gaussian (at a fixed place in its
         bone's frame) is linear in those nine numbers — so a side of a limb can darken as the body turns away
-        from the light, which codes in the body's own frame cannot express."""
+        from the light, which codes in the body's own frame cannot express.
+
+        ``light_mirror`` [B, 3, 3] (training only): the reflection a mirrored view's skeleton went through
+        (``augment.mirror_joints``). A mirrored image shows the light mirrored too, so the frames are reflected
+        back before the codes read them: the codes see the world orientation the surface had under the real
+        light."""
         from engine.neural.render.primitives import bone_geometry
 
         frames = bone_geometry(joints, self.joint_set, self.primitives.bones, self.lateral_bone)[0]  # [B, nb, 3, 3]
+        if light_mirror is not None:
+            frames = light_mirror.to(frames.dtype)[:, None] @ frames
         axes = frames.transpose(-1, -2).reshape(*frames.shape[:2], 9)               # along, side, front (world)
         axes = axes.repeat_interleave(int(self.config.per_bone), dim=1)            # [B, N, 9]
         return torch.einsum("nca,bna->bnc", self.light_code_weights.to(axes.dtype), axes)
 
     def forward(self, joints: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
-                height: int, width: int) -> dict:
+                height: int, width: int, light_mirror: torch.Tensor | None = None) -> dict:
         if joints.dim() != 3 or joints.shape[1:] != (self.joint_set.num_joints, 3):
             raise MarionetteError(f"actor ({self.joint_set.name}): joints must be [B, {self.joint_set.num_joints}, 3], "
                                   f"got {list(joints.shape)}")
         s = self.upsample
         lh, lw = -(-int(height) // s), -(-int(width) // s)  # ceil: crop the decoder output afterwards
-        latent, lat_alpha, depth = self.render_latent(joints, latent_intrinsics(K, s), R, t, lh, lw)
+        latent, lat_alpha, depth = self.render_latent(joints, latent_intrinsics(K, s), R, t, lh, lw, light_mirror)
         x = torch.cat([latent, lat_alpha], dim=1)
         amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if x.device.type == "cuda"
                else nullcontext())

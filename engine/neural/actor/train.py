@@ -40,6 +40,7 @@ from engine.validate import MAX_BATCH, MAX_RENDER_SIDE, MAX_THREADS, is_number, 
 from engine.neural.actor.losses import (ActorLoss, VGGPerceptual, find_perceptual_weights, latent_colour_loss,
                                         silhouette_loss)
 from engine.neural.actor.augment import (augment_views, crop_views, mirror_images, mirror_joints, mirror_permutation,
+                                         mirror_reflections,
                                         roll_views)
 from engine.neural.actor.model import RENDER_MODES, Actor, make_config
 from engine.neural.actor.weight_average import WeightAverage
@@ -145,9 +146,6 @@ class TrainConfig:
             raise MarionetteError(f"--lr must be a positive number, got {self.lr}")
         number(self.texture_channels, "--texture-channels", lo=0, hi=mf.LIMITS["texture_channels"], integer=True)
         number(self.texture_size, "--texture-size", lo=2, hi=mf.LIMITS["texture_size"], integer=True)
-        if self.light_conditioning and self.mirror > 0:
-            raise MarionetteError("--light-conditioning needs --mirror 0: a mirrored view shows the light mirrored "
-                                  "too, which codes tied to the world's light cannot follow")
         if self.texture_charts not in ("bones", "parts"):
             raise MarionetteError(f"--texture-charts must be 'bones' or 'parts', got {self.texture_charts!r}")
         if not (1 <= self.per_bone <= 64):
@@ -656,9 +654,12 @@ class _Run:
     def losses(self, b: dict) -> tuple[dict, dict]:
         cfg, actor = self.cfg, self.actor
         joints = actor.refine_joints(b["joints"], b["row"])
+        extra = {}
         if "mirror" in b:
             joints = mirror_joints(joints, b["R"], b["t"], b["mirror"], self.mirror_perm)
-        res = self.model(joints, b["K"], b["R"], b["t"], self.H, self.W)
+            if actor.config.light_conditioning:
+                extra["light_mirror"] = mirror_reflections(b["R"].to(joints.dtype), b["mirror"])
+        res = self.model(joints, b["K"], b["R"], b["t"], self.H, self.W, **extra)
         rgb = actor.colour_correct(res["rgb"], b["camera_index"].clamp_min(0))
         parts = self.loss_fn(rgb, res["alpha"], b["rgb"], b["mask"], b.get("valid"))
         if cfg.silhouette_weight > 0:
