@@ -22,12 +22,12 @@ def _rotate_z(joints: torch.Tensor, angle: float, shift=(0.0, 0.0, 0.0)) -> torc
     return joints @ rot.T + joints.new_tensor(shift)
 
 
-def _conditioned_actor(seed=0):
-    cfg = make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2, pose_conditioning=1)
-    actor = Actor(cfg)
+def _conditioned_actor(seed=0, kind="pose"):
+    """An actor with ``kind`` ("pose" or "light") conditioning whose weights are random (not zero)."""
+    actor = Actor(make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2, **{f"{kind}_conditioning": 1}))
+    weights = getattr(actor, f"{kind}_code_weights")
     with torch.no_grad():
-        actor.pose_code_weights.copy_(torch.randn(actor.pose_code_weights.shape,
-                                                  generator=torch.Generator().manual_seed(seed)))
+        weights.copy_(torch.randn(weights.shape, generator=torch.Generator().manual_seed(seed)))
     return actor
 
 
@@ -63,22 +63,29 @@ def test_off_by_default_and_zero_at_the_start():
         assert torch.equal(actor(j, K, R, t, 20, 24)["latent"], plain(j, K, R, t, 20, 24)["latent"])
 
 
-def test_gradient_reaches_the_weights_and_saves_as_version_4(tmp_path):
-    actor = _conditioned_actor()
+def _learns_saves_and_needs_its_version(tmp_path, actor, weights: str, field: str, version: int) -> dict:
+    """The conditioning ``weights`` get gradient; the actor saves as ``version`` with ``field`` set, loads back
+    rendering the same, and a header one version older claiming ``field`` is refused. Returns the header."""
     j = _standing(dtype=torch.float32, batch=2)
     K, R, t = (x.float() for x in _cam(24, 20, batch=2))
     actor(j, K, R, t, 20, 24)["latent"].square().sum().backward()
-    assert actor.pose_code_weights.grad is not None and actor.pose_code_weights.grad.abs().sum() > 0
+    grad = getattr(actor, weights).grad
+    assert grad is not None and grad.abs().sum() > 0
     save_actor(tmp_path / "a", actor)
     doc = json.loads((tmp_path / "a" / JSON_FILE).read_text())
-    assert doc["version"] == 4 and doc["pose_conditioning"] == 1
+    assert doc["version"] == version and doc[field] == 1
     back, _ = load_actor(tmp_path / "a")
     with torch.no_grad():
         assert torch.allclose(back(j, K, R, t, 20, 24)["rgb"], actor(j, K, R, t, 20, 24)["rgb"], atol=1e-6)
-    doc["version"] = 3  # a version-3 header cannot claim pose conditioning
-    (tmp_path / "a" / JSON_FILE).write_text(json.dumps(doc))
-    with pytest.raises(MarionetteError, match="needs actor file version 4"):
+    (tmp_path / "a" / JSON_FILE).write_text(json.dumps(dict(doc, version=version - 1)))
+    with pytest.raises(MarionetteError, match=f"needs actor file version {version}"):
         load_actor(tmp_path / "a")
+    return doc
+
+
+def test_gradient_reaches_the_weights_and_saves_as_version_4(tmp_path):
+    doc = _learns_saves_and_needs_its_version(tmp_path, _conditioned_actor(), "pose_code_weights",
+                                              "pose_conditioning", 4)
     doc.update(version=4, pose_conditioning=2)
     (tmp_path / "a" / JSON_FILE).write_text(json.dumps(doc))
     with pytest.raises(MarionetteError, match="pose_conditioning"):
@@ -92,12 +99,7 @@ def test_older_configs_keep_their_versions():
 
 # ---------------------------------------------------------------- light-dependent codes (--light-conditioning)
 def _lit_actor(seed=0):
-    cfg = make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2, light_conditioning=1)
-    actor = Actor(cfg)
-    with torch.no_grad():
-        actor.light_code_weights.copy_(torch.randn(actor.light_code_weights.shape,
-                                                   generator=torch.Generator().manual_seed(seed)))
-    return actor
+    return _conditioned_actor(seed, kind="light")
 
 
 def test_light_codes_follow_the_world_orientation_not_the_place():
@@ -125,21 +127,7 @@ def test_light_codes_off_by_default_zero_at_the_start_and_saved_as_version_5(tmp
     fresh = Actor(make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2, light_conditioning=1))
     assert fresh.light_code_weights.abs().max() == 0
     assert header_version(fresh.config) == 5
-    actor = _lit_actor()
-    j = _standing(dtype=torch.float32, batch=2)
-    K, R, t = (x.float() for x in _cam(24, 20, batch=2))
-    actor(j, K, R, t, 20, 24)["latent"].square().sum().backward()
-    assert actor.light_code_weights.grad is not None and actor.light_code_weights.grad.abs().sum() > 0
-    save_actor(tmp_path / "a", actor)
-    doc = json.loads((tmp_path / "a" / JSON_FILE).read_text())
-    assert doc["version"] == 5 and doc["light_conditioning"] == 1
-    back, _ = load_actor(tmp_path / "a")
-    with torch.no_grad():
-        assert torch.allclose(back(j, K, R, t, 20, 24)["rgb"], actor(j, K, R, t, 20, 24)["rgb"], atol=1e-6)
-    doc["version"] = 4  # a version-4 header cannot claim light conditioning
-    (tmp_path / "a" / JSON_FILE).write_text(json.dumps(doc))
-    with pytest.raises(MarionetteError, match="needs actor file version 5"):
-        load_actor(tmp_path / "a")
+    _learns_saves_and_needs_its_version(tmp_path, _lit_actor(), "light_code_weights", "light_conditioning", 5)
 
 
 def test_mirrored_views_read_the_light_codes_with_the_light_mirrored_back():
