@@ -156,8 +156,8 @@ def _edit_json(d, fn):
 
 def test_other_version_is_refused(saved):
     _, d = saved
-    _edit_json(d, lambda doc: doc.update(version=5))
-    with pytest.raises(MarionetteError, match="version 5 is newer"):
+    _edit_json(d, lambda doc: doc.update(version=6))
+    with pytest.raises(MarionetteError, match="version 6 is newer"):
         load_actor(d)
 
 
