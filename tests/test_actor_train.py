@@ -218,3 +218,17 @@ def test_pose_conditioning_trains_and_is_recorded(capture, tmp_path):
     assert "--pose-conditioning" in doc["training"]["command"]
     assert actor.pose_code_weights.abs().max() > 0  # learned from zero
     assert np.isfinite(doc["training"]["metrics"]["heldout"]["psnr"])
+
+
+def test_light_codes_and_part_charts_train_with_mirrored_views_and_are_recorded(capture, tmp_path):
+    out = tmp_path / "lc"
+    rc = main(["train", "--capture", str(capture), "-o", str(out), "--steps", "12", "--light-conditioning",
+               "--mirror", "0.5", "--texture-channels", "2", "--texture-size", "4", "--texture-charts", "parts",
+               "--per-bone", "2", *TRAIN])
+    assert rc == 0
+    actor, doc = load_actor(out)
+    assert doc["version"] == 5 and doc["light_conditioning"] == 1 and doc["texture_charts"] == "parts"
+    assert "--light-conditioning" in doc["training"]["command"] and "--texture-charts parts" in doc["training"]["command"]
+    assert actor.light_code_weights.abs().max() > 0  # learned from zero, mirrored views included
+    assert actor.texture.maps.shape[0] == 12
+    assert np.isfinite(doc["training"]["metrics"]["heldout"]["psnr"])
