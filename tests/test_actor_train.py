@@ -232,3 +232,21 @@ def test_light_codes_and_part_charts_train_with_mirrored_views_and_are_recorded(
     assert actor.light_code_weights.abs().max() > 0  # learned from zero, mirrored views included
     assert actor.texture.maps.shape[0] == 12
     assert np.isfinite(doc["training"]["metrics"]["heldout"]["psnr"])
+
+
+def test_training_hands_mirrored_views_their_reflection_for_the_light_codes(capture, tmp_path, monkeypatch):
+    from engine.neural.actor.model import Actor
+
+    seen = []
+    original = Actor.light_codes
+
+    def spy(self, joints, light_mirror=None):
+        if self.training:
+            seen.append(light_mirror)
+        return original(self, joints, light_mirror)
+
+    monkeypatch.setattr(Actor, "light_codes", spy)
+    rc = main(["train", "--capture", str(capture), "-o", str(tmp_path / "m"), "--steps", "3", "--light-conditioning",
+               "--mirror", "1", "--per-bone", "2", *TRAIN])
+    assert rc == 0 and seen
+    assert all(m is not None and torch.allclose(torch.linalg.det(m), -torch.ones(len(m), dtype=m.dtype)) for m in seen)

@@ -349,6 +349,24 @@ def test_body_part_charts_of_body25b_and_smpl():
         texture_charts(BODY_25B, "faces")
 
 
+def test_part_charts_of_every_joint_set_hold_only_that_part():
+    from engine.body.joint_sets import JOINT_SETS
+
+    torso = ("hip", "shoulder", "collar", "pelvis", "spine", "neck", "thorax")
+    for name in JOINT_SETS:
+        js = get_joint_set(name)
+        chart_of, _, _, _, names = texture_charts(js, "parts")
+        for c, part in enumerate(names):
+            joints = {js.canonical[j] for i in np.flatnonzero(chart_of == c) for j in js.bones[i]}
+            if part == "trunk":  # no hand, foot or face bone reads the trunk's map
+                assert all(any(k in j for k in torso) for j in joints), (name, joints)
+            elif part.endswith("_foot"):
+                assert all(j.startswith(part.split("_")[0] + "_") and not j.endswith(("knee", "wrist")) for j in joints)
+            elif part == "head":
+                assert not any(k in j for j in joints for k in ("shoulder", "hip", "wrist")), (name, joints)
+            else:
+                assert (chart_of == c).sum() == 1  # every other chart is one bone
+
 def test_trunk_bones_read_one_map_in_the_trunk_frame():
     tex = BoneTexture(BODY_25B, channels=2, size=8, charts="parts").double()
     assert tex.maps.shape[0] == 12
@@ -388,6 +406,12 @@ def test_actor_with_part_charts_saves_as_version_5_and_older_headers_refuse_it(t
                       texture_charts="parts")
     assert header_version(cfg) == 5
     assert header_version(make_config("BODY_25B", per_bone=2, texture_channels=3)) == 3
+    with pytest.raises(MarionetteError, match="'texture_charts' 'parts' needs bone textures"):
+        make_config("BODY_25B", per_bone=2, texture_charts="parts")
+    from engine.neural.actor.train import TrainConfig
+
+    with pytest.raises(MarionetteError, match="--texture-charts parts needs bone textures"):
+        TrainConfig(capture="c", out="o", texture_charts="parts").validate()
     actor = Actor(cfg)
     j = _standing(dtype=torch.float32, batch=1)
     K, R, t = (x.float() for x in _cam(24, 20))

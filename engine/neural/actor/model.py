@@ -81,6 +81,9 @@ class ActorConfig:
             raise MarionetteError(f"{where}: 'pose_frames' must be between 0 and 100000, got {self.pose_frames}")
         if self.texture_charts not in ("bones", "parts"):
             raise MarionetteError(f"{where}: 'texture_charts' must be 'bones' or 'parts', got {self.texture_charts!r}")
+        if self.texture_charts != "bones" and not self.texture_channels:
+            raise MarionetteError(f"{where}: 'texture_charts' {self.texture_charts!r} needs bone textures "
+                                  "('texture_channels' > 0)")
         if int(self.pose_conditioning) not in (0, 1):
             raise MarionetteError(f"{where}: 'pose_conditioning' must be 0 or 1, got {self.pose_conditioning}")
         if int(self.light_conditioning) not in (0, 1):

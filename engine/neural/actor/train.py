@@ -148,6 +148,9 @@ class TrainConfig:
         number(self.texture_size, "--texture-size", lo=2, hi=mf.LIMITS["texture_size"], integer=True)
         if self.texture_charts not in ("bones", "parts"):
             raise MarionetteError(f"--texture-charts must be 'bones' or 'parts', got {self.texture_charts!r}")
+        if self.texture_charts != "bones" and not self.texture_channels:
+            raise MarionetteError(f"--texture-charts {self.texture_charts} needs bone textures: add --texture-channels "
+                                  "C (e.g. 8)")
         if not (1 <= self.per_bone <= 64):
             raise MarionetteError(f"--per-bone must be between 1 and 64, got {self.per_bone}")
         if self.checkpoint_every < 1:

@@ -16,9 +16,9 @@ bilinearly, wrapping round the bone. Features live on the body, so what the fron
 thigh looks like is learned once and seen from every camera in every pose.
 
 With ``charts="parts"`` the bones of one rigid body part share one map in the part's own
-cylinder (``texture_charts``): the trunk's six bones (collars, the neck-to-hip sides, across the
-hips and the shoulders) read one map round the axis from the hips' centre to the shoulders'
-centre, the head's bones one round the neck-to-head-top axis, each foot's bones one along the
+cylinder (``texture_charts``): the trunk's bones (for BODY_25B six: the collars, the neck-to-hip
+sides, across the hips and the shoulders) read one map round the axis from the hips' centre to the
+shoulders' centre, the head's bones one round the neck-to-head-top axis, each foot's bones one along the
 foot; limbs keep their own. Where several bones of the trunk overlap, their weights then add up on
 one consistent picture (a stripe across the chest is one row of one map) instead of blending maps
 laid out along differently slanted bones.
@@ -41,7 +41,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import MarionetteError
-from engine.body.joint_sets import part_of_bone
 from engine.neural.render.primitives import body_axes, bone_frames, bone_geometry, lateral_bones
 from engine.neural.render.rays import camera_origins, pixel_directions
 
@@ -49,20 +48,34 @@ ALONG_EXTENT = 0.75  # the map spans +-0.75 bone lengths from the midpoint: a qu
 MIN_WEIGHT = 1e-4    # (bone, pixel) pairs with less compositing weight are not looked up
 CHART_KINDS = ("bones", "parts")
 
-# body-part charts: the parts (``part_of_bone``) whose bones share a map, and the map's axis, each end
-# the mean of the first alternative (a tuple of canonical joint names) the joint set has all of
+# body-part charts: which bones share a part's map (a test on the canonical names of the bone's two joints) and
+# the map's axis, each end the mean of the first alternative (a tuple of canonical joint names) the joint set has
+_NECK = {"neck", "upper_neck", "neck_base", "thorax"}
+
+
+def _torso(n: str) -> bool:
+    return (n in _NECK or n == "pelvis" or n.startswith("spine")
+            or any(n.endswith(k) for k in ("_hip", "_shoulder", "_collar")))
+
+
+def _head(n: str) -> bool:
+    return n in ("nose", "head", "head_top") or "_eye" in n or n.endswith("_ear") or n.startswith("mouth")
+
+
+def _foot(side: str):
+    return lambda n: n.startswith(side + "_") and any(k in n for k in ("ankle", "toe", "heel", "foot"))
+
+
 _PART_CHARTS = (
-    ("trunk", {"spine", "collar", "hip"}, ((("left_hip", "right_hip"), ("smpl_left_hip", "smpl_right_hip")),
-                                          (("left_shoulder", "right_shoulder"),))),
-    ("head", {"head", "neck"}, ((("upper_neck",), ("neck_base",), ("neck",)), (("head_top",), ("head",)))),
-    ("left_foot", {"foot", "toe"}, ((("left_ankle",),), (("left_big_toe",), ("left_foot",)))),
-    ("right_foot", {"foot", "toe"}, ((("right_ankle",),), (("right_big_toe",), ("right_foot",)))),
+    ("trunk", lambda a, b: _torso(a) and _torso(b),
+     ((("left_hip", "right_hip"), ("smpl_left_hip", "smpl_right_hip")), (("left_shoulder", "right_shoulder"),))),
+    ("head", lambda a, b: (_head(a) or a in _NECK) and _head(b),
+     ((("upper_neck",), ("neck_base",), ("neck",)), (("head_top",), ("head",)))),
+    ("left_foot", lambda a, b: _foot("left")(a) and _foot("left")(b),
+     ((("left_ankle",),), (("left_big_toe",), ("left_foot_index",), ("left_foot",)))),
+    ("right_foot", lambda a, b: _foot("right")(a) and _foot("right")(b),
+     ((("right_ankle",),), (("right_big_toe",), ("right_foot_index",), ("right_foot",)))),
 )
-
-
-def _side_of(bone_names: tuple[str, str]) -> str | None:
-    sides = {n.replace("smpl_", "").split("_")[0] for n in bone_names} & {"left", "right"}
-    return sides.pop() if len(sides) == 1 else None
 
 
 def texture_charts(joint_set, kind: str = "bones") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
@@ -72,9 +85,10 @@ def texture_charts(joint_set, kind: str = "bones") -> tuple[np.ndarray, np.ndarr
     Returns (chart of each bone [N] int64, the chart axis' start and end joints [M, 2] int64 — each end
     the mean of two joint indices, repeated for a single joint —, lateral flags [M] bool (charts whose
     frame takes the body's forward axis as reference, ``lateral_bones``), chart names [M]).
-    ``kind="bones"``: one chart per bone, the bone itself (M = N). ``kind="parts"``: the bones of the trunk,
-    the head and each foot share their part's chart (when the joint set has the joints of its axis); every
-    other bone keeps its own.
+    ``kind="bones"``: one chart per bone, the bone itself (M = N). ``kind="parts"``: the bones between torso
+    joints (hips, shoulders, collars, pelvis, spine, neck), between head joints (or from the neck to one), and
+    between one foot's joints share their part's chart, when the joint set has the joints of the part's axis
+    and the part has two bones or more; every other bone keeps its own.
     """
     if kind not in CHART_KINDS:
         raise MarionetteError(f"texture charts must be one of {CHART_KINDS}, got {kind!r}")
@@ -84,7 +98,7 @@ def texture_charts(joint_set, kind: str = "bones") -> tuple[np.ndarray, np.ndarr
     chart_of = np.full(len(bones), -1, dtype=np.int64)
     starts, ends, flags, names = [], [], [], []
     if kind == "parts":
-        for name, parts, axis in _PART_CHARTS:
+        for name, member, axis in _PART_CHARTS:
             ends_idx = []
             for alternatives in axis:
                 found = next((alt for alt in alternatives if all(j in canon for j in alt)), None)
@@ -92,9 +106,7 @@ def texture_charts(joint_set, kind: str = "bones") -> tuple[np.ndarray, np.ndarr
                     break
                 idx = [canon.index(j) for j in found]
                 ends_idx.append((idx * 2)[:2])
-            members = [i for i, (a, b) in enumerate(bones) if chart_of[i] < 0
-                       and part_of_bone(canon[a], canon[b]) in parts
-                       and (not name.endswith("_foot") or _side_of((canon[a], canon[b])) == name.split("_")[0])]
+            members = [i for i, (a, b) in enumerate(bones) if chart_of[i] < 0 and member(canon[a], canon[b])]
             if len(ends_idx) < 2 or len(members) < 2:
                 continue  # the joint set lacks this part's axis, or the part is a single bone anyway
             chart_of[members] = len(names)
