@@ -46,6 +46,8 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
               vector linear in its bone frame's world axes)
   tinytexcrop32light tinytexcrop32 + light-dependent codes (mirrored views read them with the light mirrored back)
   tinytexlight tinytexpose (the CPU recipe) + light-dependent codes
+  tinytexcrop32nmlightpose tinytexcrop32nmlight + pose-dependent codes
+  medtexcrop32nmlight tinytexcrop32nmlight with the medium decoder
   medtexcrop32 tinytexcrop32 with the medium decoder (base 16 channels, 3 levels)
   tinytexpose tinytexmir + pose-dependent codes (--pose-conditioning: each Gaussian's latent vector
               linear in its bone's direction in the body's frame)
@@ -125,6 +127,10 @@ VARIANTS = {
                              "crop": 128, "light_conditioning": True},
     "tinytexcrop32light": {**_MIR, "texture_channels": 8, "texture_size": 32, "resolution": 256, "crop": 128,
                            "light_conditioning": True},
+    "tinytexcrop32nmlightpose": {**_MIR, "mirror": 0.0, "texture_channels": 8, "texture_size": 32, "resolution": 256,
+                                 "crop": 128, "light_conditioning": True, "pose_conditioning": True},
+    "medtexcrop32nmlight": {**_MIR, "preset": "medium", "mirror": 0.0, "texture_channels": 8, "texture_size": 32,
+                            "resolution": 256, "crop": 128, "light_conditioning": True},
     "tinytexlight": {**_MIR, "texture_channels": 8, "pose_conditioning": True, "light_conditioning": True},
     "tinytexparts": {**_MIR, "texture_channels": 8, "pose_conditioning": True, "texture_charts": "parts"},
     "medtexcrop32": {**_MIR, "preset": "medium", "texture_channels": 8, "texture_size": 32, "resolution": 256,
