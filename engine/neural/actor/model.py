@@ -26,6 +26,7 @@ import torch.nn as nn
 from engine import MarionetteError
 from engine.neural.actor.decoder import Decoder, DecoderConfig
 from engine.body.joint_sets import JointSet, get_joint_set
+from engine.neural.render.texture import CHART_KINDS
 
 RENDER_MODES = ("transmittance", "rochette")
 
@@ -79,8 +80,8 @@ class ActorConfig:
             raise MarionetteError(f"{where}: 'colour_cameras' must be between 0 and 4096, got {self.colour_cameras}")
         if not (0 <= int(self.pose_frames) <= 100000):
             raise MarionetteError(f"{where}: 'pose_frames' must be between 0 and 100000, got {self.pose_frames}")
-        if self.texture_charts not in ("bones", "parts"):
-            raise MarionetteError(f"{where}: 'texture_charts' must be 'bones' or 'parts', got {self.texture_charts!r}")
+        if self.texture_charts not in CHART_KINDS:
+            raise MarionetteError(f"{where}: 'texture_charts' must be one of {CHART_KINDS}, got {self.texture_charts!r}")
         if self.texture_charts != "bones" and not self.texture_channels:
             raise MarionetteError(f"{where}: 'texture_charts' {self.texture_charts!r} needs bone textures "
                                   "('texture_channels' > 0)")

@@ -31,6 +31,7 @@ from engine import MarionetteError
 from engine.fileio import new_file_mode, read_json, write_json_atomic
 from engine.neural.actor.decoder import DecoderConfig
 from engine.neural.actor.model import Actor, ActorConfig
+from engine.neural.render.texture import CHART_KINDS
 from engine.body.joint_sets import JointSet, get_joint_set
 from engine.validate import MAX_RENDER_SIDE, confined_file, number, string, whole_number
 
@@ -198,7 +199,7 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
         if version < need and doc.get(key, 1 if key == "per_bone" else 0) != (1 if key == "per_bone" else 0):
             raise MarionetteError(f"{where}: field {key!r} needs actor file version {need}, the file says {version}")
     charts = doc.get("texture_charts", "bones")
-    if charts not in ("bones", "parts"):
+    if charts not in CHART_KINDS:
         raise MarionetteError(f"{where}: field 'texture_charts' must be \"bones\" or \"parts\", got {str(charts)[:40]!r}")
     if version < 5 and charts != "bones":
         raise MarionetteError(f"{where}: field 'texture_charts' needs actor file version 5, the file says {version}")

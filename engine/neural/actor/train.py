@@ -43,6 +43,7 @@ from engine.neural.actor.augment import (augment_views, crop_views, mirror_image
                                          mirror_reflections,
                                         roll_views)
 from engine.neural.actor.model import RENDER_MODES, Actor, make_config
+from engine.neural.render.texture import CHART_KINDS
 from engine.neural.actor.weight_average import WeightAverage
 
 CHECKPOINT_FORMAT = "marionette.actor-checkpoint"
@@ -146,8 +147,8 @@ class TrainConfig:
             raise MarionetteError(f"--lr must be a positive number, got {self.lr}")
         number(self.texture_channels, "--texture-channels", lo=0, hi=mf.LIMITS["texture_channels"], integer=True)
         number(self.texture_size, "--texture-size", lo=2, hi=mf.LIMITS["texture_size"], integer=True)
-        if self.texture_charts not in ("bones", "parts"):
-            raise MarionetteError(f"--texture-charts must be 'bones' or 'parts', got {self.texture_charts!r}")
+        if self.texture_charts not in CHART_KINDS:
+            raise MarionetteError(f"--texture-charts must be one of {CHART_KINDS}, got {self.texture_charts!r}")
         if self.texture_charts != "bones" and not self.texture_channels:
             raise MarionetteError(f"--texture-charts {self.texture_charts} needs bone textures: add --texture-channels "
                                   "C (e.g. 8)")
