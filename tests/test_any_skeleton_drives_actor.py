@@ -66,3 +66,28 @@ def test_a_frame_where_an_estimate_has_no_inputs_is_skipped_with_the_joint_named
     J[js.index("left_knee")] = np.nan  # the left foot is estimated in the shin's frame
     shot = render_shot(cam, [BoundActor("a", str(demo_actor_path()), J, "COCO_17")], device="cpu", cache=cache)
     assert shot.rendered == [] and "LHeel" in shot.skipped[0][1] and "RHeel" not in shot.skipped[0][1]
+
+
+def test_the_two_shipped_actors_share_a_shot_the_nearer_in_front(scene):
+    """The synthetic actor (the second shipped actor) beside the real person in one shot: both drawn, and
+    where they overlap the one nearer the camera covers the other."""
+    X, cam, cache, ref = scene
+    centre = X[FRAME].mean(0)
+    toward = (cam.center - centre) * np.array([1.0, 1.0, 0.0])
+    toward /= np.linalg.norm(toward)
+    side = np.cross([0.0, 0.0, 1.0], toward)
+    near = X[FRAME] + 0.9 * toward + 0.2 * side
+    alone = render_shot(cam, [BoundActor("near", str(synthetic_actor_path()), near, "BODY_25B")], device="cpu",
+                        cache=cache)
+    # listed nearest first, so drawing in list order would put the far actor on top
+    both = render_shot(cam, [BoundActor("near", str(synthetic_actor_path()), near, "BODY_25B"),
+                             BoundActor("far", str(demo_actor_path()), X[FRAME], "BODY_25B")],
+                       device="cpu", cache=cache)
+    assert both.rendered == ["near", "far"] and both.skipped == []
+    far_a, near_a = ref.rgba[..., 3] > 0.9, alone.rgba[..., 3] > 0.9
+    overlap = far_a & near_a
+    assert near_a.mean() > 0.05 and (far_a & ~near_a).sum() > 50 and overlap.sum() > 50
+    # the overlap shows the nearer actor, and the far actor still shows where nothing is in front of it
+    diff_near = np.abs(_premultiplied(both.rgba) - _premultiplied(alone.rgba))[overlap].mean()
+    diff_far = np.abs(_premultiplied(both.rgba) - _premultiplied(ref.rgba))[far_a & ~near_a & (alone.rgba[..., 3] < 0.05)]
+    assert diff_near < 0.02 and diff_far.mean() < 0.02, (diff_near, diff_far.mean())
