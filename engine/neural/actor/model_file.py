@@ -200,7 +200,7 @@ def config_from_header(doc: dict, where: str) -> ActorConfig:
             raise MarionetteError(f"{where}: field {key!r} needs actor file version {need}, the file says {version}")
     charts = doc.get("texture_charts", "bones")
     if charts not in CHART_KINDS:
-        raise MarionetteError(f"{where}: field 'texture_charts' must be \"bones\" or \"parts\", got {str(charts)[:40]!r}")
+        raise MarionetteError(f"{where}: field 'texture_charts' must be one of {CHART_KINDS}, got {str(charts)[:40]!r}")
     if version < 5 and charts != "bones":
         raise MarionetteError(f"{where}: field 'texture_charts' needs actor file version 5, the file says {version}")
     for key in ("joint_set", "bones", "latent_dim", "mode", "decoder"):

@@ -66,14 +66,18 @@ def _foot(side: str):
     return lambda n: n.startswith(side + "_") and any(k in n for k in ("ankle", "toe", "heel", "foot"))
 
 
+def _both(joint_test):
+    return lambda a, b: joint_test(a) and joint_test(b)
+
+
 _PART_CHARTS = (
-    ("trunk", lambda a, b: _torso(a) and _torso(b),
+    ("trunk", _both(_torso),
      ((("left_hip", "right_hip"), ("smpl_left_hip", "smpl_right_hip")), (("left_shoulder", "right_shoulder"),))),
     ("head", lambda a, b: (_head(a) or a in _NECK) and _head(b),
      ((("upper_neck",), ("neck_base",), ("neck",)), (("head_top",), ("head",)))),
-    ("left_foot", lambda a, b: _foot("left")(a) and _foot("left")(b),
+    ("left_foot", _both(_foot("left")),
      ((("left_ankle",),), (("left_big_toe",), ("left_foot_index",), ("left_foot",)))),
-    ("right_foot", lambda a, b: _foot("right")(a) and _foot("right")(b),
+    ("right_foot", _both(_foot("right")),
      ((("right_ankle",),), (("right_big_toe",), ("right_foot_index",), ("right_foot",)))),
 )
 
