@@ -46,6 +46,7 @@ Variants (same data, seed, decoder and CPU budget; only the named choice differs
               vector linear in its bone frame's world axes)
   tinytexcrop32light tinytexcrop32 + light-dependent codes (mirrored views read them with the light mirrored back)
   tinytexlight tinytexpose (the CPU recipe) + light-dependent codes
+  medtexlight tinytexlight with the medium decoder
   tinytexcrop32nmlightpose tinytexcrop32nmlight + pose-dependent codes
   medtexcrop32nmlight tinytexcrop32nmlight with the medium decoder
   medtexcrop32 tinytexcrop32 with the medium decoder (base 16 channels, 3 levels)
@@ -132,6 +133,8 @@ VARIANTS = {
     "medtexcrop32nmlight": {**_MIR, "preset": "medium", "mirror": 0.0, "texture_channels": 8, "texture_size": 32,
                             "resolution": 256, "crop": 128, "light_conditioning": True},
     "tinytexlight": {**_MIR, "texture_channels": 8, "pose_conditioning": True, "light_conditioning": True},
+    "medtexlight": {**_MIR, "preset": "medium", "texture_channels": 8, "pose_conditioning": True,
+                    "light_conditioning": True},
     "tinytexparts": {**_MIR, "texture_channels": 8, "pose_conditioning": True, "texture_charts": "parts"},
     "medtexcrop32": {**_MIR, "preset": "medium", "texture_channels": 8, "texture_size": 32, "resolution": 256,
                      "crop": 128},
