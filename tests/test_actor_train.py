@@ -92,6 +92,9 @@ def test_evaluate_json_and_grid(trained, capture, capsys, tmp_path):
         assert np.isfinite(s["psnr"]) and -1 <= s["ssim"] <= 1
         assert 0 <= s["person_coverage"] <= 1
     assert res["lpips"].startswith("skipped")
+    # every figure comes with its definition in the JSON itself
+    assert set(res["overall"]) - {"views"} <= set(res["definitions"]) | {"lpips"}
+    assert "truth mask" in res["definitions"]["psnr_person"] and "10 %" in res["definitions"]["psnr_box"]
     from PIL import Image
 
     with Image.open(res["grid"]) as im:  # a row per split, truth | render | error for each of its 2 views
@@ -250,3 +253,41 @@ def test_training_hands_mirrored_views_their_reflection_for_the_light_codes(capt
                "--mirror", "1", "--per-bone", "2", *TRAIN])
     assert rc == 0 and seen
     assert all(m is not None and torch.allclose(torch.linalg.det(m), -torch.ones(len(m), dtype=m.dtype)) for m in seen)
+
+
+def test_resolution_defaults_to_the_capture_and_is_never_upsampled(capture, tmp_path, capsys):
+    opts = [o for o in TRAIN if o not in ("--resolution", "32")]
+    out = tmp_path / "native"
+    assert main(["train", "--capture", str(capture), "-o", str(out), "--steps", "1", *opts]) == 0
+    assert load_actor(out)[1]["training"]["resolution"] == [32, 32]
+    capsys.readouterr()
+    # a 32² capture trained at 64² would learn nothing the views hold, at 4x the cost per step
+    assert main(["train", "--capture", str(capture), "-o", str(tmp_path / "up"), "--steps", "1",
+                 "--resolution", "64", *opts]) == 1
+    err = capsys.readouterr().err
+    assert "--resolution 64 is above the capture's own 32-pixel images" in err and str(capture) in err
+    assert not (tmp_path / "up").exists()
+
+
+def test_short_training_lowers_the_image_loss(tmp_path):
+    """The smoke test of learning itself: 80 steps on a tiny capture bring the render far closer to the
+    training views than the actor after its first step."""
+    from engine.neural.actor.dataset import ViewSet, open_capture, split_views
+    from engine.neural.actor.train import TrainConfig, train
+
+    cap_dir = make_toy_capture(tmp_path / "cap", cameras=3, frames=4, size=32, heldout_every=4)
+    cap = open_capture(cap_dir)
+    b = ViewSet(cap, split_views(cap, "train")[:6], resolution=32).batch(range(6))
+    errors = []
+    for steps in (1, 80):
+        out = tmp_path / f"s{steps}"
+        train(TrainConfig(capture=str(cap_dir), out=str(out), steps=steps, batch=2, preset="tiny", latent_dim=4,
+                          eval_views=0, progress=False, threads=1, seed=0))
+        actor, _ = load_actor(out)
+        with torch.no_grad():
+            res = actor(b["joints"], b["K"], b["R"], b["t"], 32, 32)
+        # premultiplied colour and coverage against the truth: what a viewer sees over any background
+        colour = (res["rgb"] * res["alpha"] - b["rgb"] * b["mask"]).pow(2).mean()
+        coverage = (res["alpha"] - b["mask"]).pow(2).mean()
+        errors.append(float(colour + coverage))
+    assert errors[1] < 0.5 * errors[0], errors

@@ -22,9 +22,10 @@ seen by a ring of calibrated cameras, with Cycles on the CPU (bpy module, no GPU
 Writes the capture folder format read by training and evaluation (see docs): cameras.json,
 images/, masks/, joints3d.npz (BODY_25B ground truth) and OpenPose keypoints/.
 
-Example (8 ring cameras + 2 held-out cameras, 60 frames at 256x256, the demo actor):
+Example (8 ring cameras + 2 held-out cameras, 60 frames at 256x256, every 10th frame held out:
+the synthetic actor's capture):
   marionette make-capture -o captures/train8 --cameras 8 --heldout-cameras 2 \\
-      --frames 60 --resolution 256 --seed 0
+      --frames 60 --resolution 256 --seed 0 --heldout-every 10
 
 Drive the body with a skeleton file instead of the built-in walk:
   marionette make-capture -o captures/demo --motion walk_body25b.npz --frames 60

@@ -2,22 +2,8 @@
 
 Splits (``engine.neural.actor.dataset.split_views``): ``novel_view`` = held-out cameras x
 training frames, ``novel_pose`` = training cameras x held-out frames, ``novel_both``
-= held-out cameras x held-out frames. Metrics per split and overall (mean over views):
-
-* ``psnr``: dB over the whole image, render and truth both composited over black
-  (render ``rgb * alpha``, truth ``rgb * mask``) — the usual masked-capture convention;
-* ``psnr_person``: dB over the truth mask's pixels only (straight colours), which
-  background pixels cannot inflate;
-* ``ssim``: mean SSIM (11x11 Gaussian window) of the composites over black;
-* ``mask_iou``: IoU of ``alpha > 0.5`` and ``mask > 0.5``;
-* ``psnr_box`` / ``ssim_box``: dB and SSIM inside the subject's 2D box (the truth mask's
-  bounding box grown by 10 % of its size on every side, clipped to the image), render and
-  truth both composited over black — the protocol of the sparse-view avatar literature
-  (ZJU-MoCap figures), reported so Marionette's figures compare with theirs;
-* ``psnr_flat``: the flat-colour silhouette baseline — the truth mask filled with the
-  person's own mean colour in that view (an oracle colour), scored like ``psnr_person``. A
-  model that does not beat it has learned a silhouette, not an appearance;
-* ``lpips``: only when VGG+LPIPS weights are available locally (``MARIONETTE_VGG_WEIGHTS``).
+= held-out cameras x held-out frames. Metrics per split and overall (means over views) are
+defined in ``DEFINITIONS`` below, which ``marionette evaluate --json`` writes beside the figures.
 """
 
 from __future__ import annotations
@@ -35,6 +21,24 @@ from engine.neural.actor.losses import (VGGPerceptual, _gaussian_window, find_pe
 SPLITS = ("novel_view", "novel_pose", "novel_both")
 METRICS = ("psnr", "psnr_person", "psnr_box", "ssim", "ssim_box", "mask_iou", "psnr_flat")
 BOX_MARGIN = 0.10
+DEFINITIONS = {
+    "psnr": "dB over the whole image, render (rgb * alpha) and truth (rgb * mask) both composited over black",
+    "psnr_person": "dB over the truth mask's pixels only, straight colours: background pixels cannot inflate it",
+    "psnr_box": "dB inside the subject's 2D box (the truth mask's bounding box grown by 10 % of its size on every "
+                "side, clipped to the image), both composited over black: the sparse-view avatar literature's "
+                "protocol (ZJU-MoCap figures)",
+    "ssim": "mean SSIM (11x11 Gaussian window, sigma 1.5) of the two composites over black, whole image",
+    "ssim_box": "SSIM of the composites over black inside the subject's 2D box (as psnr_box)",
+    "mask_iou": "IoU of the render's alpha > 0.5 and the truth mask > 0.5",
+    "psnr_flat": "the flat-colour silhouette baseline: the truth mask filled with the person's own mean colour in "
+                 "that view (an oracle colour), scored like psnr_person; a model that does not beat it has learned "
+                 "a silhouette, not an appearance",
+    "person_coverage": "diagnostic: the share of the truth mask's pixels the render covers (alpha > 0.5)",
+    "psnr_person_covered": "diagnostic: psnr_person over the covered pixels only; its gap to psnr_person is error "
+                           "from silhouette misses rather than colour",
+    "lpips": "LPIPS (VGG) of the composites; only when VGG + LPIPS weights are available locally "
+             "(MARIONETTE_VGG_WEIGHTS), never downloaded",
+}
 
 
 def subject_box(mask: torch.Tensor, margin: float = BOX_MARGIN) -> tuple[int, int, int, int] | None:
@@ -147,7 +151,7 @@ def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | N
     refine = refined_poses and refined_poses_apply(actor, cap)
     result = {"splits": {}, "resolution": None, "lpips": "available" if lpips_net else
               "skipped (no local LPIPS weights; set MARIONETTE_VGG_WEIGHTS)",
-              "poses": "refined by training" if refine else "capture"}
+              "poses": "refined by training" if refine else "capture", "definitions": DEFINITIONS}
     all_rows: list[dict] = []
     grid_rows = []
     todo = [(s, _pick(split_views(cap, s), max_views)) for s in splits]

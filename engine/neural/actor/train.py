@@ -545,8 +545,15 @@ class _Run:
 
         cfg = self.cfg
         self.cap = cap = open_capture(cfg.capture)
+        native = capture_resolution(cap)
         if cfg.resolution is None:
-            cfg.resolution = capture_resolution(cap)
+            cfg.resolution = native
+        elif cfg.resolution > native:
+            # upsampled views add no detail to learn, only cost ((r / native)² per step)
+            raise MarionetteError(
+                f"{cap.root}: --resolution {cfg.resolution} is above the capture's own {native}-pixel images "
+                f"(capture.json 'resolution' / cameras.json width and height); use --resolution {native} or less, "
+                f"or re-ingest the videos at a larger --size")
         self.views = split_views(cap, "train")
         check_trainable_frames(cap, cap.joint_set, sorted({v.frame for v in self.views}))
         bar = _bar(cfg, self.d, len(self.views), "loading views")
