@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import torch
 
 from engine.neural.actor.augment import augment_views
@@ -105,10 +107,16 @@ def test_cpu_recipe_sets_its_options_and_explicit_options_win():
 def test_recorded_command_spells_out_what_the_recipe_chose():
     from engine.cli.commands.train import effective_command
 
-    cmd = effective_command(_train_args("--recipe", "cpu"))
-    for flag in ("--recipe cpu", "--decoder tiny", "--ema 0.995", "--silhouette-weight 0.5", "--augment",
+    args = _train_args("--recipe", "cpu")
+    cmd = effective_command(args)
+    for flag in ("--decoder tiny", "--ema 0.995", "--silhouette-weight 0.5", "--augment",
                  "--refine-pose", "--mirror 0.5", "--texture-channels 8", "--pose-conditioning"):
         assert flag in cmd, (flag, cmd)
+    # the recorded command replays the same run without naming the recipe, whatever the recipe becomes
+    assert "--recipe" not in cmd
+    replay = _train_args(*shlex.split(cmd)[6:])
+    assert {k: v for k, v in vars(replay).items() if k != "recipe"} == \
+        {k: v for k, v in vars(args).items() if k != "recipe"}
 
 
 def test_rolled_camera_projects_a_world_point_onto_the_moved_content():

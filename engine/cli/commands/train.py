@@ -143,11 +143,15 @@ def apply_recipe(args) -> None:
 
 
 def effective_command(args) -> str:
-    """The command line with every option spelled out, so the provenance records what really ran."""
+    """The command line with every option spelled out, so the provenance records what really ran.
+
+    ``--recipe`` itself is left out: the options it chose are all spelled out, and a recipe's meaning
+    may grow (``cpu`` gained ``--pose-conditioning``, an on-switch a later command line cannot turn
+    off), so a recorded command that named it would no longer replay the same run."""
     import shlex
 
     parts = ["marionette", "train", "--capture", args.capture, "-o", args.output]
-    for opt in ("recipe", "steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
+    for opt in ("steps", "resolution", "batch", "mode", "device", "seed", "lr", "decoder", "upsample", "latent_dim",
                 "per_bone", "texture_channels", "texture_size", "texture_charts", "silhouette_weight", "latent_colour_weight",
                 "mirror", "roll", "crop", "pose_weight", "ema", "checkpoint_every", "max_minutes", "perceptual_weights", "eval_views", "threads",
                 "log_dir"):
