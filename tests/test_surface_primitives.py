@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,24 +96,27 @@ def test_primitives_are_finite_with_finite_gradients(degenerate):
     assert all(torch.isfinite(p.grad).all() for p in sp.parameters() if p.grad is not None)
 
 
-def test_gradcheck_through_the_reference_renderer():
+@pytest.mark.parametrize("learned", ["offsets", "log_scales", "log_widths", "log_densities", "joints"])
+def test_gradcheck_through_the_reference_renderer(learned):
+    """float64 gradcheck of pixels with respect to every learnable part of the primitives' geometry
+    (where each Gaussian sits, its shape, its bone's width, its density) and to the joints."""
     j = _standing(batch=1)
     sp = SurfacePrimitives(BODY_25B, 2).double()
     K, R, t = _cam(10, 12)
     feats = torch.randn(1, sp.num_primitives, 3, dtype=torch.float64)
     bg = torch.zeros(1, 3, dtype=torch.float64)
+    params = {k: v.detach() for k, v in sp.named_parameters()}
+    assert learned == "joints" or learned in params
 
-    def f(offsets, joints):
-        g = torch.func.functional_call(sp, {"offsets": offsets}, (joints,))
+    def f(x):
+        values = params if learned == "joints" else {**params, learned: x}
+        g = torch.func.functional_call(sp, values, (x if learned == "joints" else j,))
         lat, alpha, depth = raycast_reference(g["means"], g["precisions"], g["densities"][None], feats, bg, K, R, t,
                                               12, 10)
         return lat.sum() + alpha.sum()
 
-    offs = sp.offsets.detach().clone().requires_grad_(True)
-    jj = j.clone().requires_grad_(True)
-    # the geometry (offsets, joints -> means/precisions -> pixels), float64
-    assert torch.autograd.gradcheck(lambda o: f(o, j), (offs,), eps=1e-6, atol=1e-5, rtol=1e-3)
-    assert torch.autograd.gradcheck(lambda x: f(sp.offsets.detach(), x), (jj,), eps=1e-6, atol=1e-5, rtol=1e-3)
+    x = (j if learned == "joints" else params[learned]).clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-5, rtol=1e-3)
 
 
 @needs_ext
@@ -164,6 +168,44 @@ def test_one_per_bone_actor_stays_version_1_and_v1_cannot_claim_surface(tmp_path
     p.write_text(json.dumps(doc))
     with pytest.raises(MarionetteError, match="needs actor file version 2"):
         load_actor(tmp_path / "a")
+
+
+FROZEN_V1 = Path(__file__).parent / "data" / "actor_v1_tiny"
+
+
+def test_an_actor_the_first_wave_wrote_loads_and_renders_as_it_did():
+    """A version-1 actor written by the first wave's own code (commit 92c4806, its make_v1_actor.py),
+    not by today's writer: today's loader and renderer give the frame that code rendered."""
+    from engine.geometry.camera import Camera
+
+    actor, doc = load_actor(FROZEN_V1)
+    assert doc["version"] == 1 and "per_bone" not in doc
+    ref = np.load(FROZEN_V1 / "render_92c4806.npz")
+    cam = Camera("probe", K=ref["K"], R=ref["R"], t=ref["t"], width=24, height=32)
+    rgb, alpha = actor.render_frames(ref["joints"], cam)
+    assert ref["alpha"].max() > 0.5 and ref["alpha"].min() < 0.05  # the person and background both in frame
+    np.testing.assert_allclose(alpha, ref["alpha"], atol=1e-3)
+    np.testing.assert_allclose(rgb, ref["rgb"], atol=1e-3)
+
+
+def test_learned_camera_colours_never_reach_a_render():
+    """Per-camera colour correction explains the training cameras' exposure; a render (any camera,
+    Blender's included) must not carry any of it."""
+    from engine.geometry.camera import Camera
+
+    actor = Actor(make_config("BODY_25B", latent_dim=4, preset="tiny", per_bone=2, colour_cameras=3)).eval()
+    j = _standing(dtype=torch.float32, batch=1)
+    K, R, t = (x.float() for x in _cam(16, 16))
+    cam = Camera("c", K=K[0].double().numpy(), R=R[0].double().numpy(), t=t[0].double().numpy(), width=16, height=16)
+    with torch.no_grad():
+        before = actor(j, K, R, t, 16, 16)["rgb"]
+        frames_before = actor.render_frames(j.numpy(), cam)[0]
+        actor.camera_colour.copy_(torch.tensor([0.3, -0.2, 0.1, 0.05, -0.1, 0.2]).reshape(2, 3).expand(3, 2, 3))
+        after = actor(j, K, R, t, 16, 16)["rgb"]
+        # training does apply it: the same render as camera 1 saw it differs
+        assert not torch.allclose(actor.colour_correct(after, torch.tensor([1])), after, atol=1e-3)
+    assert torch.equal(before, after)
+    np.testing.assert_array_equal(actor.render_frames(j.numpy(), cam)[0], frames_before)
 
 
 def test_forward_scaled_renders_at_the_trained_person_size():
