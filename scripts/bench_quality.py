@@ -4,8 +4,8 @@
 Variants (same data, seed, decoder and CPU budget; only the named choice differs):
 
   surface     several Gaussians per bone in the bone's frame (--per-bone 4) + per-camera colour
-              correction — the default actor
-  nocolour    surface without the colour correction
+              correction (--colour-correction)
+  nocolour    surface without the colour correction — the default actor (plain `marionette train`)
   bone        one Gaussian per bone, one latent vector per bone (the actor before issue 14)
   rochette    bone, with the seed paper's soft depth weighting instead of compositing
   silaug      surface + a silhouette loss on the Gaussians' own alpha + random zoom/shift of views
