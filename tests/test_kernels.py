@@ -384,6 +384,18 @@ def test_stale_build_is_left_unused(monkeypatch):
     assert torch.equal(latent, raycast_reference(*scene)[0])
 
 
+def test_too_many_primitives_for_the_cuda_kernel_is_said_not_silent():
+    import importlib
+    import warnings
+
+    rc = importlib.import_module("engine.neural.render.raycast")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning where the kernel fits
+        assert rc.fits_cuda_kernel("cpu", 10_000) and rc.fits_cuda_kernel("cuda", rc.CUDA_MAX_PRIMITIVES)
+    with pytest.warns(RuntimeWarning, match=r"144 Gaussian primitives exceed .*--per-bone"):
+        assert not rc.fits_cuda_kernel("cuda", 144)
+
+
 # ---------------------------------------------------------------------- CUDA sources
 def _nvcc():
     found = shutil.which("nvcc")

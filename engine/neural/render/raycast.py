@@ -221,6 +221,21 @@ def kernel_available(device) -> bool:
 CUDA_MAX_PRIMITIVES = 128  # kCudaMaxPrims in cuda_ext/csrc/raycast_cuda.h
 
 
+def fits_cuda_kernel(device_type: str, num_primitives: int) -> bool:
+    """Whether the CUDA kernel can render this many primitives (every other device's kernel can). When
+    it cannot, says so once per call site (Python's warning filter) and how to avoid it: silently, a
+    33-joint BlazePose actor (36 bones x 4 = 144 primitives) would train on the slow reference."""
+    if device_type != "cuda" or num_primitives <= CUDA_MAX_PRIMITIVES:
+        return True
+    import warnings
+
+    warnings.warn(f"{num_primitives} Gaussian primitives exceed the CUDA raycast kernel's {CUDA_MAX_PRIMITIVES}, so "
+                  f"this render runs the PyTorch reference (several times slower); train with fewer Gaussians per "
+                  f"bone (--per-bone, e.g. 3 for a 36-bone BlazePose actor) to keep the kernel", RuntimeWarning,
+                  stacklevel=3)
+    return False
+
+
 def raycast(means, precisions, densities, features, background, K, R, t, height: int, width: int,
             mode: str = "transmittance", backend: str | None = None, ray_dirs: torch.Tensor | None = None,
             chunk_rays: int = DEFAULT_CHUNK_RAYS, groups: torch.Tensor | None = None, num_groups: int = 0):
@@ -253,8 +268,8 @@ def raycast(means, precisions, densities, features, background, K, R, t, height:
         use_kernel = True
     elif name == "auto":
         # the CUDA kernel keeps a tile's primitives in shared memory: at most CUDA_MAX_PRIMITIVES
-        fits = means.device.type != "cuda" or means.shape[1] <= CUDA_MAX_PRIMITIVES
-        use_kernel = ray_dirs is None and fits and kernel_available(means.device)
+        use_kernel = (ray_dirs is None and kernel_available(means.device)
+                      and fits_cuda_kernel(means.device.type, int(means.shape[1])))
     if groups is not None:
         groups = _check_groups(groups, means.shape[1], num_groups, means.device)
     if use_kernel:
