@@ -553,7 +553,7 @@ class _Run:
             raise MarionetteError(
                 f"{cap.root}: --resolution {cfg.resolution} is above the capture's own {native}-pixel images "
                 f"(capture.json 'resolution' / cameras.json width and height); use --resolution {native} or less, "
-                f"or re-ingest the videos at a larger --size")
+                f"or remake the capture larger (marionette ingest / make-capture --resolution)")
         self.views = split_views(cap, "train")
         check_trainable_frames(cap, cap.joint_set, sorted({v.frame for v in self.views}))
         bar = _bar(cfg, self.d, len(self.views), "loading views")
