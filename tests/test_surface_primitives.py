@@ -90,7 +90,7 @@ def test_primitives_are_finite_with_finite_gradients(degenerate):
     g = sp(j)
     assert all(torch.isfinite(v).all() for v in g.values())
     ev = torch.linalg.eigvalsh(g["precisions"])
-    assert float(ev.min()) > 0
+    assert float(ev.min().detach()) > 0
     (g["means"].sum() + g["precisions"].sum() * 1e-3).backward()
     assert torch.isfinite(j.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in sp.parameters() if p.grad is not None)
