@@ -212,11 +212,19 @@ def evaluate_actor(actor, cap, resolution: int | None = None, max_views: int | N
     return result
 
 
+def _mean_of_defined(values) -> float:
+    """Mean over the views where a metric is defined (NaN where it is nowhere, e.g. the covered pixels'
+    PSNR of a render that covers none), without numpy's empty-slice warning."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return round(float(v.mean()), 4) if v.size else float("nan")
+
+
 def _summary(rows: list[dict]) -> dict:
     if not rows:
         return {}
     keys = [k for k in rows[0] if k not in ("camera", "frame")]
-    s = {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in keys}
+    s = {k: _mean_of_defined([r[k] for r in rows]) for k in keys}
     s["views"] = len(rows)
     return s
 
