@@ -1,5 +1,8 @@
 """Writes a tiny version-1 actor and what it rendered, with the first wave's code (commit 92c4806) on the path:
-    git archive 92c4806 engine | tar -x -C OLD && MARIONETTE_RENDER_BACKEND=reference PYTHONPATH=OLD python3 make_v1_actor.py tests/data/actor_v1_tiny
+    git archive 92c4806 engine | tar -x -C OLD && cd OLD && \
+        MARIONETTE_RENDER_BACKEND=reference PYTHONPATH=. python3 REPO/tests/data/actor_v1_tiny/make_v1_actor.py OUT
+(run from OLD: it reads OLD's engine/data/demo_actor/reference_skeleton.npz; the reference renderer, because
+today's installed kernels have another op signature than that code calls)
 The test loads it with today's code and renders the same frame."""
 import sys
 from pathlib import Path
